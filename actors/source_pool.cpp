@@ -1,0 +1,353 @@
+#include "actors/source_pool.hpp"
+
+#include <algorithm>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <unordered_map>
+
+#include "actors/messages.hpp"
+#include "common/error.hpp"
+#include "common/log.hpp"
+#include "planner/rng.hpp"
+#include "sources/reader.hpp"
+
+namespace fs = std::filesystem;
+
+namespace overlord::actors {
+
+namespace {
+
+// Skipped records are logged one by one up to this count per worker, then
+// once per this many.
+constexpr uint64_t skip_log_burst = 20;
+constexpr uint64_t skip_log_every = 1000;
+
+struct worker_state {
+  static inline const char* name = "source_worker";
+  uint64_t skipped = 0;
+  sources::gpt2_piece_cache cache;
+};
+
+// Returns true when decoding `text` replaces invalid UTF-8 with U+FFFD.
+bool has_invalid_utf8(const std::string& text) {
+  bool ascii = std::all_of(text.begin(), text.end(), [](char c) {
+    return static_cast<unsigned char>(c) < 0x80;
+  });
+  if (ascii)
+    return false;
+  std::size_t replacements = 0;
+  sources::decode_utf8_lossy(text, &replacements);
+  return replacements > 0;
+}
+
+caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
+                            std::shared_ptr<const pool_setup> setup,
+                            std::vector<std::string> shard_names) {
+  auto log = get_logger("sources");
+  const auto& source = setup->config.sources[setup->source];
+  sources::reader_options options;
+  options.format = source.format == planner::source_format::jsonl
+                       ? sources::shard_format::jsonl
+                       : sources::shard_format::text;
+  options.text_field = source.text_field;
+  options.fail_on_bad_input =
+      setup->config.on_bad_input == planner::bad_input_policy::fail;
+  options.max_document_bytes =
+      static_cast<uint64_t>(setup->config.max_document_bytes);
+
+  return {
+      [=](read_atom, uint32_t epoch, uint32_t position,
+          uint32_t shard) -> caf::result<shard_output> {
+        shard_output out;
+        out.epoch = epoch;
+        out.position = position;
+        sources::read_result read;
+        try {
+          read = sources::read_shard(source.shards[shard], shard_names[shard],
+                                     options);
+        } catch (const error& e) {
+          log->error("source={} shard={} failed: {}", source.name,
+                     shard_names[shard], e.what());
+          return caf::make_error(caf::sec::runtime_error,
+                                 "source=" + source.name + " " + e.what());
+        }
+
+        for (auto& record : read.skipped) {
+          auto count = ++self->state.skipped;
+          if (count <= skip_log_burst || count % skip_log_every == 0)
+            log->warn("source={} skipped {} {}: {} (skipped so far by this "
+                      "worker: {})",
+                      source.name, record.kind, record.where, record.detail,
+                      count);
+          out.skipped.push_back(record.where);
+          out.skipped_kinds.push_back(record.kind);
+        }
+
+        for (auto& doc : read.documents) {
+          tokenized_document tokenized;
+          tokenized.tokens = setup->tokenizer->encode(doc.text,
+                                                      self->state.cache);
+          tokenized.replaced_invalid_utf8 = has_invalid_utf8(doc.text);
+          tokenized.tokens.push_back(setup->tokenizer->eos_id());
+          tokenized.key = std::move(doc.key);
+          out.documents.push_back(std::move(tokenized));
+        }
+        return out;
+      },
+  };
+}
+
+struct held_payload {
+  std::vector<int32_t> tokens;
+  uint64_t unserved_tokens = 0;  // freed when every piece was fetched
+};
+
+struct pool_state {
+  static inline const char* name = "source_pool";
+
+  std::shared_ptr<const pool_setup> setup;
+  std::shared_ptr<spdlog::logger> log;
+  std::vector<caf::actor> workers;
+  size_t next_worker = 0;
+
+  // Shards are dispatched in (epoch, position) order and released in the
+  // same order, whichever worker finishes first.
+  uint32_t dispatch_epoch = 0;
+  uint32_t dispatch_position = 0;
+  std::vector<uint32_t> dispatch_order;
+  uint32_t release_epoch = 0;
+  uint32_t release_position = 0;
+  uint64_t released_in_epoch = 0;
+  size_t outstanding = 0;
+  std::map<std::pair<uint32_t, uint32_t>, shard_output> finished;
+
+  uint64_t next_sequence = 0;
+  std::deque<planner::document_meta> unannounced;
+  std::unordered_map<uint64_t, held_payload> payloads;
+
+  uint32_t waiting_count = 0;
+  caf::response_promise waiting;
+  bool has_waiting = false;
+
+  // Counters for status and logs.
+  uint64_t documents = 0;
+  uint64_t tokens = 0;
+  uint64_t invalid_utf8_documents = 0;
+  std::map<std::string, uint64_t> skipped_by_kind;
+  bool failed = false;
+};
+
+using pool_actor = caf::stateful_actor<pool_state>;
+
+void fail_pool(pool_actor* self, const std::string& message) {
+  auto& st = self->state;
+  if (st.failed)
+    return;
+  st.failed = true;
+  st.log->error("{}", message);
+  self->send(st.setup->supervisor, fatal_atom::value, message);
+}
+
+std::vector<planner::document_meta> take_announcements(pool_actor* self,
+                                                       uint32_t max_count) {
+  auto& st = self->state;
+  std::vector<planner::document_meta> out;
+  while (!st.unannounced.empty() && out.size() < max_count) {
+    out.push_back(std::move(st.unannounced.front()));
+    st.unannounced.pop_front();
+  }
+  return out;
+}
+
+void dispatch(pool_actor* self);
+
+void release_finished(pool_actor* self) {
+  auto& st = self->state;
+  const auto& source = st.setup->config.sources[st.setup->source];
+  const uint32_t shard_count = static_cast<uint32_t>(source.shards.size());
+
+  for (;;) {
+    auto found = st.finished.find({st.release_epoch, st.release_position});
+    if (found == st.finished.end())
+      break;
+    auto output = std::move(found->second);
+    st.finished.erase(found);
+
+    for (size_t i = 0; i < output.skipped_kinds.size(); ++i)
+      ++st.skipped_by_kind[output.skipped_kinds[i]];
+    for (auto& doc : output.documents) {
+      planner::document_meta meta;
+      meta.source = st.setup->source;
+      meta.sequence = st.next_sequence++;
+      meta.epoch = output.epoch;
+      meta.tokens = static_cast<uint32_t>(doc.tokens.size());
+      meta.key = doc.key;
+      st.documents++;
+      st.tokens += doc.tokens.size();
+      if (doc.replaced_invalid_utf8)
+        st.invalid_utf8_documents++;
+      st.payloads[meta.sequence] =
+          held_payload{std::move(doc.tokens), meta.tokens};
+      st.unannounced.push_back(std::move(meta));
+      st.released_in_epoch++;
+    }
+
+    if (++st.release_position == shard_count) {
+      if (st.released_in_epoch == 0) {
+        fail_pool(self, "source=" + source.name + " epoch " +
+                            std::to_string(st.release_epoch) +
+                            " produced no usable document; every record was "
+                            "skipped as bad input (see the warnings above)");
+        return;
+      }
+      st.log->info("source={} finished epoch {} ({} documents so far)",
+                   source.name, st.release_epoch, st.documents);
+      st.release_epoch++;
+      st.release_position = 0;
+      st.released_in_epoch = 0;
+    }
+  }
+
+  if (st.has_waiting && !st.unannounced.empty()) {
+    st.has_waiting = false;
+    st.waiting.deliver(take_announcements(self, st.waiting_count));
+  }
+  dispatch(self);
+}
+
+void dispatch(pool_actor* self) {
+  auto& st = self->state;
+  const auto& config = st.setup->config;
+  const auto& source = config.sources[st.setup->source];
+  const uint32_t shard_count = static_cast<uint32_t>(source.shards.size());
+  const size_t max_outstanding = 2 * st.workers.size();
+
+  while (!st.failed && st.outstanding < max_outstanding &&
+         st.unannounced.size() <
+             static_cast<size_t>(config.buffer_documents)) {
+    if (st.dispatch_position == 0 && st.dispatch_order.empty())
+      st.dispatch_order = planner::epoch_shard_order(
+          shard_count, config.seed, source.name, st.dispatch_epoch);
+    uint32_t epoch = st.dispatch_epoch;
+    uint32_t position = st.dispatch_position;
+    uint32_t shard = st.dispatch_order[position];
+    if (++st.dispatch_position == shard_count) {
+      st.dispatch_epoch++;
+      st.dispatch_position = 0;
+      st.dispatch_order.clear();
+    }
+
+    auto& worker = st.workers[st.next_worker];
+    st.next_worker = (st.next_worker + 1) % st.workers.size();
+    st.outstanding++;
+    self->request(worker, caf::infinite, read_atom::value, epoch, position,
+                  shard)
+        .then(
+            [=](shard_output& output) {
+              auto& s = self->state;
+              s.outstanding--;
+              s.finished.emplace(std::make_pair(output.epoch, output.position),
+                                 std::move(output));
+              release_finished(self);
+            },
+            [=](caf::error& err) {
+              self->state.outstanding--;
+              fail_pool(self, self->system().render(err));
+            });
+  }
+}
+
+caf::behavior source_pool(pool_actor* self, pool_setup setup) {
+  auto& st = self->state;
+  st.setup = std::make_shared<const pool_setup>(std::move(setup));
+  st.log = get_logger("actors");
+  const auto& source = st.setup->config.sources[st.setup->source];
+
+  auto names = shard_display_names(source.shards);
+  for (int i = 0; i < source.workers; ++i)
+    st.workers.push_back(self->spawn<caf::detached + caf::linked>(
+        source_worker, st.setup, names));
+  st.log->info("source={} pool started: {} workers, {} shards, format {}",
+               source.name, source.workers, source.shards.size(),
+               planner::to_string(source.format));
+  dispatch(self);
+
+  return {
+      [=](announce_atom, uint32_t max_count)
+          -> caf::result<std::vector<planner::document_meta>> {
+        auto& s = self->state;
+        if (!s.unannounced.empty()) {
+          auto out = take_announcements(self, max_count);
+          dispatch(self);
+          return out;
+        }
+        // Nothing ready yet: answer once a shard comes back.
+        s.waiting = self->make_response_promise();
+        s.waiting_count = max_count;
+        s.has_waiting = true;
+        return s.waiting;
+      },
+      [=](fetch_atom, uint64_t sequence, uint32_t offset,
+          uint32_t length) -> caf::result<std::vector<int32_t>> {
+        auto& s = self->state;
+        auto found = s.payloads.find(sequence);
+        if (found == s.payloads.end() ||
+            offset + length > found->second.tokens.size())
+          return caf::make_error(
+              caf::sec::invalid_argument,
+              "source=" + self->state.setup->config.sources[s.setup->source].name +
+                  " has no payload for sequence " + std::to_string(sequence));
+        auto& held = found->second;
+        // One token past the piece is the label of its last position.
+        uint32_t end = std::min<uint32_t>(
+            offset + length + 1, static_cast<uint32_t>(held.tokens.size()));
+        std::vector<int32_t> out(held.tokens.begin() + offset,
+                                 held.tokens.begin() + end);
+        held.unserved_tokens -= length;
+        if (held.unserved_tokens == 0)
+          s.payloads.erase(found);
+        return out;
+      },
+      [=](stats_atom) {
+        auto& s = self->state;
+        counters stats;
+        stats["documents"] = s.documents;
+        stats["tokens"] = s.tokens;
+        stats["invalid_utf8_documents"] = s.invalid_utf8_documents;
+        stats["buffered"] = s.unannounced.size();
+        stats["held_payloads"] = s.payloads.size();
+        stats["epoch"] = s.release_epoch;
+        for (const auto& [kind, count] : s.skipped_by_kind)
+          stats["skipped_" + kind] = count;
+        return stats;
+      },
+  };
+}
+
+}  // namespace
+
+std::vector<std::string> shard_display_names(
+    const std::vector<std::string>& shards) {
+  if (shards.empty())
+    return {};
+  fs::path common = fs::path(shards.front()).parent_path();
+  for (const auto& shard : shards) {
+    auto parent = fs::path(shard).parent_path();
+    while (!common.empty() &&
+           std::mismatch(common.begin(), common.end(), parent.begin(),
+                         parent.end())
+                   .first != common.end())
+      common = common.parent_path();
+  }
+  std::vector<std::string> names;
+  for (const auto& shard : shards)
+    names.push_back(fs::path(shard).lexically_relative(common).string());
+  return names;
+}
+
+caf::actor spawn_source_pool(caf::actor_system& system, pool_setup setup) {
+  return system.spawn(source_pool, std::move(setup));
+}
+
+}  // namespace overlord::actors

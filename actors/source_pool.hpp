@@ -1,0 +1,34 @@
+// SourceLoader pool: one per data source. The pool actor hands shards to
+// its worker actors, puts their output back into the source's
+// deterministic order (seeded shard shuffle per epoch, records in file
+// order) whatever the worker count, announces document metadata to the
+// planner and serves token payloads to constructors.
+#pragma once
+
+#include <caf/all.hpp>
+
+#include <cstdint>
+#include <memory>
+
+#include "planner/config.hpp"
+#include "sources/tokenizer.hpp"
+
+namespace overlord::actors {
+
+struct pool_setup {
+  planner::job_config config;
+  uint32_t source = 0;
+  std::shared_ptr<const sources::gpt2_tokenizer> tokenizer;
+  // Receives (fatal_atom, message) when the source cannot go on.
+  caf::actor supervisor;
+};
+
+// Spawns the pool actor; it spawns and links its own workers.
+caf::actor spawn_source_pool(caf::actor_system& system, pool_setup setup);
+
+// Returns the shard names used in sample keys: each shard's path relative
+// to the deepest folder that contains all of them.
+std::vector<std::string> shard_display_names(
+    const std::vector<std::string>& shards);
+
+}  // namespace overlord::actors

@@ -1,0 +1,81 @@
+// Trainer-side client of one rank's DataConstructor. It keeps up to
+// `prefetch` requests in flight (one credit per request, so the server
+// never sends more than that), and hands batches out in step order.
+// One client per thread; it owns its ZeroMQ socket.
+#pragma once
+
+#include <zmq.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "transport/wire.hpp"
+
+namespace overlord::client {
+
+struct client_options {
+  std::string endpoint;  // e.g. "tcp://127.0.0.1:5555"
+  uint32_t rank = 0;
+  uint32_t prefetch = 2;  // requests in flight
+  std::chrono::milliseconds timeout{30000};
+  uint64_t first_step = 0;
+};
+
+// A received batch. It owns the ZeroMQ message, and `batch()` reads the
+// FlatBuffers table in place without copying.
+class received_batch {
+ public:
+  explicit received_batch(zmq::message_t message);
+
+  const wire::Batch& batch() const { return *batch_; }
+  const void* data() const { return message_.data(); }
+  size_t size() const { return message_.size(); }
+
+ private:
+  zmq::message_t message_;
+  const wire::Batch* batch_;
+};
+
+class batch_client {
+ public:
+  explicit batch_client(client_options options);
+  ~batch_client();
+
+  batch_client(const batch_client&) = delete;
+  batch_client& operator=(const batch_client&) = delete;
+
+  // Returns the batch of the next step. Throws overlord::error with code
+  // timeout when the server does not answer within the timeout, and with
+  // the server's code when it replies with an error.
+  received_batch next();
+
+  // The step the next call to next() returns.
+  uint64_t next_step() const { return next_step_; }
+
+  // Requests sent whose replies have not arrived yet.
+  uint32_t in_flight() const { return in_flight_; }
+
+  // Batches received ahead of the one next() will return.
+  size_t buffered() const { return ahead_.size(); }
+
+  // Receives, without waiting, every reply that has already arrived, so
+  // that buffered() counts the batches ready for the trainer.
+  void collect_ready();
+
+ private:
+  void top_up();
+  void accept(zmq::message_t message);
+
+  client_options options_;
+  zmq::context_t context_;
+  zmq::socket_t socket_;
+  uint64_t next_step_;
+  uint64_t next_request_;
+  uint32_t in_flight_ = 0;
+  std::map<uint64_t, received_batch> ahead_;
+};
+
+}  // namespace overlord::client

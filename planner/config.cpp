@@ -1,0 +1,414 @@
+#include "planner/config.hpp"
+
+#include <glob.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "common/error.hpp"
+
+namespace fs = std::filesystem;
+
+namespace overlord::planner {
+
+namespace {
+
+const std::set<std::string> top_level_keys = {
+    "seed",         "sequence_length",  "rows_per_rank",      "ranks",
+    "bind",         "base_port",        "on_bad_input",       "mix_by",
+    "tokenizer",    "plan_ahead",       "buffer_documents",   "max_document_bytes",
+    "log_level",    "sources",
+};
+
+const std::set<std::string> source_keys = {
+    "name", "format", "text_field", "paths", "weight", "workers",
+};
+
+// Reads one YAML document and reports problems with the place they come
+// from: a line of the config file, or the --set flag that wrote the value.
+class checker {
+ public:
+  checker(std::string origin, std::string base_dir)
+      : origin_(std::move(origin)), base_dir_(std::move(base_dir)) {}
+
+  void mark_overridden(const std::string& key, const std::string& flag) {
+    overridden_[key] = flag;
+  }
+
+  [[noreturn]] void fail(const YAML::Node& node, const std::string& key,
+                         const std::string& problem) const {
+    std::ostringstream out;
+    auto flag = overridden_.find(key);
+    if (flag != overridden_.end())
+      out << "--set " << flag->second;
+    else if (node.IsDefined() && node.Mark().line >= 0)
+      out << origin_ << ":" << node.Mark().line + 1;
+    else
+      out << origin_;
+    out << ": " << key << ": " << problem;
+    throw error(errc::invalid_config, out.str());
+  }
+
+  template <class T>
+  T scalar(const YAML::Node& node, const std::string& key,
+           const char* type_name) const {
+    if (!node.IsScalar())
+      fail(node, key, std::string("expected ") + type_name + ", got a " +
+                          kind(node) + "; write a single " + type_name);
+    try {
+      return node.as<T>();
+    } catch (const YAML::Exception&) {
+      fail(node, key, std::string("expected ") + type_name + ", got '" +
+                          node.Scalar() + "'; write a " + type_name);
+    }
+  }
+
+  int integer(const YAML::Node& node, const std::string& key, int min_value,
+              int max_value) const {
+    auto value = scalar<long long>(node, key, "integer");
+    if (value < min_value || value > max_value)
+      fail(node, key,
+           "value " + std::to_string(value) + " is out of range; use " +
+               std::to_string(min_value) + " to " + std::to_string(max_value));
+    return static_cast<int>(value);
+  }
+
+  std::string choice(const YAML::Node& node, const std::string& key,
+                     const std::vector<std::string>& choices) const {
+    auto value = scalar<std::string>(node, key, "string");
+    if (std::find(choices.begin(), choices.end(), value) != choices.end())
+      return value;
+    std::string list;
+    for (const auto& option : choices)
+      list += (list.empty() ? "" : " or ") + option;
+    fail(node, key, "unknown value '" + value + "'; use " + list);
+  }
+
+  void check_keys(const YAML::Node& map, const std::string& prefix,
+                  const std::set<std::string>& allowed) const {
+    for (const auto& entry : map) {
+      auto key = entry.first.as<std::string>();
+      if (allowed.count(key) == 0) {
+        std::string list;
+        for (const auto& name : allowed)
+          list += (list.empty() ? "" : ", ") + name;
+        fail(entry.first, prefix + key,
+             "unknown key; valid keys here are " + list);
+      }
+    }
+  }
+
+  std::string resolve(const std::string& path) const {
+    fs::path p(path);
+    if (p.is_absolute())
+      return p.lexically_normal().string();
+    return (fs::path(base_dir_) / p).lexically_normal().string();
+  }
+
+  static const char* kind(const YAML::Node& node) {
+    switch (node.Type()) {
+      case YAML::NodeType::Sequence:
+        return "list";
+      case YAML::NodeType::Map:
+        return "map";
+      case YAML::NodeType::Null:
+        return "null value";
+      default:
+        return "scalar";
+    }
+  }
+
+ private:
+  std::string origin_;
+  std::string base_dir_;
+  std::map<std::string, std::string> overridden_;
+};
+
+std::vector<std::string> expand_glob(const std::string& pattern) {
+  glob_t result{};
+  std::vector<std::string> files;
+  if (glob(pattern.c_str(), GLOB_NOSORT, nullptr, &result) == 0) {
+    for (size_t i = 0; i < result.gl_pathc; ++i)
+      if (fs::is_regular_file(result.gl_pathv[i]))
+        files.emplace_back(result.gl_pathv[i]);
+  }
+  globfree(&result);
+  return files;
+}
+
+// Writes one --set override into the parsed tree before it is checked, so
+// overridden values go through the same checks as written ones.
+void apply_override(YAML::Node root, const config_override& item,
+                    checker& check) {
+  const auto& [key, text] = item;
+  std::vector<std::string> parts;
+  std::stringstream stream(key);
+  for (std::string part; std::getline(stream, part, '.');)
+    parts.push_back(part);
+  auto flag = key + "=" + text;
+
+  YAML::Node value;
+  try {
+    value = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw error(errc::invalid_config,
+                "--set " + flag + ": value is not valid YAML (" + e.msg + ")");
+  }
+
+  if (parts.size() == 1 && parts[0] != "sources") {
+    if (top_level_keys.count(parts[0]) == 0)
+      throw error(errc::invalid_config,
+                  "--set " + flag + ": unknown key '" + parts[0] + "'");
+    root[parts[0]] = value;
+    check.mark_overridden(parts[0], flag);
+    return;
+  }
+
+  if (parts.size() == 3 && parts[0] == "sources") {
+    auto sources = root["sources"];
+    if (sources.IsSequence()) {
+      for (auto entry : sources) {
+        if (entry.IsMap() && entry["name"] &&
+            entry["name"].Scalar() == parts[1]) {
+          if (source_keys.count(parts[2]) == 0 || parts[2] == "name")
+            throw error(errc::invalid_config,
+                        "--set " + flag + ": unknown source key '" + parts[2] +
+                            "'");
+          entry[parts[2]] = value;
+          check.mark_overridden("sources." + parts[1] + "." + parts[2], flag);
+          return;
+        }
+      }
+    }
+    throw error(errc::invalid_config, "--set " + flag + ": no source named '" +
+                                          parts[1] +
+                                          "' in the config; check the name");
+  }
+
+  throw error(errc::invalid_config,
+              "--set " + flag +
+                  ": cannot address this key; use KEY=VALUE for a top-level "
+                  "key or sources.NAME.KEY=VALUE for a source");
+}
+
+source_config parse_source(const YAML::Node& node, size_t index,
+                           const checker& check,
+                           const std::set<std::string>& seen_names) {
+  auto where = "sources[" + std::to_string(index) + "]";
+  if (!node.IsMap())
+    check.fail(node, where,
+               "expected a map with name, format, paths, weight and workers");
+
+  source_config source;
+  if (!node["name"])
+    check.fail(node, where + ".name", "missing; give every source a name");
+  source.name = check.scalar<std::string>(node["name"], where + ".name",
+                                          "string");
+  if (source.name.empty() ||
+      source.name.find_first_of(". =/") != std::string::npos)
+    check.fail(node["name"], where + ".name",
+               "invalid name '" + source.name +
+                   "'; use letters, digits, '-' or '_'");
+  if (seen_names.count(source.name) != 0)
+    check.fail(node["name"], where + ".name",
+               "duplicate source name '" + source.name +
+                   "'; give each source its own name");
+
+  auto prefix = "sources." + source.name + ".";
+  check.check_keys(node, prefix, source_keys);
+
+  if (!node["format"])
+    check.fail(node, prefix + "format", "missing; use jsonl or text");
+  auto format = check.choice(node["format"], prefix + "format",
+                             {"jsonl", "text"});
+  source.format =
+      format == "jsonl" ? source_format::jsonl : source_format::text;
+
+  if (node["text_field"]) {
+    if (source.format != source_format::jsonl)
+      check.fail(node["text_field"], prefix + "text_field",
+                 "only jsonl sources have a text field; remove it");
+    source.text_field = check.scalar<std::string>(
+        node["text_field"], prefix + "text_field", "string");
+  }
+
+  auto paths = node["paths"];
+  if (!paths)
+    check.fail(node, prefix + "paths", "missing; list one or more globs");
+  if (paths.IsScalar())
+    source.paths.push_back(paths.Scalar());
+  else if (paths.IsSequence() && paths.size() > 0)
+    for (const auto& entry : paths)
+      source.paths.push_back(
+          check.scalar<std::string>(entry, prefix + "paths", "string"));
+  else
+    check.fail(paths, prefix + "paths", "expected a glob or a list of globs");
+
+  std::set<std::string> shards;
+  for (const auto& pattern : source.paths) {
+    auto matched = expand_glob(check.resolve(pattern));
+    if (matched.empty())
+      check.fail(paths, prefix + "paths",
+                 "no file matches '" + check.resolve(pattern) +
+                     "'; fix the glob or fetch the data (scripts/fetch-demo-data "
+                     "for the demo corpora)");
+    shards.insert(matched.begin(), matched.end());
+  }
+  source.shards.assign(shards.begin(), shards.end());
+
+  if (node["weight"]) {
+    source.weight = check.scalar<double>(node["weight"], prefix + "weight",
+                                         "number");
+    if (!std::isfinite(source.weight) || source.weight < 0)
+      check.fail(node["weight"], prefix + "weight",
+                 "weight must be a finite number >= 0; weights are relative, "
+                 "so scale them instead");
+  }
+  if (node["workers"])
+    source.workers = check.integer(node["workers"], prefix + "workers", 1, 256);
+  return source;
+}
+
+job_config parse_tree(YAML::Node root, const std::string& origin,
+                      const std::string& base_dir,
+                      const std::vector<config_override>& overrides) {
+  checker check(origin, base_dir);
+  if (!root.IsMap())
+    check.fail(root, "(top level)", "expected a map of settings");
+  for (const auto& item : overrides)
+    apply_override(root, item, check);
+  check.check_keys(root, "", top_level_keys);
+
+  job_config config;
+  config.config_path = origin;
+  if (root["seed"])
+    config.seed = check.scalar<uint64_t>(root["seed"], "seed",
+                                         "non-negative integer");
+  if (root["sequence_length"])
+    config.sequence_length = check.integer(root["sequence_length"],
+                                           "sequence_length", 1, 1 << 24);
+  if (root["rows_per_rank"])
+    config.rows_per_rank = check.integer(root["rows_per_rank"],
+                                         "rows_per_rank", 1, 1 << 16);
+  if (root["ranks"])
+    config.ranks = check.integer(root["ranks"], "ranks", 1, 1 << 16);
+  if (root["bind"])
+    config.bind = check.scalar<std::string>(root["bind"], "bind", "string");
+  if (root["base_port"])
+    config.base_port = check.integer(root["base_port"], "base_port", 1, 65535);
+  if (config.base_port + config.ranks - 1 > 65535)
+    check.fail(root["base_port"], "base_port",
+               "base_port + ranks - 1 exceeds 65535; lower base_port");
+  if (root["on_bad_input"])
+    config.on_bad_input =
+        check.choice(root["on_bad_input"], "on_bad_input", {"skip", "fail"}) ==
+                "skip"
+            ? bad_input_policy::skip
+            : bad_input_policy::fail;
+  if (root["mix_by"])
+    config.mix_by =
+        check.choice(root["mix_by"], "mix_by", {"tokens", "documents"}) ==
+                "tokens"
+            ? mix_unit::tokens
+            : mix_unit::documents;
+  if (root["plan_ahead"])
+    config.plan_ahead = check.integer(root["plan_ahead"], "plan_ahead", 1, 1024);
+  if (root["buffer_documents"])
+    config.buffer_documents = check.integer(
+        root["buffer_documents"], "buffer_documents", 1, 1 << 24);
+  if (root["max_document_bytes"])
+    config.max_document_bytes = check.integer(
+        root["max_document_bytes"], "max_document_bytes", 1, 1 << 30);
+  if (root["log_level"])
+    config.log_level = check.choice(root["log_level"], "log_level",
+                                    {"trace", "debug", "info", "warn", "error"});
+
+  if (!root["tokenizer"])
+    check.fail(root, "tokenizer",
+               "missing; set it to the folder with GPT-2's encoder.json and "
+               "vocab.bpe");
+  config.tokenizer = check.resolve(
+      check.scalar<std::string>(root["tokenizer"], "tokenizer", "string"));
+  for (const char* file : {"encoder.json", "vocab.bpe"})
+    if (!fs::is_regular_file(fs::path(config.tokenizer) / file))
+      check.fail(root["tokenizer"], "tokenizer",
+                 std::string("file ") + config.tokenizer + "/" + file +
+                     " not found; point tokenizer at the GPT-2 files "
+                     "(scripts/fetch-demo-data fetches them)");
+
+  auto sources = root["sources"];
+  if (!sources || !sources.IsSequence() || sources.size() == 0)
+    check.fail(sources ? sources : root, "sources",
+               "expected a non-empty list of sources");
+  std::set<std::string> names;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    config.sources.push_back(parse_source(sources[i], i, check, names));
+    names.insert(config.sources.back().name);
+  }
+
+  double total_weight = 0;
+  for (const auto& source : config.sources)
+    total_weight += source.weight;
+  if (!(total_weight > 0))
+    check.fail(sources, "sources",
+               "all weights are zero; give at least one source a positive "
+               "weight");
+  return config;
+}
+
+}  // namespace
+
+config_override parse_override(const std::string& text) {
+  auto equals = text.find('=');
+  if (equals == std::string::npos || equals == 0)
+    throw error(errc::invalid_config,
+                "--set " + text + ": expected KEY=VALUE, for example "
+                                  "sources.mail.workers=4");
+  return {text.substr(0, equals), text.substr(equals + 1)};
+}
+
+job_config parse_config(const std::string& yaml_text, const std::string& origin,
+                        const std::string& base_dir,
+                        const std::vector<config_override>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::ParserException& e) {
+    throw error(errc::invalid_config,
+                origin + ":" + std::to_string(e.mark.line + 1) +
+                    ": invalid YAML: " + e.msg + "; fix the syntax");
+  }
+  return parse_tree(root, origin, base_dir, overrides);
+}
+
+job_config load_config(const std::string& path,
+                       const std::vector<config_override>& overrides) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw error(errc::invalid_config,
+                path + ": cannot read the config file; check the path");
+  std::stringstream text;
+  text << in.rdbuf();
+  auto base_dir = fs::absolute(path).parent_path().string();
+  return parse_config(text.str(), path, base_dir, overrides);
+}
+
+const char* to_string(source_format format) {
+  return format == source_format::jsonl ? "jsonl" : "text";
+}
+
+const char* to_string(mix_unit unit) {
+  return unit == mix_unit::tokens ? "tokens" : "documents";
+}
+
+const char* to_string(bad_input_policy policy) {
+  return policy == bad_input_policy::skip ? "skip" : "fail";
+}
+
+}  // namespace overlord::planner

@@ -1,0 +1,79 @@
+// The declarative data plane: the YAML configuration of a job, checked and
+// resolved. Every process of a job works from the same `job_config`, so it
+// is a plain value that can be copied and compared.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace overlord::planner {
+
+enum class bad_input_policy { skip, fail };
+enum class mix_unit { tokens, documents };
+enum class source_format { jsonl, text };
+
+struct source_config {
+  std::string name;
+  source_format format = source_format::text;
+  // JSON Lines only: the string field that holds the document text.
+  std::string text_field = "text";
+  // Globs as written in the config, and the files they matched (sorted,
+  // absolute). The shard order of an epoch is a seeded shuffle of `shards`.
+  std::vector<std::string> paths;
+  std::vector<std::string> shards;
+  // Relative mixture weight; only ratios between sources matter.
+  double weight = 1;
+  int workers = 1;
+};
+
+struct job_config {
+  std::string config_path;
+  uint64_t seed = 0;
+  int sequence_length = 2048;
+  int rows_per_rank = 1;
+  int ranks = 1;
+  std::string bind = "127.0.0.1";
+  int base_port = 5555;
+  bad_input_policy on_bad_input = bad_input_policy::skip;
+  mix_unit mix_by = mix_unit::tokens;
+  // Directory with GPT-2's encoder.json and vocab.bpe.
+  std::string tokenizer;
+  // Steps the planner may plan beyond the oldest step a rank still needs.
+  int plan_ahead = 4;
+  // Documents each source pool keeps tokenized ahead of the planner.
+  int buffer_documents = 1024;
+  // Documents larger than this many bytes are bad input.
+  int64_t max_document_bytes = 64 << 20;
+  std::string log_level = "info";
+  std::vector<source_config> sources;
+
+  int global_rows() const { return rows_per_rank * ranks; }
+};
+
+// A `--set KEY=VALUE` override. Keys are dotted paths; a source is
+// addressed by name (`sources.mail.workers`).
+using config_override = std::pair<std::string, std::string>;
+
+// Parses "KEY=VALUE". Throws overlord::error(invalid_config) without '='.
+config_override parse_override(const std::string& text);
+
+// Loads, overrides and checks the configuration at `path`. Relative paths
+// inside it are resolved against the config file's folder. Throws
+// overlord::error(invalid_config) with one message that names the file,
+// line, key and the fix for the first problem found.
+job_config load_config(const std::string& path,
+                       const std::vector<config_override>& overrides = {});
+
+// Same, from YAML text; `origin` names it in messages and `base_dir`
+// resolves relative paths.
+job_config parse_config(const std::string& yaml_text, const std::string& origin,
+                        const std::string& base_dir,
+                        const std::vector<config_override>& overrides = {});
+
+const char* to_string(source_format format);
+const char* to_string(mix_unit unit);
+const char* to_string(bad_input_policy policy);
+
+}  // namespace overlord::planner

@@ -1,0 +1,118 @@
+#include "planner/step_planner.hpp"
+
+#include <string>
+
+#include "common/error.hpp"
+#include "planner/packer.hpp"
+
+namespace overlord::planner {
+
+namespace {
+
+std::vector<double> weights_of(const job_config& config) {
+  std::vector<double> weights;
+  for (const auto& source : config.sources)
+    weights.push_back(source.weight);
+  return weights;
+}
+
+}  // namespace
+
+step_planner::step_planner(const job_config& config)
+    : config_(config),
+      mixture_(weights_of(config), config.seed),
+      queues_(config.sources.size()),
+      next_sequence_(config.sources.size(), 0) {}
+
+void step_planner::add_documents(uint32_t source,
+                                 const std::vector<document_meta>& docs) {
+  auto& queue = queues_.at(source);
+  for (const auto& doc : docs) {
+    if (doc.sequence != next_sequence_[source])
+      throw error(errc::internal,
+                  "source=" + config_.sources[source].name +
+                      " announced sequence " + std::to_string(doc.sequence) +
+                      " where " + std::to_string(next_sequence_[source]) +
+                      " was expected");
+    if (doc.tokens == 0)
+      throw error(errc::internal, "source=" + config_.sources[source].name +
+                                      " announced an empty document " +
+                                      doc.key);
+    queue.push_back(doc);
+    ++next_sequence_[source];
+  }
+}
+
+step_planner::outcome step_planner::plan_next() {
+  const uint32_t capacity = static_cast<uint32_t>(config_.sequence_length);
+  const uint32_t rows = static_cast<uint32_t>(config_.global_rows());
+  const uint64_t budget = static_cast<uint64_t>(rows) * capacity;
+
+  // Draw on copies so that a starved source leaves the planner untouched.
+  mixture trial = mixture_;
+  std::vector<size_t> taken(queues_.size(), 0);
+  std::vector<piece> fresh;
+  uint64_t filled = 0;
+  for (const auto& p : carried_)
+    filled += p.length;
+
+  for (uint64_t pick = 0; filled < budget; ++pick) {
+    uint32_t source = trial.pick(next_step_, pick);
+    if (taken[source] == queues_[source].size()) {
+      outcome starved;
+      starved.starved_source = source;
+      return starved;
+    }
+    const auto& meta = queues_[source][taken[source]++];
+    trial.record(source, config_.mix_by == mix_unit::tokens ? meta.tokens : 1);
+    auto pieces = split_document(meta, capacity);
+    fresh.insert(fresh.end(), pieces.begin(), pieces.end());
+    filled += meta.tokens;
+  }
+
+  auto packed = pack_rows(carried_, fresh, rows, capacity);
+
+  step_plan plan;
+  plan.step = next_step_;
+  plan.rows = std::move(packed.rows);
+  plan.carried_pieces = packed.leftover.size();
+  for (const auto& row : plan.rows) {
+    uint64_t used = 0;
+    for (const auto& p : row)
+      used += p.length;
+    plan.padding_tokens += capacity - used;
+  }
+  plan.ranks = split_by_rank(plan.step, plan.rows,
+                             static_cast<uint32_t>(config_.ranks));
+
+  for (size_t source = 0; source < queues_.size(); ++source)
+    queues_[source].erase(queues_[source].begin(),
+                          queues_[source].begin() + taken[source]);
+  mixture_ = trial;
+  carried_ = std::move(packed.leftover);
+  ++next_step_;
+
+  outcome done;
+  done.plan = std::move(plan);
+  return done;
+}
+
+void step_planner::set_weights(const std::vector<double>& weights) {
+  mixture_.set_weights(weights);
+}
+
+std::vector<rank_plan> split_by_rank(uint64_t step,
+                                     const std::vector<row_plan>& rows,
+                                     uint32_t ranks) {
+  std::vector<rank_plan> result(ranks);
+  const size_t per_rank = rows.size() / ranks;
+  for (uint32_t rank = 0; rank < ranks; ++rank) {
+    result[rank].step = step;
+    result[rank].rank = rank;
+    for (size_t i = 0; i < per_rank; ++i)
+      result[rank].rows.push_back(rows[rank * per_rank + i]);
+  }
+  return result;
+}
+
+}  // namespace overlord::planner

@@ -1,0 +1,60 @@
+// Decides, step by step, which documents form the global batch and how
+// they are packed into rows and split across ranks. It works on metadata
+// only and is driven by the planner actor, which feeds it the documents
+// each source pool has announced. Not thread-safe; one owner.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <vector>
+
+#include "planner/config.hpp"
+#include "planner/mixture.hpp"
+#include "planner/plan.hpp"
+
+namespace overlord::planner {
+
+class step_planner {
+ public:
+  explicit step_planner(const job_config& config);
+
+  // Appends announced documents of `source`; they must continue its
+  // sequence without gaps.
+  void add_documents(uint32_t source, const std::vector<document_meta>& docs);
+
+  // Documents of `source` announced but not yet drawn.
+  size_t queued(uint32_t source) const { return queues_.at(source).size(); }
+
+  struct outcome {
+    std::optional<step_plan> plan;
+    // When no plan could be made: the source whose queue ran dry. Nothing
+    // in the planner changed, so the same call succeeds once that source
+    // has announced more documents.
+    std::optional<uint32_t> starved_source;
+  };
+
+  // Plans step `next_step()` and advances to the next one.
+  outcome plan_next();
+
+  uint64_t next_step() const { return next_step_; }
+  const mixture& current_mixture() const { return mixture_; }
+
+  // Changes the mixture weights for every step planned from now on.
+  void set_weights(const std::vector<double>& weights);
+
+ private:
+  job_config config_;
+  mixture mixture_;
+  std::vector<std::deque<document_meta>> queues_;
+  std::vector<uint64_t> next_sequence_;
+  std::vector<piece> carried_;
+  uint64_t next_step_ = 0;
+};
+
+// Splits global rows into equal consecutive blocks, one per rank.
+std::vector<rank_plan> split_by_rank(uint64_t step,
+                                     const std::vector<row_plan>& rows,
+                                     uint32_t ranks);
+
+}  // namespace overlord::planner

@@ -1,0 +1,203 @@
+// overlord_pull: a minimal trainer client. It pulls N batches of one rank
+// and prints one JSON line per batch, for scripts, tests and operators.
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "client/client.hpp"
+#include "common/error.hpp"
+#include "transport/wire.hpp"
+
+namespace {
+
+constexpr const char* usage =
+    "usage: overlord_pull --endpoint ADDR --rank R --steps N [--timeout SECONDS]\n"
+    "                     [--prefetch K] [--first-step S] [--progress]\n"
+    "\n"
+    "  --endpoint ADDR    constructor address, tcp://HOST:PORT or HOST:PORT\n"
+    "  --rank R           the rank to pull (port = base_port + R)\n"
+    "  --steps N          batches to pull\n"
+    "  --timeout SECONDS  give up when no batch arrives for this long (30)\n"
+    "  --prefetch K       requests kept in flight (2)\n"
+    "  --first-step S     first step to request (0)\n"
+    "  --progress         print a progress line to stderr\n"
+    "\n"
+    "Prints one JSON object per batch: step, rank, rows, tokens, documents,\n"
+    "sources, source_tokens, padding, digest.\n";
+
+struct options {
+  overlord::client::client_options client;
+  uint64_t steps = 0;
+  bool progress = false;
+};
+
+uint64_t parse_number(const std::string& flag, const std::string& text) {
+  try {
+    size_t used = 0;
+    auto value = std::stoull(text, &used);
+    if (used == text.size())
+      return value;
+  } catch (const std::exception&) {
+  }
+  throw overlord::error(overlord::errc::invalid_config,
+                        flag + " expects a non-negative integer, got '" + text +
+                            "'");
+}
+
+options parse_arguments(int argc, char** argv) {
+  options out;
+  bool have_endpoint = false, have_rank = false, have_steps = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string flag = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc)
+        throw overlord::error(overlord::errc::invalid_config,
+                              flag + " needs a value");
+      return argv[++i];
+    };
+    if (flag == "--endpoint") {
+      out.client.endpoint = value();
+      if (out.client.endpoint.find("://") == std::string::npos)
+        out.client.endpoint = "tcp://" + out.client.endpoint;
+      have_endpoint = true;
+    } else if (flag == "--rank") {
+      out.client.rank = static_cast<uint32_t>(parse_number(flag, value()));
+      have_rank = true;
+    } else if (flag == "--steps") {
+      out.steps = parse_number(flag, value());
+      have_steps = true;
+    } else if (flag == "--timeout") {
+      double seconds = std::stod(value());
+      out.client.timeout = std::chrono::milliseconds(
+          static_cast<int64_t>(seconds * 1000));
+    } else if (flag == "--prefetch") {
+      out.client.prefetch = static_cast<uint32_t>(parse_number(flag, value()));
+    } else if (flag == "--first-step") {
+      out.client.first_step = parse_number(flag, value());
+    } else if (flag == "--progress") {
+      out.progress = true;
+    } else if (flag == "--help" || flag == "-h") {
+      std::cout << usage;
+      std::exit(0);
+    } else {
+      throw overlord::error(overlord::errc::invalid_config,
+                            "unknown flag '" + flag + "'");
+    }
+  }
+  if (!have_endpoint || !have_rank || !have_steps)
+    throw overlord::error(overlord::errc::invalid_config,
+                          "--endpoint, --rank and --steps are required");
+  return out;
+}
+
+std::string summarize(const overlord::wire::Batch& batch) {
+  std::vector<std::string> names;
+  if (batch.source_names())
+    for (auto* name : *batch.source_names())
+      names.push_back(name->str());
+  std::vector<uint64_t> documents(names.size(), 0);
+  std::vector<uint64_t> tokens(names.size(), 0);
+  uint64_t started = 0;
+  if (batch.documents()) {
+    for (auto* slice : *batch.documents()) {
+      if (slice->source() >= names.size())
+        continue;
+      tokens[slice->source()] += slice->length();
+      if (slice->document_offset() == 0) {
+        documents[slice->source()]++;
+        started++;
+      }
+    }
+  }
+  const auto* counters = batch.counters();
+
+  rapidjson::StringBuffer text;
+  rapidjson::Writer<rapidjson::StringBuffer> json(text);
+  json.StartObject();
+  json.Key("step");
+  json.Uint64(batch.step());
+  json.Key("rank");
+  json.Uint(batch.rank());
+  json.Key("rows");
+  json.Uint(batch.rows());
+  json.Key("tokens");
+  json.Uint64(counters ? counters->tokens() : 0);
+  json.Key("documents");
+  json.Uint64(started);
+  json.Key("sources");
+  json.StartObject();
+  for (size_t i = 0; i < names.size(); ++i) {
+    json.Key(names[i].c_str());
+    json.Uint64(documents[i]);
+  }
+  json.EndObject();
+  json.Key("source_tokens");
+  json.StartObject();
+  for (size_t i = 0; i < names.size(); ++i) {
+    json.Key(names[i].c_str());
+    json.Uint64(tokens[i]);
+  }
+  json.EndObject();
+  json.Key("padding");
+  json.Uint64(counters ? counters->padding() : 0);
+  json.Key("digest");
+  json.String(overlord::transport::batch_digest(batch).c_str());
+  json.EndObject();
+  return text.GetString();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  options opts;
+  try {
+    opts = parse_arguments(argc, argv);
+  } catch (const overlord::error& e) {
+    std::cerr << "overlord_pull: " << e.what() << "\n\n" << usage;
+    return 2;
+  }
+
+  try {
+    overlord::client::batch_client client(opts.client);
+    auto started = std::chrono::steady_clock::now();
+    auto last_progress = started;
+    uint64_t tokens = 0;
+    for (uint64_t i = 0; i < opts.steps; ++i) {
+      auto received = client.next();
+      const auto& batch = received.batch();
+      if (batch.counters())
+        tokens += batch.counters()->tokens();
+      std::cout << summarize(batch) << "\n";
+
+      auto now = std::chrono::steady_clock::now();
+      if (opts.progress &&
+          (now - last_progress > std::chrono::milliseconds(250) ||
+           i + 1 == opts.steps)) {
+        client.collect_ready();
+        double seconds = std::chrono::duration<double>(now - started).count();
+        std::fprintf(stderr,
+                     "\rrank %u  step %llu/%llu  %.0f tokens/s  batches "
+                     "waiting %zu  ",
+                     opts.client.rank, static_cast<unsigned long long>(i + 1),
+                     static_cast<unsigned long long>(opts.steps),
+                     seconds > 0 ? tokens / seconds : 0.0, client.buffered());
+        last_progress = now;
+      }
+    }
+    if (opts.progress)
+      std::fprintf(stderr, "\n");
+    std::cout.flush();
+    return 0;
+  } catch (const overlord::error& e) {
+    std::cout.flush();
+    std::cerr << "overlord_pull: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,38 @@
+// Helpers around the FlatBuffers records in batch.fbs: building and
+// checking Request and Reply frames, and the content digest of a batch.
+// Used by both ends, so it links nothing but FlatBuffers and OpenSSL.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "transport/batch_generated.h"
+
+namespace overlord::transport {
+
+struct request {
+  uint64_t step = 0;
+  uint32_t rank = 0;
+};
+
+std::string encode_request(const request& value);
+
+// Returns the request in `frame`, or nothing when the frame fails the
+// FlatBuffers verifier.
+std::optional<request> decode_request(std::string_view frame);
+
+// Builds a Reply frame that carries an error.
+std::string encode_error(uint8_t code, const std::string& message);
+
+// Returns the verified Reply in `frame`, or nullptr when the frame is not
+// a well-formed Reply. The pointer refers into `frame`.
+const wire::Reply* verify_reply(const void* data, size_t size);
+
+// Returns the hex SHA-256 of a batch's content: step, rank, shape, every
+// array and every document slice. Counters that measure timing are left
+// out, so equal plans give equal digests on every run.
+std::string batch_digest(const wire::Batch& batch);
+
+}  // namespace overlord::transport
