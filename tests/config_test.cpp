@@ -1,0 +1,217 @@
+#include <catch2/catch.hpp>
+#include <unistd.h>
+
+#include "common/error.hpp"
+#include "planner/config.hpp"
+#include "tests/test_files.hpp"
+
+using overlord::errc;
+using overlord::error;
+using overlord::planner::job_config;
+using overlord::planner::load_config;
+using overlord::planner::parse_override;
+using overlord::testing::temp_dir;
+
+namespace {
+
+// A folder with fake tokenizer files, two JSONL shards and a text file.
+struct config_fixture {
+  temp_dir dir{"config"};
+
+  config_fixture() {
+    dir.write("gpt2/encoder.json", "{}");
+    dir.write("gpt2/vocab.bpe", "");
+    dir.write("mail/b.jsonl", "{\"text\": \"b\"}\n");
+    dir.write("mail/a.jsonl", "{\"text\": \"a\"}\n");
+    dir.write("books/one.txt", "one");
+  }
+
+  std::string write_config(const std::string& body) {
+    return dir.write("job.yaml", body);
+  }
+
+  static std::string valid_body() {
+    return "seed: 7\n"
+           "sequence_length: 128\n"
+           "rows_per_rank: 2\n"
+           "ranks: 2\n"
+           "tokenizer: gpt2\n"
+           "sources:\n"
+           "  - name: mail\n"
+           "    format: jsonl\n"
+           "    text_field: text\n"
+           "    paths: mail/*.jsonl\n"
+           "    weight: 3\n"
+           "    workers: 2\n"
+           "  - name: books\n"
+           "    format: text\n"
+           "    paths: [books/*.txt]\n"
+           "    weight: 1\n";
+  }
+
+  // Loads `body` and returns the error message it must produce.
+  std::string error_of(const std::string& body,
+                       std::vector<overlord::planner::config_override> sets = {}) {
+    auto path = write_config(body);
+    try {
+      load_config(path, sets);
+    } catch (const error& e) {
+      CHECK(e.code() == errc::invalid_config);
+      return e.what();
+    }
+    FAIL("config was accepted: " << body);
+    return "";
+  }
+};
+
+std::string replace(std::string text, const std::string& from,
+                    const std::string& to) {
+  auto at = text.find(from);
+  REQUIRE(at != std::string::npos);
+  return text.replace(at, from.size(), to);
+}
+
+}  // namespace
+
+TEST_CASE("config loads a valid file", "[config]") {
+  config_fixture f;
+  auto config = load_config(f.write_config(config_fixture::valid_body()));
+  CHECK(config.seed == 7);
+  CHECK(config.sequence_length == 128);
+  CHECK(config.global_rows() == 4);
+  CHECK(config.bind == "127.0.0.1");
+  CHECK(config.on_bad_input == overlord::planner::bad_input_policy::skip);
+  CHECK(config.mix_by == overlord::planner::mix_unit::tokens);
+  REQUIRE(config.sources.size() == 2);
+  const auto& mail = config.sources[0];
+  CHECK(mail.workers == 2);
+  CHECK(mail.weight == 3);
+  REQUIRE(mail.shards.size() == 2);
+  CHECK(mail.shards[0] == (f.dir.path() / "mail/a.jsonl").string());
+  CHECK(mail.shards[1] == (f.dir.path() / "mail/b.jsonl").string());
+  CHECK(config.tokenizer == (f.dir.path() / "gpt2").string());
+}
+
+TEST_CASE("config set overrides by source name", "[config]") {
+  config_fixture f;
+  auto path = f.write_config(config_fixture::valid_body());
+  auto config = load_config(path, {parse_override("sources.mail.workers=4"),
+                                   parse_override("seed=99")});
+  CHECK(config.sources[0].workers == 4);
+  CHECK(config.seed == 99);
+}
+
+TEST_CASE("config rejects unknown key with line", "[config]") {
+  config_fixture f;
+  auto message = f.error_of(config_fixture::valid_body() + "sequence_lenght: 5\n");
+  CHECK_THAT(message, Catch::Contains("job.yaml:17"));
+  CHECK_THAT(message, Catch::Contains("sequence_lenght"));
+  CHECK_THAT(message, Catch::Contains("unknown key"));
+}
+
+TEST_CASE("config rejects unknown source key", "[config]") {
+  config_fixture f;
+  auto message = f.error_of(replace(config_fixture::valid_body(),
+                                    "    workers: 2\n", "    wokers: 2\n"));
+  CHECK_THAT(message, Catch::Contains("job.yaml:12"));
+  CHECK_THAT(message, Catch::Contains("sources.mail.wokers"));
+}
+
+TEST_CASE("config rejects wrong type", "[config]") {
+  config_fixture f;
+  auto message = f.error_of(replace(config_fixture::valid_body(),
+                                    "sequence_length: 128", "sequence_length: long"));
+  CHECK_THAT(message, Catch::Contains("job.yaml:2"));
+  CHECK_THAT(message, Catch::Contains("sequence_length"));
+  CHECK_THAT(message, Catch::Contains("expected integer"));
+}
+
+TEST_CASE("config rejects sequence length zero", "[config]") {
+  config_fixture f;
+  auto message = f.error_of(replace(config_fixture::valid_body(),
+                                    "sequence_length: 128", "sequence_length: 0"));
+  CHECK_THAT(message, Catch::Contains("job.yaml:2"));
+  CHECK_THAT(message, Catch::Contains("out of range"));
+}
+
+TEST_CASE("config rejects negative weight", "[config]") {
+  config_fixture f;
+  auto message = f.error_of(
+      replace(config_fixture::valid_body(), "weight: 3", "weight: -1"));
+  CHECK_THAT(message, Catch::Contains("job.yaml:11"));
+  CHECK_THAT(message, Catch::Contains("sources.mail.weight"));
+  CHECK_THAT(message, Catch::Contains(">= 0"));
+}
+
+TEST_CASE("config rejects all weights zero", "[config]") {
+  config_fixture f;
+  auto body = replace(config_fixture::valid_body(), "weight: 3", "weight: 0");
+  body = replace(body, "weight: 1", "weight: 0");
+  auto message = f.error_of(body);
+  CHECK_THAT(message, Catch::Contains("all weights are zero"));
+}
+
+TEST_CASE("config rejects glob matching nothing", "[config]") {
+  config_fixture f;
+  auto message = f.error_of(replace(config_fixture::valid_body(),
+                                    "books/*.txt", "missing/*.txt"));
+  CHECK_THAT(message, Catch::Contains("job.yaml:15"));
+  CHECK_THAT(message, Catch::Contains("no file matches"));
+  CHECK_THAT(message, Catch::Contains("missing/*.txt"));
+}
+
+TEST_CASE("config rejects missing tokenizer files", "[config]") {
+  config_fixture f;
+  auto message = f.error_of(
+      replace(config_fixture::valid_body(), "tokenizer: gpt2", "tokenizer: nowhere"));
+  CHECK_THAT(message, Catch::Contains("job.yaml:5"));
+  CHECK_THAT(message, Catch::Contains("encoder.json not found"));
+}
+
+TEST_CASE("config rejects duplicate source names", "[config]") {
+  config_fixture f;
+  auto message = f.error_of(
+      replace(config_fixture::valid_body(), "name: books", "name: mail"));
+  CHECK_THAT(message, Catch::Contains("duplicate source name 'mail'"));
+}
+
+TEST_CASE("config rejects bad policy value", "[config]") {
+  config_fixture f;
+  auto message = f.error_of(config_fixture::valid_body() + "on_bad_input: ignore\n");
+  CHECK_THAT(message, Catch::Contains("on_bad_input"));
+  CHECK_THAT(message, Catch::Contains("use skip or fail"));
+}
+
+TEST_CASE("config reports invalid YAML syntax", "[config]") {
+  config_fixture f;
+  auto message = f.error_of("seed: [1, 2\n");
+  CHECK_THAT(message, Catch::Contains("job.yaml:"));
+  CHECK_THAT(message, Catch::Contains("invalid YAML"));
+}
+
+TEST_CASE("config names the set flag in errors", "[config]") {
+  config_fixture f;
+  auto message = f.error_of(config_fixture::valid_body(),
+                            {parse_override("sources.mail.weight=-2")});
+  CHECK_THAT(message, Catch::Contains("--set sources.mail.weight=-2"));
+
+  message = f.error_of(config_fixture::valid_body(),
+                       {parse_override("sources.news.workers=2")});
+  CHECK_THAT(message, Catch::Contains("no source named 'news'"));
+
+  message = f.error_of(config_fixture::valid_body(),
+                       {parse_override("sequence_length=0")});
+  CHECK_THAT(message, Catch::Contains("--set sequence_length=0"));
+}
+
+TEST_CASE("config override needs equals sign", "[config]") {
+  CHECK_THROWS_WITH(parse_override("seed"), Catch::Contains("KEY=VALUE"));
+}
+
+TEST_CASE("config rejects text field on text source", "[config]") {
+  config_fixture f;
+  auto message = f.error_of(replace(config_fixture::valid_body(),
+                                    "    format: text\n",
+                                    "    format: text\n    text_field: body\n"));
+  CHECK_THAT(message, Catch::Contains("sources.books.text_field"));
+}
