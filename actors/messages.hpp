@@ -86,7 +86,8 @@ typename Inspector::result_type inspect(Inspector& f, piece& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, rank_plan& x) {
-  return f(caf::meta::type_name("rank_plan"), x.step, x.rank, x.rows);
+  return f(caf::meta::type_name("rank_plan"), x.step, x.rank, x.rows, x.cost,
+           x.imbalance, x.carried_pieces);
 }
 
 }  // namespace overlord::planner

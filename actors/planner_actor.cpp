@@ -32,6 +32,9 @@ struct planner_state {
   uint64_t planned_steps = 0;
   uint64_t padding_tokens = 0;
   uint64_t carried_pieces = 0;
+  double last_imbalance = 1;
+  double max_imbalance = 1;
+  double imbalance_sum = 0;
   std::chrono::steady_clock::time_point started;
 };
 
@@ -96,15 +99,22 @@ void plan_ahead(planner_actor* self) {
     st.planned_steps++;
     st.padding_tokens += plan.padding_tokens;
     st.carried_pieces += plan.carried_pieces;
+    st.last_imbalance = plan.imbalance;
+    st.max_imbalance = std::max(st.max_imbalance, plan.imbalance);
+    st.imbalance_sum += plan.imbalance;
     for (auto& rank_rows : plan.ranks)
       self->send(st.constructors[rank_rows.rank], plan_atom::value,
                  std::move(rank_rows));
     if (plan.step % 100 == 0)
-      st.log->info("step={} planned; padding {:.2f}% so far",
-                   plan.step,
-                   100.0 * st.padding_tokens /
-                       (static_cast<double>(st.planned_steps) *
-                        st.config.global_rows() * st.config.sequence_length));
+      st.log->info(
+          "step={} planned; padding {:.2f}% so far; rank cost max/mean "
+          "{:.3f} this step, {:.3f} mean, {:.3f} worst",
+          plan.step,
+          100.0 * st.padding_tokens /
+              (static_cast<double>(st.planned_steps) * st.config.global_rows() *
+               st.config.sequence_length),
+          plan.imbalance, st.imbalance_sum / st.planned_steps,
+          st.max_imbalance);
   }
 
   // Keep every weighted source's queue topped up so that planning rarely

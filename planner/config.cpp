@@ -21,10 +21,16 @@ namespace {
 
 const std::set<std::string> top_level_keys = {
     "seed",         "sequence_length",  "rows_per_rank",      "ranks",
+    "global_rows",  "topology",         "cost_model",         "balancer",
     "bind",         "base_port",        "on_bad_input",       "mix_by",
     "tokenizer",    "plan_ahead",       "buffer_documents",   "max_document_bytes",
     "log_level",    "sources",
 };
+
+const std::set<std::string> topology_keys = {"dp", "tp", "pp", "cp",
+                                              "consumers"};
+const std::set<std::string> cost_model_keys = {"attention", "linear",
+                                               "quadratic"};
 
 const std::set<std::string> source_keys = {
     "name", "format", "text_field", "paths", "weight", "workers",
@@ -275,6 +281,100 @@ source_config parse_source(const YAML::Node& node, size_t index,
   return source;
 }
 
+void parse_topology(const YAML::Node& node, const checker& check,
+                    job_config& config) {
+  if (!node.IsMap())
+    check.fail(node, "topology", "expected a map with dp, tp, pp and cp");
+  check.check_keys(node, "topology.", topology_keys);
+  auto& topology = config.topology;
+  if (node["dp"])
+    topology.dp = check.integer(node["dp"], "topology.dp", 1, 1 << 16);
+  if (node["tp"])
+    topology.tp = check.integer(node["tp"], "topology.tp", 1, 1 << 16);
+  if (node["pp"])
+    topology.pp = check.integer(node["pp"], "topology.pp", 1, 1 << 16);
+  if (node["cp"])
+    topology.cp = check.integer(node["cp"], "topology.cp", 1, 1 << 10);
+  if (node["consumers"])
+    topology.last_stage_consumes =
+        check.choice(node["consumers"], "topology.consumers",
+                     {"first_stage", "first_and_last_stages"}) ==
+        "first_and_last_stages";
+}
+
+void parse_cost_model(const YAML::Node& node, const checker& check,
+                      job_config& config) {
+  if (!node.IsMap())
+    check.fail(node, "cost_model",
+               "expected a map with attention, linear and quadratic");
+  check.check_keys(node, "cost_model.", cost_model_keys);
+  if (node["attention"])
+    config.cost.masking =
+        check.choice(node["attention"], "cost_model.attention",
+                     {"document", "row"}) == "document"
+            ? cost_model::attention::document
+            : cost_model::attention::row;
+  for (const char* key : {"linear", "quadratic"}) {
+    if (!node[key])
+      continue;
+    auto name = std::string("cost_model.") + key;
+    double value = check.scalar<double>(node[key], name, "number");
+    if (!std::isfinite(value) || value < 0)
+      check.fail(node[key], name, "must be a finite number >= 0");
+    (std::string(key) == "linear" ? config.cost.linear
+                                  : config.cost.quadratic) = value;
+  }
+  if (config.cost.linear == 0 && config.cost.quadratic == 0)
+    check.fail(node, "cost_model",
+               "linear and quadratic are both zero; set at least one");
+}
+
+// Reads ranks, topology and the batch size (rows_per_rank or global_rows)
+// and checks that they agree.
+void parse_shape(const YAML::Node& root, const checker& check,
+                 job_config& config) {
+  if (root["topology"])
+    parse_topology(root["topology"], check, config);
+  if (root["ranks"]) {
+    config.ranks = check.integer(root["ranks"], "ranks", 1, 1 << 16);
+    if (root["topology"] && root["topology"]["dp"] &&
+        config.ranks != config.topology.dp)
+      check.fail(root["ranks"], "ranks",
+                 "ranks " + std::to_string(config.ranks) +
+                     " differs from topology.dp " +
+                     std::to_string(config.topology.dp) +
+                     "; ranks counts data-parallel replicas, so drop one of "
+                     "them");
+  } else if (root["topology"]) {
+    config.ranks = config.topology.dp;
+  }
+  config.topology.dp = config.ranks;
+
+  if (root["rows_per_rank"] && root["global_rows"])
+    check.fail(root["global_rows"], "global_rows",
+               "set either rows_per_rank or global_rows, not both");
+  if (root["rows_per_rank"])
+    config.rows_per_rank = check.integer(root["rows_per_rank"],
+                                         "rows_per_rank", 1, 1 << 16);
+  if (root["global_rows"]) {
+    int global = check.integer(root["global_rows"], "global_rows", 1, 1 << 24);
+    if (global % config.ranks != 0)
+      check.fail(root["global_rows"], "global_rows",
+                 std::to_string(global) + " rows do not divide by " +
+                     std::to_string(config.ranks) +
+                     " ranks; use a multiple of the rank count");
+    config.rows_per_rank = global / config.ranks;
+  }
+
+  const int cp = config.topology.cp;
+  if (cp > 1 && config.sequence_length % (2 * cp) != 0)
+    check.fail(root["sequence_length"] ? root["sequence_length"] : root,
+               "sequence_length",
+               std::to_string(config.sequence_length) +
+                   " does not divide into 2 * cp = " + std::to_string(2 * cp) +
+                   " equal chunks; use a multiple of " + std::to_string(2 * cp));
+}
+
 job_config parse_tree(YAML::Node root, const std::string& origin,
                       const std::string& base_dir,
                       const std::vector<config_override>& overrides) {
@@ -293,11 +393,7 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
   if (root["sequence_length"])
     config.sequence_length = check.integer(root["sequence_length"],
                                            "sequence_length", 1, 1 << 24);
-  if (root["rows_per_rank"])
-    config.rows_per_rank = check.integer(root["rows_per_rank"],
-                                         "rows_per_rank", 1, 1 << 16);
-  if (root["ranks"])
-    config.ranks = check.integer(root["ranks"], "ranks", 1, 1 << 16);
+  parse_shape(root, check, config);
   if (root["bind"])
     config.bind = check.scalar<std::string>(root["bind"], "bind", "string");
   if (root["base_port"])
@@ -341,6 +437,14 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
                  std::string("file ") + config.tokenizer + "/" + file +
                      " not found; point tokenizer at the GPT-2 files "
                      "(scripts/fetch-demo-data fetches them)");
+
+  if (root["cost_model"])
+    parse_cost_model(root["cost_model"], check, config);
+  if (root["balancer"]) {
+    auto name = check.choice(root["balancer"], "balancer",
+                             {"best", "lpt", "kk", "tokens", "consecutive"});
+    config.balancer = parse_balance_method(name);
+  }
 
   auto sources = root["sources"];
   if (!sources || !sources.IsSequence() || sources.size() == 0)

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <string>
+
+#include "planner/balancer.hpp"
 #include <utility>
 #include <vector>
 
@@ -28,12 +30,32 @@ struct source_config {
   int workers = 1;
 };
 
+// How the trainers are parallelised. Only one rank per data-parallel
+// replica needs the data (tensor-parallel peers share it), so the loader
+// builds one batch stream per replica. With context parallelism each of
+// the replica's cp ranks receives its own slice of every row.
+struct topology_config {
+  int dp = 1;
+  int tp = 1;
+  int pp = 1;
+  int cp = 1;
+  // Pipeline stages that read the batch: the first (tokens) only, or the
+  // first and the last (labels and loss mask).
+  bool last_stage_consumes = false;
+};
+
 struct job_config {
   std::string config_path;
   uint64_t seed = 0;
   int sequence_length = 2048;
+  // Rows each rank receives per step. Set directly, or derived from
+  // `global_rows` (the whole job's batch) divided by `ranks`.
   int rows_per_rank = 1;
+  // Data-parallel ranks (replicas) that receive batches.
   int ranks = 1;
+  topology_config topology;
+  cost_model cost;
+  balance_method balancer = balance_method::best;
   std::string bind = "127.0.0.1";
   int base_port = 5555;
   bad_input_policy on_bad_input = bad_input_policy::skip;

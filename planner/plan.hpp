@@ -39,6 +39,9 @@ struct rank_plan {
   uint64_t step = 0;
   uint32_t rank = 0;
   std::vector<row_plan> rows;
+  double cost = 0;       // modelled compute cost of these rows
+  double imbalance = 1;  // the step's max over mean rank cost
+  uint64_t carried_pieces = 0;
 };
 
 // Everything decided for one global step.
@@ -48,6 +51,8 @@ struct step_plan {
   std::vector<rank_plan> ranks;   // rows split across ranks
   uint64_t padding_tokens = 0;
   uint64_t carried_pieces = 0;    // pieces moved on to the next step
+  std::vector<double> rank_costs;
+  double imbalance = 1;           // max over mean rank cost
 };
 
 }  // namespace overlord::planner

@@ -82,8 +82,7 @@ step_planner::outcome step_planner::plan_next() {
       used += p.length;
     plan.padding_tokens += capacity - used;
   }
-  plan.ranks = split_by_rank(plan.step, plan.rows,
-                             static_cast<uint32_t>(config_.ranks));
+  split_across_ranks(config_, plan);
 
   for (size_t source = 0; source < queues_.size(); ++source)
     queues_[source].erase(queues_[source].begin(),
@@ -101,18 +100,32 @@ void step_planner::set_weights(const std::vector<double>& weights) {
   mixture_.set_weights(weights);
 }
 
-std::vector<rank_plan> split_by_rank(uint64_t step,
-                                     const std::vector<row_plan>& rows,
-                                     uint32_t ranks) {
-  std::vector<rank_plan> result(ranks);
-  const size_t per_rank = rows.size() / ranks;
-  for (uint32_t rank = 0; rank < ranks; ++rank) {
-    result[rank].step = step;
-    result[rank].rank = rank;
-    for (size_t i = 0; i < per_rank; ++i)
-      result[rank].rows.push_back(rows[rank * per_rank + i]);
+void split_across_ranks(const job_config& config, step_plan& plan) {
+  std::vector<double> costs;
+  std::vector<uint64_t> tokens;
+  for (const auto& row : plan.rows) {
+    costs.push_back(config.cost.row_cost(row));
+    uint64_t used = 0;
+    for (const auto& p : row)
+      used += p.length;
+    tokens.push_back(used);
   }
-  return result;
+
+  const auto ranks = static_cast<uint32_t>(config.ranks);
+  auto assignment = assign_rows(costs, tokens, ranks, config.balancer);
+  plan.rank_costs = assignment.rank_costs;
+  plan.imbalance = assignment.imbalance();
+  plan.ranks.assign(ranks, rank_plan{});
+  for (uint32_t rank = 0; rank < ranks; ++rank) {
+    auto& out = plan.ranks[rank];
+    out.step = plan.step;
+    out.rank = rank;
+    out.cost = assignment.rank_costs[rank];
+    out.imbalance = plan.imbalance;
+    out.carried_pieces = plan.carried_pieces;
+    for (uint32_t row : assignment.rows_of_rank[rank])
+      out.rows.push_back(plan.rows[row]);
+  }
 }
 
 }  // namespace overlord::planner

@@ -52,9 +52,9 @@ class step_planner {
   uint64_t next_step_ = 0;
 };
 
-// Splits global rows into equal consecutive blocks, one per rank.
-std::vector<rank_plan> split_by_rank(uint64_t step,
-                                     const std::vector<row_plan>& rows,
-                                     uint32_t ranks);
+// Splits a step's global rows across `config.ranks` ranks with the
+// configured balancer and cost model, filling `plan.ranks`,
+// `plan.rank_costs` and `plan.imbalance`.
+void split_across_ranks(const job_config& config, step_plan& plan);
 
 }  // namespace overlord::planner

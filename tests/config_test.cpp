@@ -215,3 +215,63 @@ TEST_CASE("config rejects text field on text source", "[config]") {
                                     "    format: text\n    text_field: body\n"));
   CHECK_THAT(message, Catch::Contains("sources.books.text_field"));
 }
+
+TEST_CASE("config global rows divide by ranks", "[config]") {
+  config_fixture f;
+  auto body = replace(config_fixture::valid_body(), "rows_per_rank: 2",
+                      "global_rows: 16");
+  auto config = load_config(f.write_config(body));
+  CHECK(config.rows_per_rank == 8);
+  CHECK(config.global_rows() == 16);
+
+  auto message = f.error_of(replace(body, "global_rows: 16", "global_rows: 15"));
+  CHECK_THAT(message, Catch::Contains("job.yaml:3: global_rows"));
+  CHECK_THAT(message, Catch::Contains("do not divide by 2 ranks"));
+
+  message = f.error_of(body + "rows_per_rank: 4\n");
+  CHECK_THAT(message, Catch::Contains("either rows_per_rank or global_rows"));
+}
+
+TEST_CASE("config topology sets ranks", "[config]") {
+  config_fixture f;
+  auto body = replace(config_fixture::valid_body(), "ranks: 2\n",
+                      "topology: {dp: 4, tp: 8, pp: 2, cp: 2, "
+                      "consumers: first_and_last_stages}\n");
+  auto config = load_config(f.write_config(body));
+  CHECK(config.ranks == 4);
+  CHECK(config.topology.tp == 8);
+  CHECK(config.topology.pp == 2);
+  CHECK(config.topology.cp == 2);
+  CHECK(config.topology.last_stage_consumes);
+
+  auto message = f.error_of(replace(config_fixture::valid_body(), "ranks: 2\n",
+                                    "ranks: 2\ntopology: {dp: 4}\n"));
+  CHECK_THAT(message, Catch::Contains("ranks 2 differs from topology.dp 4"));
+
+  message = f.error_of(replace(body, "sequence_length: 128", "sequence_length: 130"));
+  CHECK_THAT(message, Catch::Contains("2 * cp = 4"));
+
+  message = f.error_of(replace(body, "cp: 2", "sp: 2"));
+  CHECK_THAT(message, Catch::Contains("topology.sp"));
+}
+
+TEST_CASE("config cost model and balancer", "[config]") {
+  config_fixture f;
+  auto body = config_fixture::valid_body() +
+              "balancer: kk\n"
+              "cost_model:\n"
+              "  attention: row\n"
+              "  linear: 2\n"
+              "  quadratic: 0.001\n";
+  auto config = load_config(f.write_config(body));
+  CHECK(config.balancer == overlord::planner::balance_method::kk);
+  CHECK(config.cost.masking ==
+        overlord::planner::cost_model::attention::row);
+  CHECK(config.cost.linear == 2);
+  CHECK(config.cost.quadratic == 0.001);
+
+  auto message = f.error_of(replace(body, "quadratic: 0.001", "quadratic: -1"));
+  CHECK_THAT(message, Catch::Contains("cost_model.quadratic"));
+  message = f.error_of(replace(body, "balancer: kk", "balancer: greedy"));
+  CHECK_THAT(message, Catch::Contains("use best or lpt or kk or tokens or consecutive"));
+}

@@ -30,7 +30,7 @@ constexpr const char* usage =
     "  --progress         print a progress line to stderr\n"
     "\n"
     "Prints one JSON object per batch: step, rank, rows, tokens, documents,\n"
-    "sources, source_tokens, padding, digest.\n";
+    "sources, source_tokens, padding, imbalance, digest.\n";
 
 struct options {
   overlord::client::client_options client;
@@ -147,6 +147,8 @@ std::string summarize(const overlord::wire::Batch& batch) {
   json.EndObject();
   json.Key("padding");
   json.Uint64(counters ? counters->padding() : 0);
+  json.Key("imbalance");
+  json.Double(counters ? counters->imbalance() : 1.0);
   json.Key("digest");
   json.String(overlord::transport::batch_digest(batch).c_str());
   json.EndObject();

@@ -62,7 +62,8 @@ flatbuffers::DetachedBuffer build_batch(const planner::rank_plan& plan,
 
   auto counters = wire::CreateBatchCounters(
       builder, used_tokens, rows * length - used_tokens, documents_started,
-      documents_split, static_cast<uint32_t>(layout.carried_pieces));
+      documents_split, static_cast<uint32_t>(plan.carried_pieces), plan.cost,
+      plan.imbalance);
   auto batch = wire::CreateBatch(
       builder, plan.step, plan.rank, static_cast<uint32_t>(rows),
       layout.sequence_length, layout.pad_id, builder.CreateVector(tokens),

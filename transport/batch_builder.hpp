@@ -21,7 +21,6 @@ struct batch_layout {
   uint32_t sequence_length = 0;
   int32_t pad_id = 0;
   std::vector<std::string> source_names;
-  uint64_t carried_pieces = 0;
 };
 
 // Returns the tokens of piece `index` of row `row`: `length` tokens, plus
