@@ -1,8 +1,10 @@
 #include "actors/constructor.hpp"
 
 #include <map>
+#include <set>
 
 #include "actors/messages.hpp"
+#include "actors/node_links.hpp"
 #include "common/error.hpp"
 #include "common/log.hpp"
 #include "transport/batch_builder.hpp"
@@ -12,14 +14,15 @@ namespace overlord::actors {
 
 namespace {
 
-// Served batches kept for a trainer that asks for the same step again
-// (after a timeout on its side, for example).
-constexpr uint64_t served_batches_kept = 2;
+// A fetch that gets no answer in this time is sent again, so a lost pool
+// delays a batch but never stalls it for good.
+constexpr auto fetch_timeout = std::chrono::seconds(10);
 
 struct pending_build {
   planner::rank_plan plan;
   // Tokens of each piece, row-major in plan order.
   std::vector<std::vector<int32_t>> payloads;
+  std::vector<bool> have;
   size_t missing = 0;
 };
 
@@ -29,14 +32,20 @@ struct constructor_state {
   static inline const char* name = "constructor";
 
   std::shared_ptr<const constructor_setup> setup;
+  std::vector<caf::actor> pools;
   std::shared_ptr<spdlog::logger> log;
   std::shared_ptr<transport::batch_server> server;
   std::map<uint64_t, pending_build> building;
-  std::map<uint64_t, batch_buffer> built;
-  std::map<uint64_t, std::vector<std::string>> waiting;  // step -> clients
+  // Built batches by step, one per context-parallel rank.
+  std::map<uint64_t, std::vector<batch_buffer>> built;
+  // Clients waiting for (step, cp rank).
+  std::map<std::pair<uint64_t, uint32_t>, std::vector<std::string>> waiting;
+  // Last step delivered to each context-parallel rank.
+  std::vector<int64_t> served_by_cp;
   int64_t served = -1;
   uint64_t batches_served = 0;
-  uint64_t fetch_errors = 0;
+  uint64_t fetch_retries = 0;
+  std::set<std::string> connected;  // loader nodes reached directly
 
   ~constructor_state() {
     if (server)
@@ -62,18 +71,32 @@ void send_error(constructor_actor* self, const std::string& client, errc code,
   self->state.server->send(client, zmq::message_t(frame.data(), frame.size()));
 }
 
-void deliver(constructor_actor* self, uint64_t step, const std::string& client) {
+// Records that context-parallel rank `cp_rank` has moved to `step`, and
+// tells the planner when every cp rank has.
+void note_progress(constructor_actor* self, uint32_t cp_rank, uint64_t step) {
   auto& st = self->state;
-  st.server->send(client, to_message(st.built.at(step)));
-  st.batches_served++;
-  if (static_cast<int64_t>(step) > st.served) {
-    st.served = static_cast<int64_t>(step);
-    self->send(st.setup->planner, served_atom::value, st.setup->rank, step);
-    // Drop batches the trainer has moved past.
-    while (!st.built.empty() &&
-           st.built.begin()->first + served_batches_kept <= step)
+  auto& mine = st.served_by_cp[cp_rank];
+  mine = std::max(mine, static_cast<int64_t>(step));
+  int64_t all = *std::min_element(st.served_by_cp.begin(),
+                                  st.served_by_cp.end());
+  if (all > st.served) {
+    st.served = all;
+    self->send(st.setup->planner, served_atom::value, st.setup->rank,
+               static_cast<uint64_t>(all));
+    // Keep batches a lagging consumer may still ask for: the plan window.
+    auto keep = static_cast<uint64_t>(st.setup->config.plan_ahead);
+    while (!st.built.empty() && st.built.begin()->first + keep <=
+                                    static_cast<uint64_t>(all))
       st.built.erase(st.built.begin());
   }
+}
+
+void deliver(constructor_actor* self, uint64_t step, uint32_t cp_rank,
+             const std::string& client) {
+  auto& st = self->state;
+  st.server->send(client, to_message(st.built.at(step).at(cp_rank)));
+  st.batches_served++;
+  note_progress(self, cp_rank, step);
 }
 
 void finish_build(constructor_actor* self, uint64_t step) {
@@ -85,6 +108,7 @@ void finish_build(constructor_actor* self, uint64_t step) {
   layout.sequence_length =
       static_cast<uint32_t>(st.setup->config.sequence_length);
   layout.pad_id = st.setup->pad_id;
+  layout.cp_size = static_cast<uint32_t>(st.setup->config.topology.cp);
   for (const auto& source : st.setup->config.sources)
     layout.source_names.push_back(source.name);
 
@@ -94,69 +118,94 @@ void finish_build(constructor_actor* self, uint64_t step) {
     row_start.push_back(index);
     index += row.size();
   }
-  auto buffer = std::make_shared<flatbuffers::DetachedBuffer>(
-      transport::build_batch(pending.plan, layout,
-                             [&](size_t row, size_t piece) {
-                               return pending.payloads[row_start[row] + piece]
-                                   .data();
-                             }));
-  st.built[step] = std::move(buffer);
+  auto rows = transport::lay_out_rows(
+      pending.plan, layout, [&](size_t row, size_t piece) {
+        return pending.payloads[row_start[row] + piece].data();
+      });
+  std::vector<batch_buffer> batches;
+  for (uint32_t cp_rank = 0; cp_rank < layout.cp_size; ++cp_rank)
+    batches.push_back(std::make_shared<flatbuffers::DetachedBuffer>(
+        transport::serialize_batch(pending.plan, layout, rows, cp_rank)));
+  st.built[step] = std::move(batches);
   st.building.erase(found);
 
-  auto clients = st.waiting.find(step);
-  if (clients != st.waiting.end()) {
+  for (uint32_t cp_rank = 0; cp_rank < layout.cp_size; ++cp_rank) {
+    auto clients = st.waiting.find({step, cp_rank});
+    if (clients == st.waiting.end())
+      continue;
     auto list = std::move(clients->second);
     st.waiting.erase(clients);
     for (const auto& client : list)
-      deliver(self, step, client);
+      deliver(self, step, cp_rank, client);
   }
+}
+
+void fetch_piece(constructor_actor* self, uint64_t step, size_t index,
+                 const planner::piece& p) {
+  auto& st = self->state;
+  self->request(st.pools.at(p.source), fetch_timeout, fetch_atom::value, step,
+                p.sequence, p.offset, p.length)
+      .then(
+          [=](std::vector<int32_t>& tokens) {
+            auto& s = self->state;
+            auto build = s.building.find(step);
+            if (build == s.building.end() || build->second.have[index])
+              return;
+            build->second.payloads[index] = std::move(tokens);
+            build->second.have[index] = true;
+            if (--build->second.missing == 0)
+              finish_build(self, step);
+          },
+          [=](caf::error& err) {
+            auto& s = self->state;
+            s.fetch_retries++;
+            s.log->warn(
+                "rank={} step={} fetch of source={} sequence={} failed: {}; "
+                "retrying",
+                s.setup->rank, step, s.setup->config.sources[p.source].name,
+                p.sequence, self->system().render(err));
+            // Ask again after a pause; a pool update may arrive meanwhile.
+            self->delayed_send(self, std::chrono::seconds(1), fetch_atom::value,
+                               step, static_cast<uint64_t>(index));
+          });
 }
 
 void start_build(constructor_actor* self, planner::rank_plan plan) {
   auto& st = self->state;
   const uint64_t step = plan.step;
+  if (st.built.count(step) || st.building.count(step) ||
+      static_cast<int64_t>(step) <= st.served)
+    return;  // a plan sent again after a reassignment
   auto& pending = st.building[step];
   pending.plan = std::move(plan);
   size_t count = 0;
   for (const auto& row : pending.plan.rows)
     count += row.size();
   pending.payloads.resize(count);
+  pending.have.assign(count, false);
   pending.missing = count;
   if (count == 0) {
     finish_build(self, step);
     return;
   }
-
   size_t index = 0;
-  for (const auto& row : pending.plan.rows) {
-    for (const auto& p : row) {
-      self->request(st.setup->pools.at(p.source), caf::infinite,
-                    fetch_atom::value, p.sequence, p.offset, p.length)
-          .then(
-              [=](std::vector<int32_t>& tokens) {
-                auto& s = self->state;
-                auto& build = s.building.at(step);
-                build.payloads[index] = std::move(tokens);
-                if (--build.missing == 0)
-                  finish_build(self, step);
-              },
-              [=](caf::error& err) {
-                auto& s = self->state;
-                s.fetch_errors++;
-                auto message = "rank=" + std::to_string(s.setup->rank) +
-                               " step=" + std::to_string(step) +
-                               " payload fetch failed: " +
-                               self->system().render(err);
-                s.log->error("{}", message);
-                self->send(s.setup->supervisor, fatal_atom::value, message);
-              });
-      ++index;
-    }
+  for (const auto& row : pending.plan.rows)
+    for (const auto& p : row)
+      fetch_piece(self, step, index++, p);
+}
+
+const planner::piece* piece_at(const pending_build& build, size_t index) {
+  for (const auto& row : build.plan.rows) {
+    if (index < row.size())
+      return &row[index];
+    index -= row.size();
   }
+  return nullptr;
 }
 
 std::string endpoint_of(const constructor_setup& setup) {
-  return "tcp://" + setup.config.bind + ":" +
+  auto bind = setup.bind.empty() ? setup.config.bind : setup.bind;
+  return "tcp://" + bind + ":" +
          std::to_string(setup.config.base_port + setup.rank);
 }
 
@@ -165,58 +214,95 @@ caf::behavior constructor_behavior(
     std::shared_ptr<transport::batch_server> server) {
   auto& st = self->state;
   st.setup = setup;
+  st.pools = setup->pools;
   st.log = get_logger("actors");
   st.server = std::move(server);
+  st.served_by_cp.assign(setup->config.topology.cp, -1);
   const uint32_t rank = setup->rank;
+  const uint32_t cp_size = static_cast<uint32_t>(setup->config.topology.cp);
 
   caf::actor handle = caf::actor_cast<caf::actor>(self);
   st.server->start(
       [handle](const std::string& client, const transport::request& value) {
         caf::anon_send(handle, pull_atom::value, client, value.step,
-                       value.rank);
+                       value.rank, value.cp_rank);
       },
       [log = st.log, rank](const std::string& reason) {
         log->warn("rank={} rejected a request: {}", rank, reason);
       });
-  st.log->info("rank={} constructor serving at {}", rank, endpoint_of(*setup));
-  self->send(setup->planner, register_atom::value, rank, handle);
+  st.log->info("rank={} constructor serving at {} node={}", rank,
+               endpoint_of(*setup), setup->node_id);
 
   return {
       [=](plan_atom, planner::rank_plan& plan) {
         start_build(self, std::move(plan));
       },
-      [=](pull_atom, const std::string& client, uint64_t step,
-          uint32_t requested_rank) {
+      [=](fetch_atom, uint64_t step, uint64_t index) {
+        // Retry of a failed fetch, with the current pool of its source.
         auto& s = self->state;
-        if (requested_rank != rank) {
+        auto build = s.building.find(step);
+        if (build == s.building.end() || build->second.have[index])
+          return;
+        if (auto* p = piece_at(build->second, index))
+          fetch_piece(self, step, index, *p);
+      },
+      [=](pool_update_atom, uint32_t source, caf::actor pool,
+          const std::string& address) {
+        auto& s = self->state;
+        if (source >= s.pools.size())
+          return;
+        connect_directly(self->system(), address, s.connected, s.log,
+                         s.setup->node_id);
+        s.pools[source] = std::move(pool);
+        s.log->info("rank={} fetches source={} from its new pool at {}", rank,
+                    s.setup->config.sources[source].name, address);
+        // Requests open at the lost pool may never be answered: ask the new
+        // pool now. A late answer to an old request is ignored.
+        for (auto& [step, build] : s.building) {
+          size_t index = 0;
+          for (const auto& row : build.plan.rows)
+            for (const auto& p : row) {
+              if (p.source == source && !build.have[index])
+                fetch_piece(self, step, index, p);
+              ++index;
+            }
+        }
+      },
+      [=](pull_atom, const std::string& client, uint64_t step,
+          uint32_t requested_rank, uint32_t cp_rank) {
+        auto& s = self->state;
+        if (requested_rank != rank || cp_rank >= cp_size) {
           send_error(self, client, errc::invalid_config,
                      "this endpoint serves rank " + std::to_string(rank) +
-                         ", not rank " + std::to_string(requested_rank) +
+                         " with " + std::to_string(cp_size) +
+                         " context-parallel slices, not rank " +
+                         std::to_string(requested_rank) + " slice " +
+                         std::to_string(cp_rank) +
                          "; connect to base_port + rank");
           return;
         }
         if (s.built.count(step)) {
-          deliver(self, step, client);
+          deliver(self, step, cp_rank, client);
           return;
         }
-        if (static_cast<int64_t>(step) + static_cast<int64_t>(served_batches_kept) <=
-            s.served) {
+        if (static_cast<int64_t>(step) <= s.served &&
+            !s.building.count(step)) {
           send_error(self, client, errc::not_found,
                      "rank " + std::to_string(rank) + " no longer holds step " +
-                         std::to_string(step) + "; the trainer is at step " +
-                         std::to_string(s.served));
+                         std::to_string(step) + "; its trainers are at step " +
+                         std::to_string(s.served + 1));
           return;
         }
-        s.waiting[step].push_back(client);
+        s.waiting[{step, cp_rank}].push_back(client);
       },
       [=](stats_atom) {
         auto& s = self->state;
         counters stats;
-        stats["served_step"] = static_cast<uint64_t>(s.served + 1);
+        stats["step"] = static_cast<uint64_t>(s.served + 1);
         stats["batches_served"] = s.batches_served;
         stats["built_waiting"] = s.built.size();
         stats["building"] = s.building.size();
-        stats["fetch_errors"] = s.fetch_errors;
+        stats["fetch_retries"] = s.fetch_retries;
         return stats;
       },
   };
@@ -224,10 +310,14 @@ caf::behavior constructor_behavior(
 
 }  // namespace
 
+std::string constructor_endpoint(const constructor_setup& setup) {
+  return endpoint_of(setup);
+}
+
 caf::actor spawn_constructor(caf::actor_system& system,
                              constructor_setup setup) {
   auto shared = std::make_shared<const constructor_setup>(std::move(setup));
-  // Bind before spawning so that a taken port fails start-up right here.
+  // Bind before spawning so that a taken port fails right here.
   auto server = std::make_shared<transport::batch_server>(*shared->zmq_context);
   server->bind(endpoint_of(*shared));
   return system.spawn(constructor_behavior, shared, server);

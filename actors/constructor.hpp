@@ -1,13 +1,15 @@
-// DataConstructor: one per consuming rank. It fetches the tokens its step
-// plans name straight from the source pools, lays each step out as a
-// FlatBuffers batch, and serves the batches to its trainer over a ZeroMQ
-// ROUTER socket (transport::batch_server, owned by the actor's state).
+// DataConstructor: one per data-parallel replica. It fetches the tokens
+// its step plans name straight from the source pools, lays each step out
+// as FlatBuffers batches (one per context-parallel rank), and serves them
+// to the replica's trainer ranks over a ZeroMQ ROUTER socket
+// (transport::batch_server, owned by the actor's state).
 #pragma once
 
 #include <caf/all.hpp>
 #include <zmq.hpp>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "planner/config.hpp"
@@ -21,11 +23,17 @@ struct constructor_setup {
   caf::actor planner;
   caf::actor supervisor;
   int32_t pad_id = 0;
+  std::string node_id;
+  std::string bind;  // address to bind; config.bind when empty
   std::shared_ptr<zmq::context_t> zmq_context;
 };
 
-// Spawns the constructor and binds its endpoint, tcp://bind:base_port+rank.
-// Throws overlord::error(io_error) when the port cannot be bound.
+// Returns the endpoint rank `setup.rank` is served at,
+// tcp://bind:base_port+rank.
+std::string constructor_endpoint(const constructor_setup& setup);
+
+// Spawns the constructor and binds its endpoint. Throws
+// overlord::error(io_error) when the port cannot be bound.
 caf::actor spawn_constructor(caf::actor_system& system,
                              constructor_setup setup);
 

@@ -1,6 +1,7 @@
-// Message vocabulary between Overlord's actors: atoms, and the inspect
-// overloads that let CAF copy, print and (across nodes) serialise the
-// planner's records.
+// Message vocabulary between Overlord's actors: atoms, records, and the
+// inspect overloads that let CAF copy, print and serialise them across
+// nodes. Every type sent between nodes is registered in
+// add_message_types, on every node alike.
 #pragma once
 
 #include <caf/all.hpp>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "planner/config.hpp"
 #include "planner/plan.hpp"
 
 namespace overlord::actors {
@@ -24,17 +26,61 @@ using read_atom = caf::atom_constant<caf::atom("read")>;
 using plan_atom = caf::atom_constant<caf::atom("plan")>;
 // Transport thread -> constructor: a trainer asks for a step.
 using pull_atom = caf::atom_constant<caf::atom("pull")>;
-// Constructor -> planner: a rank's trainer received this step.
+// Constructor -> planner: a rank's trainers received this step.
 using served_atom = caf::atom_constant<caf::atom("served")>;
+// Planner -> pools: every rank is past this step; free what it used.
+using release_atom = caf::atom_constant<caf::atom("release")>;
 // Any -> supervisor: the job cannot go on.
 using fatal_atom = caf::atom_constant<caf::atom("fatal")>;
 // Anyone -> actor: report counters.
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
-// Constructor -> planner: this actor serves rank R.
-using register_atom = caf::atom_constant<caf::atom("register")>;
+// Node agent -> planner: this node joins the job.
+using join_atom = caf::atom_constant<caf::atom("join")>;
+// Node agent -> planner: still alive.
+using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
+// Planner -> node agent: run the pool of a source here.
+using spawn_pool_atom = caf::atom_constant<caf::atom("spawnpool")>;
+// Planner -> node agent: run the constructor of a rank here.
+using spawn_rank_atom = caf::atom_constant<caf::atom("spawnrank")>;
+// Planner -> constructors: source S is now served by this pool.
+using pool_update_atom = caf::atom_constant<caf::atom("poolupdate")>;
+// Planner -> node agent: stop this node (after a drain).
+using leave_atom = caf::atom_constant<caf::atom("leave")>;
+// Admin -> planner: the job's state as JSON.
+using status_atom = caf::atom_constant<caf::atom("status")>;
+// Admin -> planner: the endpoint of a rank.
+using lookup_atom = caf::atom_constant<caf::atom("lookup")>;
+// Admin -> planner: change mixture weights.
+using set_weights_atom = caf::atom_constant<caf::atom("setweights")>;
+// Admin -> planner: move a node's work elsewhere and stop it.
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+// Planner -> itself: periodic liveness check.
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+// Planner -> itself: assign work to the nodes present.
+using assign_atom = caf::atom_constant<caf::atom("assign")>;
 
 // Named counters an actor reports for status and logs.
 using counters = std::map<std::string, uint64_t>;
+
+// A process of the job as the planner sees it.
+struct node_info {
+  std::string id;       // unique per process, e.g. "loader-host-4242"
+  std::string role;     // "loader", "constructor" or "all"
+  uint32_t pid = 0;
+  std::string address;  // host:port of its middleman, or "local"
+  std::string bind;     // address its trainer-facing sockets bind to
+};
+
+// Where a replacement pool picks up a source's stream: documents from
+// `first_sequence` on are kept for constructors; only those from
+// `announce_from` on are announced to the planner again.
+struct stream_position {
+  uint64_t first_sequence = 0;
+  uint32_t epoch = 0;
+  uint32_t shard_position = 0;
+  uint32_t record = 0;
+  uint64_t announce_from = 0;
+};
 
 // One tokenized document as a worker returns it.
 struct tokenized_document {
@@ -48,10 +94,21 @@ struct shard_output {
   uint32_t epoch = 0;
   uint32_t position = 0;  // index in the epoch's shard order
   std::vector<tokenized_document> documents;
-  // Skipped records as "kind where: detail", already logged by the worker.
-  std::vector<std::string> skipped;
   std::vector<std::string> skipped_kinds;
+  uint64_t busy_us = 0;  // time the worker spent reading and tokenizing
 };
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, node_info& x) {
+  return f(caf::meta::type_name("node_info"), x.id, x.role, x.pid, x.address,
+           x.bind);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, stream_position& x) {
+  return f(caf::meta::type_name("stream_position"), x.first_sequence, x.epoch,
+           x.shard_position, x.record, x.announce_from);
+}
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, tokenized_document& x) {
@@ -62,7 +119,7 @@ typename Inspector::result_type inspect(Inspector& f, tokenized_document& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, shard_output& x) {
   return f(caf::meta::type_name("shard_output"), x.epoch, x.position,
-           x.documents, x.skipped, x.skipped_kinds);
+           x.documents, x.skipped_kinds, x.busy_us);
 }
 
 // Registers the custom message types with an actor system config.
@@ -75,7 +132,7 @@ namespace overlord::planner {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, document_meta& x) {
   return f(caf::meta::type_name("document_meta"), x.source, x.sequence,
-           x.epoch, x.tokens, x.key);
+           x.epoch, x.tokens, x.key, x.shard_position, x.record);
 }
 
 template <class Inspector>
@@ -88,6 +145,36 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, rank_plan& x) {
   return f(caf::meta::type_name("rank_plan"), x.step, x.rank, x.rows, x.cost,
            x.imbalance, x.carried_pieces);
+}
+
+// The plane travels from the planner to every node, shards included, so
+// all nodes read the same files in the same order.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, source_config& x) {
+  return f(caf::meta::type_name("source_config"), x.name, x.format,
+           x.text_field, x.paths, x.shards, x.weight, x.workers);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, topology_config& x) {
+  return f(caf::meta::type_name("topology_config"), x.dp, x.tp, x.pp, x.cp,
+           x.last_stage_consumes);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cost_model& x) {
+  return f(caf::meta::type_name("cost_model"), x.masking, x.linear,
+           x.quadratic);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, job_config& x) {
+  return f(caf::meta::type_name("job_config"), x.config_path, x.seed,
+           x.sequence_length, x.rows_per_rank, x.ranks, x.topology, x.cost,
+           x.balancer, x.bind, x.base_port, x.planner_port, x.loader_nodes,
+           x.constructor_nodes, x.node_timeout_ms, x.on_bad_input, x.mix_by,
+           x.tokenizer, x.plan_ahead, x.buffer_documents, x.max_document_bytes,
+           x.log_level, x.sources);
 }
 
 }  // namespace overlord::planner

@@ -1,9 +1,13 @@
-// overlordd: the Overlord daemon. `--role all` runs the planner, one
-// source pool per source and one constructor per rank in this process.
+// overlordd: the Overlord daemon. One process runs one role:
+//   planner      owns the plane; nodes join it on planner_port
+//   loader       runs the source pools the planner assigns
+//   constructor  runs the constructors (trainer endpoints) it assigns
+//   all          all of them in this process (the default)
+
+#include <unistd.h>
 
 #include <atomic>
 #include <csignal>
-#include <cstdio>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -11,10 +15,9 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
-#include "actors/constructor.hpp"
 #include "actors/messages.hpp"
+#include "actors/node_agent.hpp"
 #include "actors/planner_actor.hpp"
-#include "actors/source_pool.hpp"
 #include "common/error.hpp"
 #include "common/log.hpp"
 #include "planner/config.hpp"
@@ -27,22 +30,35 @@ std::atomic<int> stop_signal{0};
 void on_signal(int signal) { stop_signal = signal; }
 
 constexpr const char* usage =
-    "usage: overlordd --role all --config FILE [--set KEY=VALUE]... "
-    "[--log-level LEVEL]\n"
+    "usage: overlordd [--role all|planner|loader|constructor] [options]\n"
     "\n"
-    "  --role all         run planner, source pools and constructors here\n"
-    "  --config FILE      job configuration (YAML)\n"
-    "  --set KEY=VALUE    override a config value; sources by name, e.g.\n"
-    "                     --set sources.mail.workers=4\n"
-    "  --log-level LEVEL  trace, debug, info, warn or error (default: the\n"
-    "                     config's log_level)\n";
+    "  --role ROLE         what this process runs (default all)\n"
+    "  --config FILE       job configuration (YAML); planner and all only\n"
+    "  --set KEY=VALUE     override a config value; sources by name, e.g.\n"
+    "                      --set sources.mail.workers=4\n"
+    "  --planner HOST:PORT the planner to join; loader and constructor only\n"
+    "  --bind ADDR         address this node listens on (default 127.0.0.1)\n"
+    "  --port PORT         port of this node's middleman (default: any free)\n"
+    "  --node-id ID        name in logs and status (default ROLE-HOST-PID)\n"
+    "  --log-level LEVEL   trace, debug, info, warn or error\n"
+    "\n"
+    "CAF's wire protocol between nodes has no authentication: keep planner\n"
+    "and node ports on a private network.\n";
 
 struct options {
-  std::string role;
+  std::string role = "all";
   std::string config_path;
   std::vector<overlord::planner::config_override> overrides;
+  std::string planner;
+  std::string bind = "127.0.0.1";
+  int port = 0;
+  std::string node_id;
   std::string log_level;
 };
+
+[[noreturn]] void usage_error(const std::string& message) {
+  throw overlord::error(overlord::errc::invalid_config, message);
+}
 
 options parse_arguments(int argc, char** argv) {
   options out;
@@ -50,8 +66,7 @@ options parse_arguments(int argc, char** argv) {
     std::string flag = argv[i];
     auto value = [&]() -> std::string {
       if (i + 1 >= argc)
-        throw overlord::error(overlord::errc::invalid_config,
-                              flag + " needs a value");
+        usage_error(flag + " needs a value");
       return argv[++i];
     };
     if (flag == "--role")
@@ -60,95 +75,186 @@ options parse_arguments(int argc, char** argv) {
       out.config_path = value();
     else if (flag == "--set")
       out.overrides.push_back(overlord::planner::parse_override(value()));
+    else if (flag == "--planner")
+      out.planner = value();
+    else if (flag == "--bind")
+      out.bind = value();
+    else if (flag == "--port") {
+      auto text = value();
+      try {
+        out.port = std::stoi(text);
+      } catch (const std::exception&) {
+        usage_error("--port expects a number, got '" + text + "'");
+      }
+      if (out.port < 0 || out.port > 65535)
+        usage_error("--port " + text + " is out of range 0..65535");
+    } else if (flag == "--node-id")
+      out.node_id = value();
     else if (flag == "--log-level")
       out.log_level = value();
     else if (flag == "--help" || flag == "-h") {
       std::cout << usage;
       std::exit(0);
     } else
-      throw overlord::error(overlord::errc::invalid_config,
-                            "unknown flag '" + flag + "'");
+      usage_error("unknown flag '" + flag + "'");
   }
-  if (out.role.empty())
-    out.role = "all";
-  if (out.role != "all")
-    throw overlord::error(
-        overlord::errc::invalid_config,
-        "--role " + out.role +
-            " is not available in this build; use --role all, which runs "
-            "every role in this process");
-  if (out.config_path.empty())
-    throw overlord::error(overlord::errc::invalid_config, "--config is missing");
+
+  const bool runs_planner = out.role == "all" || out.role == "planner";
+  if (!runs_planner && out.role != "loader" && out.role != "constructor")
+    usage_error("unknown role '" + out.role +
+                "'; use all, planner, loader or constructor");
+  if (runs_planner && out.config_path.empty())
+    usage_error("--config is missing; --role " + out.role + " needs one");
+  if (!runs_planner && out.planner.empty())
+    usage_error("--planner HOST:PORT is missing; --role " + out.role +
+                " joins a planner");
+  if (!runs_planner && (!out.config_path.empty() || !out.overrides.empty()))
+    usage_error("--role " + out.role +
+                " takes its configuration from the planner; drop --config "
+                "and --set");
   return out;
+}
+
+std::string host_name() {
+  char name[256] = {};
+  if (gethostname(name, sizeof name - 1) != 0)
+    return "host";
+  return name;
+}
+
+std::pair<std::string, uint16_t> split_host_port(const std::string& text) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
+    usage_error("--planner expects HOST:PORT, got '" + text + "'");
+  int port = 0;
+  try {
+    port = std::stoi(text.substr(colon + 1));
+  } catch (const std::exception&) {
+    port = -1;
+  }
+  if (port <= 0 || port > 65535)
+    usage_error("--planner " + text + ": invalid port");
+  return {text.substr(0, colon), static_cast<uint16_t>(port)};
+}
+
+// Waits for a fatal error, a drain or a signal. Returns the exit code.
+int supervise(caf::scoped_actor& supervisor,
+              const std::shared_ptr<spdlog::logger>& log) {
+  int exit_code = 0;
+  bool running = true;
+  while (running) {
+    supervisor->receive(
+        [&](overlord::actors::fatal_atom, const std::string& message) {
+          log->error("stopping: {}", message);
+          exit_code = 1;
+          running = false;
+        },
+        [&](overlord::actors::leave_atom) { running = false; },
+        caf::after(std::chrono::milliseconds(200)) >> [&] {
+          if (stop_signal != 0) {
+            log->info("received signal {}; shutting down", stop_signal.load());
+            running = false;
+          }
+        });
+  }
+  return exit_code;
 }
 
 int run(const options& opts) {
   using namespace overlord;
-  auto config = planner::load_config(opts.config_path, opts.overrides);
-  set_log_level(opts.log_level.empty() ? config.log_level : opts.log_level);
   auto log = get_logger("actors");
-
-  auto tokenizer = sources::gpt2_tokenizer::load(config.tokenizer);
 
   caf::actor_system_config system_config;
   actors::add_message_types(system_config);
+  system_config.load<caf::io::middleman>();
+
+  std::optional<planner::job_config> config;
+  int32_t pad_id = 0;
+  if (opts.role == "all" || opts.role == "planner") {
+    config = planner::load_config(opts.config_path, opts.overrides);
+    set_log_level(opts.log_level.empty() ? config->log_level : opts.log_level);
+    pad_id = sources::gpt2_tokenizer::load(config->tokenizer)->eos_id();
+  } else if (!opts.log_level.empty()) {
+    set_log_level(opts.log_level);
+  }
+
   caf::actor_system system{system_config};
   caf::scoped_actor supervisor{system};
   auto supervisor_handle = caf::actor_cast<caf::actor>(supervisor);
   auto zmq_context = std::make_shared<zmq::context_t>(1);
-
   std::vector<caf::actor> everyone;
-  std::vector<caf::actor> pools;
-  for (uint32_t i = 0; i < config.sources.size(); ++i) {
-    actors::pool_setup setup{config, i, tokenizer, supervisor_handle};
-    pools.push_back(actors::spawn_source_pool(system, std::move(setup)));
-  }
-  everyone.insert(everyone.end(), pools.begin(), pools.end());
+  std::string address = "local";
 
-  auto planner = actors::spawn_planner(
-      system, actors::planner_setup{config, pools, supervisor_handle});
-  everyone.push_back(planner);
-
-  int exit_code = 0;
-  try {
-    for (int rank = 0; rank < config.ranks; ++rank) {
-      actors::constructor_setup setup;
-      setup.config = config;
-      setup.rank = static_cast<uint32_t>(rank);
-      setup.pools = pools;
-      setup.planner = planner;
-      setup.supervisor = supervisor_handle;
-      setup.pad_id = tokenizer->eos_id();
-      setup.zmq_context = zmq_context;
-      everyone.push_back(actors::spawn_constructor(system, std::move(setup)));
+  caf::actor planner_handle;
+  if (config) {
+    planner_handle = actors::spawn_planner(
+        system, actors::planner_setup{*config, pad_id, supervisor_handle});
+    everyone.push_back(planner_handle);
+    if (config->planner_port > 0) {
+      auto published = system.middleman().publish(
+          planner_handle, static_cast<uint16_t>(config->planner_port),
+          config->bind.c_str(), true);
+      if (!published) {
+        log->error("cannot listen on {}:{}: {}; choose another planner_port",
+                   config->bind, config->planner_port,
+                   system.render(published.error()));
+        caf::anon_send_exit(planner_handle, caf::exit_reason::user_shutdown);
+        return 1;
+      }
+      address = config->bind + ":" + std::to_string(*published);
+      log->info("planner listening on {} (CAF middleman, no authentication)",
+                address);
     }
-    log->info("node started: role=all pid={} ranks={} sources={}", getpid(),
-              config.ranks, config.sources.size());
-
-    bool running = true;
-    while (running) {
-      supervisor->receive(
-          [&](actors::fatal_atom, const std::string& message) {
-            log->error("stopping: {}", message);
-            exit_code = 1;
-            running = false;
-          },
-          caf::after(std::chrono::milliseconds(200)) >> [&] {
-            if (stop_signal != 0) {
-              log->info("received signal {}; shutting down", stop_signal.load());
-              running = false;
-            }
-          });
+  } else {
+    auto [host, port] = split_host_port(opts.planner);
+    auto remote = system.middleman().remote_actor(host, port);
+    if (!remote) {
+      log->error("cannot reach the planner at {}: {}; check --planner and "
+                 "that the planner runs",
+                 opts.planner, system.render(remote.error()));
+      return 1;
     }
-  } catch (const error& e) {
-    log->error("{}", e.what());
-    exit_code = 1;
+    planner_handle = *remote;
   }
 
+  if (opts.role != "planner") {
+    actors::agent_setup setup;
+    setup.info.role = opts.role;
+    setup.info.pid = static_cast<uint32_t>(getpid());
+    setup.info.address = address;
+    setup.info.bind = opts.role == "all" ? config->bind : opts.bind;
+    setup.info.id = opts.node_id.empty()
+                        ? opts.role + "-" + host_name() + "-" +
+                              std::to_string(getpid())
+                        : opts.node_id;
+    setup.planner = planner_handle;
+    setup.supervisor = supervisor_handle;
+    setup.zmq_context = zmq_context;
+    auto agent = actors::spawn_node_agent(system, setup);
+    everyone.push_back(agent);
+    if (opts.role != "all") {
+      // Constructor nodes connect to loader nodes at this address, so
+      // payloads travel between them directly, never through the planner.
+      auto published = system.middleman().publish(
+          agent, static_cast<uint16_t>(opts.port), opts.bind.c_str(), true);
+      if (!published) {
+        log->error("cannot listen on {}:{}: {}; choose another --port",
+                   opts.bind, opts.port, system.render(published.error()));
+        for (auto& actor : everyone)
+          caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+        return 1;
+      }
+      address = opts.bind + ":" + std::to_string(*published);
+    }
+    caf::anon_send(agent, actors::join_atom::value, address);
+  }
+  log->info("node started: role={} pid={} address={}", opts.role, getpid(),
+            address);
+
+  int exit_code = supervise(supervisor, log);
   for (auto& actor : everyone)
     caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
   everyone.clear();
-  pools.clear();
   return exit_code;
 }
 
@@ -170,6 +276,6 @@ int main(int argc, char** argv) {
     return code;
   } catch (const overlord::error& e) {
     std::cerr << "overlordd: " << e.what() << "\n";
-    return 2;
+    return e.code() == overlord::errc::invalid_config ? 2 : 1;
   }
 }

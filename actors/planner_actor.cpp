@@ -1,8 +1,12 @@
 #include "actors/planner_actor.hpp"
 
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
 #include <algorithm>
 #include <chrono>
 #include <limits>
+#include <map>
 
 #include "actors/messages.hpp"
 #include "common/error.hpp"
@@ -13,46 +17,118 @@ namespace overlord::actors {
 
 namespace {
 
+using clock_type = std::chrono::steady_clock;
+
 // Metadata is requested from a pool in batches of this many documents,
 // and again whenever fewer than half a batch are queued.
 constexpr uint32_t announce_batch = 512;
+constexpr auto tick_interval = std::chrono::milliseconds(500);
+constexpr auto spawn_timeout = std::chrono::seconds(30);
+constexpr auto stats_timeout = std::chrono::seconds(2);
+// Start attempts (one per tick) before a pool or constructor that cannot
+// start anywhere stops the job, for example on a port that stays taken.
+constexpr int max_start_attempts = 20;
+
+struct node_entry {
+  node_info info;
+  caf::actor agent;
+  clock_type::time_point last_seen;
+  uint64_t join_order = 0;
+  bool alive = true;
+  bool draining = false;
+
+  bool loads() const { return info.role == "loader" || info.role == "all"; }
+  bool constructs() const {
+    return info.role == "constructor" || info.role == "all";
+  }
+  bool usable() const { return alive && !draining; }
+};
+
+struct source_slot {
+  caf::actor pool;
+  std::string node;
+  bool spawning = false;
+  int failed_starts = 0;
+  bool announcing = false;
+  counters stats;
+  double docs_per_s = 0;
+  uint64_t last_documents = 0;
+  clock_type::time_point last_stats;
+};
+
+struct rank_slot {
+  caf::actor constructor;
+  std::string node;
+  std::string endpoint;
+  bool spawning = false;
+  int failed_starts = 0;
+  int64_t served = -1;
+};
+
+struct weight_change {
+  uint64_t from_step = 0;
+  std::vector<double> weights;
+};
 
 struct planner_state {
   static inline const char* name = "planner";
 
   planner::job_config config;
-  std::vector<caf::actor> pools;
+  int32_t pad_id = 0;
   caf::actor supervisor;
-  std::unique_ptr<planner::step_planner> steps;
-  std::vector<caf::actor> constructors;  // by rank; empty until registered
-  std::vector<int64_t> served;           // last step each rank's trainer got
-  std::vector<bool> announcing;          // a request to the pool is open
   std::shared_ptr<spdlog::logger> log;
+  std::unique_ptr<planner::step_planner> steps;
 
+  std::map<std::string, node_entry> nodes;
+  uint64_t joins = 0;
+  std::vector<source_slot> sources;
+  std::vector<rank_slot> ranks;
+  bool assigned = false;
+
+  // Plans of steps some rank has not received, so that a replacement
+  // constructor can be sent them again.
+  std::map<uint64_t, std::vector<planner::rank_plan>> retained;
+  // Stream positions of announced documents still needed, per source, so
+  // that a replacement pool can resume the stream; the newest is kept.
+  std::vector<std::map<uint64_t, planner::document_meta>> positions;
+  int64_t released = -1;
+
+  std::vector<double> weights;
+  std::vector<weight_change> weight_changes;
   uint64_t planned_steps = 0;
   uint64_t padding_tokens = 0;
   uint64_t carried_pieces = 0;
+  uint64_t failovers = 0;
   double last_imbalance = 1;
   double max_imbalance = 1;
   double imbalance_sum = 0;
-  std::chrono::steady_clock::time_point started;
 };
 
 using planner_actor = caf::stateful_actor<planner_state>;
 
 void plan_ahead(planner_actor* self);
+void maybe_assign(planner_actor* self);
+
+const std::string& source_name(planner_actor* self, uint32_t source) {
+  return self->state.config.sources[source].name;
+}
+
+// ---- Announcements -------------------------------------------------------
 
 void request_announcements(planner_actor* self, uint32_t source) {
   auto& st = self->state;
-  if (st.announcing[source])
+  auto& slot = st.sources[source];
+  if (slot.announcing || !slot.pool)
     return;
-  st.announcing[source] = true;
-  self->request(st.pools[source], caf::infinite, announce_atom::value,
-                announce_batch)
+  slot.announcing = true;
+  auto pool = slot.pool;
+  self->request(pool, caf::infinite, announce_atom::value, announce_batch)
       .then(
           [=](std::vector<planner::document_meta>& docs) {
             auto& s = self->state;
-            s.announcing[source] = false;
+            if (s.sources[source].pool != pool)
+              return;  // the pool was replaced; its successor re-announces
+            s.sources[source].announcing = false;
             try {
               s.steps->add_documents(source, docs);
             } catch (const error& e) {
@@ -61,32 +137,37 @@ void request_announcements(planner_actor* self, uint32_t source) {
                          std::string(e.what()));
               return;
             }
+            for (const auto& doc : docs)
+              s.positions[source][doc.sequence] = doc;
             plan_ahead(self);
           },
           [=](caf::error& err) {
             auto& s = self->state;
-            s.announcing[source] = false;
-            auto message = "source=" + s.config.sources[source].name +
-                           " announcement failed: " +
-                           self->system().render(err);
-            s.log->error("{}", message);
-            self->send(s.supervisor, fatal_atom::value, message);
+            if (s.sources[source].pool != pool)
+              return;
+            s.sources[source].announcing = false;
+            s.log->warn("source={} announcement failed: {}; the planner "
+                        "retries once the pool is back",
+                        source_name(self, source), self->system().render(err));
           });
 }
 
-bool all_registered(const planner_state& st) {
-  return std::all_of(st.constructors.begin(), st.constructors.end(),
-                     [](const caf::actor& c) { return c != nullptr; });
+// ---- Planning ------------------------------------------------------------
+
+void send_plan(planner_actor* self, const planner::rank_plan& plan) {
+  auto& slot = self->state.ranks[plan.rank];
+  if (slot.constructor)
+    self->send(slot.constructor, plan_atom::value, plan);
 }
 
 void plan_ahead(planner_actor* self) {
   auto& st = self->state;
-  if (!all_registered(st))
+  if (!st.assigned)
     return;
 
   int64_t oldest_needed = std::numeric_limits<int64_t>::max();
-  for (auto step : st.served)
-    oldest_needed = std::min(oldest_needed, step + 1);
+  for (const auto& rank : st.ranks)
+    oldest_needed = std::min(oldest_needed, rank.served + 1);
   const int64_t limit = oldest_needed + st.config.plan_ahead;
 
   while (static_cast<int64_t>(st.steps->next_step()) < limit) {
@@ -102,9 +183,9 @@ void plan_ahead(planner_actor* self) {
     st.last_imbalance = plan.imbalance;
     st.max_imbalance = std::max(st.max_imbalance, plan.imbalance);
     st.imbalance_sum += plan.imbalance;
-    for (auto& rank_rows : plan.ranks)
-      self->send(st.constructors[rank_rows.rank], plan_atom::value,
-                 std::move(rank_rows));
+    for (const auto& rank_rows : plan.ranks)
+      send_plan(self, rank_rows);
+    st.retained[plan.step] = std::move(plan.ranks);
     if (plan.step % 100 == 0)
       st.log->info(
           "step={} planned; padding {:.2f}% so far; rank cost max/mean "
@@ -119,54 +200,596 @@ void plan_ahead(planner_actor* self) {
 
   // Keep every weighted source's queue topped up so that planning rarely
   // waits on a round trip.
-  for (uint32_t source = 0; source < st.pools.size(); ++source)
-    if (st.config.sources[source].weight > 0 &&
-        st.steps->queued(source) < announce_batch / 2)
+  for (uint32_t source = 0; source < st.sources.size(); ++source)
+    if (st.weights[source] > 0 && st.steps->queued(source) < announce_batch / 2)
       request_announcements(self, source);
 }
+
+// Oldest sequence of `source` that a plan not yet released or the step
+// planner still refers to.
+uint64_t oldest_needed_sequence(planner_actor* self, uint32_t source) {
+  auto& st = self->state;
+  uint64_t oldest = st.steps->oldest_held_sequence(source);
+  for (const auto& [step, plans] : st.retained)
+    for (const auto& plan : plans)
+      for (const auto& row : plan.rows)
+        for (const auto& p : row)
+          if (p.source == source)
+            oldest = std::min(oldest, p.sequence);
+  return oldest;
+}
+
+void release_up_to(planner_actor* self, int64_t step) {
+  auto& st = self->state;
+  if (step <= st.released)
+    return;
+  st.released = step;
+  st.retained.erase(st.retained.begin(),
+                    st.retained.upper_bound(static_cast<uint64_t>(step)));
+  for (uint32_t source = 0; source < st.sources.size(); ++source) {
+    if (st.sources[source].pool)
+      self->send(st.sources[source].pool, release_atom::value,
+                 static_cast<uint64_t>(step));
+    auto& known = st.positions[source];
+    if (known.size() <= 1)
+      continue;
+    auto keep_from = known.lower_bound(oldest_needed_sequence(self, source));
+    if (keep_from == known.end())
+      --keep_from;  // keep the newest, where a fresh pool would resume
+    known.erase(known.begin(), keep_from);
+  }
+}
+
+// ---- Assignment ----------------------------------------------------------
+
+// Where a pool for `source` must start so that the stream goes on exactly
+// where the planner and the constructors need it.
+stream_position resume_position(planner_actor* self, uint32_t source) {
+  auto& st = self->state;
+  stream_position start;
+  start.announce_from = st.steps->next_sequence(source);
+  const auto& known = st.positions[source];
+  if (known.empty())
+    return start;  // nothing announced yet: the beginning of the stream
+
+  uint64_t needed = oldest_needed_sequence(self, source);
+  auto found = known.find(needed);
+  if (found != known.end()) {
+    start.first_sequence = needed;
+    start.epoch = found->second.epoch;
+    start.shard_position = found->second.shard_position;
+    start.record = found->second.record;
+    return start;
+  }
+  // Nothing is held: continue after the newest announced document.
+  const auto& newest = known.rbegin()->second;
+  start.first_sequence = newest.sequence + 1;
+  start.epoch = newest.epoch;
+  start.shard_position = newest.shard_position;
+  start.record = newest.record + 1;
+  return start;
+}
+
+// The usable node with the fewest assigned items, earliest join first.
+std::string pick_node(planner_actor* self, bool loader) {
+  auto& st = self->state;
+  std::string best;
+  size_t best_load = 0;
+  uint64_t best_order = 0;
+  for (const auto& [id, node] : st.nodes) {
+    if (!node.usable() || (loader ? !node.loads() : !node.constructs()))
+      continue;
+    size_t load = 0;
+    if (loader) {
+      for (const auto& slot : st.sources)
+        load += slot.node == id;
+    } else {
+      for (const auto& slot : st.ranks)
+        load += slot.node == id;
+    }
+    if (best.empty() || load < best_load ||
+        (load == best_load && node.join_order < best_order)) {
+      best = id;
+      best_load = load;
+      best_order = node.join_order;
+    }
+  }
+  return best;
+}
+
+void assign_source(planner_actor* self, uint32_t source) {
+  auto& st = self->state;
+  auto node_id = pick_node(self, true);
+  if (node_id.empty())
+    return;
+  auto& slot = st.sources[source];
+  slot.spawning = true;
+  slot.node = node_id;
+  auto start = resume_position(self, source);
+  st.log->info("source={} assigned to node={} from sequence {}",
+               source_name(self, source), node_id, start.first_sequence);
+  self->request(st.nodes[node_id].agent, spawn_timeout, spawn_pool_atom::value,
+                source, start)
+      .then(
+          [=](caf::actor& pool) {
+            auto& s = self->state;
+            auto& slot = s.sources[source];
+            slot.spawning = false;
+            if (slot.node != node_id || !s.nodes[node_id].alive)
+              return;
+            slot.pool = pool;
+            slot.announcing = false;
+            slot.failed_starts = 0;
+            for (const auto& rank : s.ranks)
+              if (rank.constructor)
+                self->send(rank.constructor, pool_update_atom::value, source,
+                           pool, s.nodes[node_id].info.address);
+            maybe_assign(self);
+            plan_ahead(self);
+          },
+          [=](caf::error& err) {
+            auto& s = self->state;
+            auto& slot = s.sources[source];
+            slot.spawning = false;
+            slot.node.clear();
+            auto message = "source=" + source_name(self, source) +
+                           " could not start on node=" + node_id + ": " +
+                           self->system().render(err);
+            if (++slot.failed_starts >= max_start_attempts) {
+              s.log->error("{}; giving up", message);
+              self->send(s.supervisor, fatal_atom::value, message);
+              return;
+            }
+            s.log->warn("{}; retrying", message);
+          });
+}
+
+void assign_rank(planner_actor* self, uint32_t rank) {
+  auto& st = self->state;
+  auto node_id = pick_node(self, false);
+  if (node_id.empty())
+    return;
+  std::vector<caf::actor> pools;
+  std::vector<std::string> loader_addresses;
+  for (const auto& slot : st.sources) {
+    pools.push_back(slot.pool);
+    loader_addresses.push_back(st.nodes[slot.node].info.address);
+  }
+  auto& slot = st.ranks[rank];
+  slot.spawning = true;
+  slot.node = node_id;
+  st.log->info("rank={} assigned to node={}", rank, node_id);
+  self->request(st.nodes[node_id].agent, spawn_timeout, spawn_rank_atom::value,
+                rank, pools, loader_addresses, st.pad_id)
+      .then(
+          [=](caf::actor& constructor, std::string& endpoint) {
+            auto& s = self->state;
+            auto& slot = s.ranks[rank];
+            slot.spawning = false;
+            if (slot.node != node_id || !s.nodes[node_id].alive)
+              return;
+            slot.constructor = constructor;
+            slot.endpoint = endpoint;
+            slot.failed_starts = 0;
+            // Steps planned before this constructor existed.
+            for (const auto& [step, plans] : s.retained)
+              if (static_cast<int64_t>(step) > slot.served)
+                self->send(constructor, plan_atom::value, plans[rank]);
+            maybe_assign(self);
+            plan_ahead(self);
+          },
+          [=](caf::error& err) {
+            auto& s = self->state;
+            auto& slot = s.ranks[rank];
+            slot.spawning = false;
+            slot.node.clear();
+            auto message = "rank=" + std::to_string(rank) +
+                           " could not start on node=" + node_id + ": " +
+                           self->system().render(err);
+            if (++slot.failed_starts >= max_start_attempts) {
+              s.log->error("{}; giving up", message);
+              self->send(s.supervisor, fatal_atom::value, message);
+              return;
+            }
+            s.log->warn("{}; retrying", message);
+          });
+}
+
+void maybe_assign(planner_actor* self) {
+  auto& st = self->state;
+  if (!st.assigned) {
+    int loaders = 0, constructors = 0;
+    for (const auto& [id, node] : st.nodes) {
+      loaders += node.usable() && node.loads();
+      constructors += node.usable() && node.constructs();
+    }
+    if (loaders < st.config.loader_nodes ||
+        constructors < st.config.constructor_nodes)
+      return;
+    st.assigned = true;
+    st.log->info("{} loader and {} constructor nodes joined; assigning work",
+                 loaders, constructors);
+  }
+
+  bool all_pools = true;
+  for (uint32_t source = 0; source < st.sources.size(); ++source) {
+    auto& slot = st.sources[source];
+    if (!slot.pool && !slot.spawning)
+      assign_source(self, source);
+    all_pools = all_pools && slot.pool;
+  }
+  // Constructors take the pool handles, so they wait for every pool.
+  if (!all_pools)
+    return;
+  for (uint32_t rank = 0; rank < st.ranks.size(); ++rank)
+    if (!st.ranks[rank].constructor && !st.ranks[rank].spawning)
+      assign_rank(self, rank);
+}
+
+// Takes a node out of the job and moves its work to other nodes.
+void retire_node(planner_actor* self, const std::string& id,
+                 const std::string& reason) {
+  auto& st = self->state;
+  auto found = st.nodes.find(id);
+  if (found == st.nodes.end() || !found->second.alive)
+    return;
+  found->second.alive = false;
+  st.failovers++;
+
+  std::string moved;
+  for (uint32_t source = 0; source < st.sources.size(); ++source) {
+    auto& slot = st.sources[source];
+    if (slot.node != id)
+      continue;
+    slot = source_slot{};
+    moved += " source=" + source_name(self, source);
+  }
+  for (uint32_t rank = 0; rank < st.ranks.size(); ++rank) {
+    auto& slot = st.ranks[rank];
+    if (slot.node != id)
+      continue;
+    auto served = slot.served;
+    slot = rank_slot{};
+    slot.served = served;
+    moved += " rank=" + std::to_string(rank);
+  }
+  st.log->warn("node={} role={} left the job: {}; reassigning{}", id,
+               found->second.info.role, reason,
+               moved.empty() ? " nothing" : moved);
+  maybe_assign(self);
+}
+
+// ---- Admin ---------------------------------------------------------------
+
+std::string status_json(planner_actor* self) {
+  auto& st = self->state;
+  rapidjson::StringBuffer text;
+  rapidjson::Writer<rapidjson::StringBuffer> json(text);
+  json.StartObject();
+  json.Key("next_step");
+  json.Uint64(st.steps->next_step());
+  json.Key("released_step");
+  json.Int64(st.released);
+  json.Key("assigned");
+  json.Bool(st.assigned);
+
+  json.Key("nodes");
+  json.StartArray();
+  for (const auto& [id, node] : st.nodes) {
+    json.StartObject();
+    json.Key("id");
+    json.String(id.c_str());
+    json.Key("role");
+    json.String(node.info.role.c_str());
+    json.Key("pid");
+    json.Uint(node.info.pid);
+    json.Key("address");
+    json.String(node.info.address.c_str());
+    json.Key("state");
+    json.String(!node.alive ? "gone" : node.draining ? "draining" : "up");
+    json.Key("sources");
+    json.StartArray();
+    for (uint32_t s = 0; s < st.sources.size(); ++s)
+      if (st.sources[s].node == id)
+        json.String(source_name(self, s).c_str());
+    json.EndArray();
+    json.Key("ranks");
+    json.StartArray();
+    for (uint32_t r = 0; r < st.ranks.size(); ++r)
+      if (st.ranks[r].node == id)
+        json.Uint(r);
+    json.EndArray();
+    json.EndObject();
+  }
+  json.EndArray();
+
+  json.Key("sources");
+  json.StartObject();
+  for (uint32_t s = 0; s < st.sources.size(); ++s) {
+    const auto& slot = st.sources[s];
+    auto value = [&](const char* key) {
+      auto found = slot.stats.find(key);
+      return found == slot.stats.end() ? uint64_t{0} : found->second;
+    };
+    json.Key(source_name(self, s).c_str());
+    json.StartObject();
+    json.Key("node");
+    json.String(slot.node.c_str());
+    json.Key("weight");
+    json.Double(st.weights[s]);
+    json.Key("workers");
+    json.Uint(static_cast<unsigned>(st.config.sources[s].workers));
+    json.Key("docs_per_s");
+    json.Double(slot.docs_per_s);
+    json.Key("latency_ms");
+    json.Double(value("latency_us") / 1000.0);
+    json.Key("buffered");
+    json.Uint64(value("buffered"));
+    json.Key("documents");
+    json.Uint64(value("documents"));
+    json.Key("epoch");
+    json.Uint64(value("epoch"));
+    json.Key("skipped");
+    json.StartObject();
+    for (const auto& [key, count] : slot.stats)
+      if (key.rfind("skipped_", 0) == 0) {
+        json.Key(key.substr(8).c_str());
+        json.Uint64(count);
+      }
+    json.EndObject();
+    json.EndObject();
+  }
+  json.EndObject();
+
+  json.Key("ranks");
+  json.StartArray();
+  for (uint32_t r = 0; r < st.ranks.size(); ++r) {
+    const auto& slot = st.ranks[r];
+    json.StartObject();
+    json.Key("rank");
+    json.Uint(r);
+    json.Key("node");
+    json.String(slot.node.c_str());
+    json.Key("endpoint");
+    json.String(slot.endpoint.c_str());
+    json.Key("step");
+    json.Int64(slot.served + 1);
+    json.EndObject();
+  }
+  json.EndArray();
+
+  json.Key("imbalance");
+  json.Double(st.last_imbalance);
+  json.Key("imbalance_mean");
+  json.Double(st.planned_steps ? st.imbalance_sum / st.planned_steps : 1.0);
+  json.Key("imbalance_max");
+  json.Double(st.max_imbalance);
+  json.Key("planned_steps");
+  json.Uint64(st.planned_steps);
+  json.Key("padding_fraction");
+  json.Double(st.planned_steps
+                  ? st.padding_tokens /
+                        (static_cast<double>(st.planned_steps) *
+                         st.config.global_rows() * st.config.sequence_length)
+                  : 0.0);
+  json.Key("failovers");
+  json.Uint64(st.failovers);
+  json.Key("weight_changes");
+  json.StartArray();
+  for (const auto& change : st.weight_changes) {
+    json.StartObject();
+    json.Key("from_step");
+    json.Uint64(change.from_step);
+    json.Key("weights");
+    json.StartObject();
+    for (uint32_t s = 0; s < st.sources.size(); ++s) {
+      json.Key(source_name(self, s).c_str());
+      json.Double(change.weights[s]);
+    }
+    json.EndObject();
+    json.EndObject();
+  }
+  json.EndArray();
+  json.EndObject();
+  return text.GetString();
+}
+
+void refresh_stats(planner_actor* self) {
+  auto& st = self->state;
+  for (uint32_t source = 0; source < st.sources.size(); ++source) {
+    auto pool = st.sources[source].pool;
+    if (!pool)
+      continue;
+    self->request(pool, stats_timeout, stats_atom::value)
+        .then(
+            [=](counters& stats) {
+              auto& slot = self->state.sources[source];
+              if (slot.pool != pool)
+                return;
+              auto now = clock_type::now();
+              uint64_t documents = stats["documents"];
+              if (slot.last_stats != clock_type::time_point{}) {
+                double seconds =
+                    std::chrono::duration<double>(now - slot.last_stats).count();
+                if (seconds > 0 && documents >= slot.last_documents)
+                  slot.docs_per_s = (documents - slot.last_documents) / seconds;
+              }
+              slot.last_documents = documents;
+              slot.last_stats = now;
+              slot.stats = std::move(stats);
+            },
+            [](caf::error&) {
+              // A pool that does not answer shows stale figures; node
+              // liveness is judged by heartbeats, not here.
+            });
+  }
+}
+
+caf::result<uint64_t> set_weights(
+    planner_actor* self,
+    const std::vector<std::pair<std::string, double>>& changes) {
+  auto& st = self->state;
+  auto weights = st.weights;
+  for (const auto& [name, weight] : changes) {
+    auto found = std::find_if(
+        st.config.sources.begin(), st.config.sources.end(),
+        [&](const planner::source_config& s) { return s.name == name; });
+    if (found == st.config.sources.end())
+      return caf::make_error(caf::sec::invalid_argument,
+                             "unknown source '" + name +
+                                 "'; overlordctl status lists the sources");
+    if (!(weight >= 0) || !std::isfinite(weight))
+      return caf::make_error(caf::sec::invalid_argument,
+                             "weight of '" + name +
+                                 "' must be a finite number >= 0");
+    weights[found - st.config.sources.begin()] = weight;
+  }
+  double total = 0;
+  for (double w : weights)
+    total += w;
+  if (!(total > 0))
+    return caf::make_error(caf::sec::invalid_argument,
+                           "all weights would be zero; keep one positive");
+
+  st.steps->set_weights(weights);
+  st.weights = weights;
+  uint64_t from_step = st.steps->next_step();
+  st.weight_changes.push_back({from_step, weights});
+  std::string text;
+  for (uint32_t s = 0; s < weights.size(); ++s)
+    text += " " + source_name(self, s) + "=" + std::to_string(weights[s]);
+  st.log->info("weights changed from step={}:{}", from_step, text);
+  plan_ahead(self);
+  return from_step;
+}
+
+// ---- Behaviour -----------------------------------------------------------
 
 caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
   auto& st = self->state;
   st.config = std::move(setup.config);
-  st.pools = std::move(setup.pools);
+  st.pad_id = setup.pad_id;
   st.supervisor = std::move(setup.supervisor);
   st.steps = std::make_unique<planner::step_planner>(st.config);
-  st.constructors.resize(st.config.ranks);
-  st.served.assign(st.config.ranks, -1);
-  st.announcing.assign(st.pools.size(), false);
+  st.sources.resize(st.config.sources.size());
+  st.ranks.resize(st.config.ranks);
+  st.positions.resize(st.config.sources.size());
   st.log = get_logger("planner");
-  st.started = std::chrono::steady_clock::now();
+  for (const auto& source : st.config.sources)
+    st.weights.push_back(source.weight);
   st.log->info("planner started: {} sources, {} ranks x {} rows of {} tokens, "
-               "mix_by {}, seed {}",
-               st.pools.size(), st.config.ranks, st.config.rows_per_rank,
+               "mix_by {}, balancer {}, seed {}; waiting for {} loader and {} "
+               "constructor nodes",
+               st.sources.size(), st.config.ranks, st.config.rows_per_rank,
                st.config.sequence_length, planner::to_string(st.config.mix_by),
-               st.config.seed);
+               planner::to_string(st.config.balancer), st.config.seed,
+               st.config.loader_nodes, st.config.constructor_nodes);
+
+  self->set_down_handler([=](caf::down_msg& down) {
+    auto& s = self->state;
+    for (auto& [id, node] : s.nodes)
+      if (node.agent.address() == down.source) {
+        retire_node(self, id,
+                    "connection lost (" + self->system().render(down.reason) +
+                        ")");
+        return;
+      }
+  });
+  self->send(self, tick_atom::value);
 
   return {
-      [=](register_atom, uint32_t rank, caf::actor constructor) {
+      [=](join_atom, node_info& info) -> caf::result<planner::job_config> {
         auto& s = self->state;
-        if (rank >= s.constructors.size()) {
-          s.log->error("rank={} registered but the job has {} ranks", rank,
-                       s.constructors.size());
-          return;
-        }
-        s.constructors[rank] = constructor;
-        s.log->info("rank={} constructor registered", rank);
+        auto existing = s.nodes.find(info.id);
+        if (existing != s.nodes.end() && existing->second.alive)
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "a node with id " + info.id +
+                                     " is already in the job; give each "
+                                     "node its own --node-id");
+        node_entry entry;
+        entry.info = info;
+        entry.agent = caf::actor_cast<caf::actor>(self->current_sender());
+        entry.last_seen = clock_type::now();
+        entry.join_order = s.joins++;
+        self->monitor(entry.agent);
+        s.log->info("node={} role={} pid={} address={} joined{}", info.id,
+                    info.role, info.pid, info.address,
+                    s.assigned ? " (late: kept as a spare)" : "");
+        s.nodes[info.id] = std::move(entry);
+        // Assign after this reply is out, so the node has the plane first.
+        self->send(self, assign_atom::value);
+        return s.config;
+      },
+      [=](assign_atom) {
+        maybe_assign(self);
         plan_ahead(self);
+      },
+      [=](heartbeat_atom, const std::string& id) {
+        auto found = self->state.nodes.find(id);
+        if (found != self->state.nodes.end())
+          found->second.last_seen = clock_type::now();
+      },
+      [=](tick_atom) {
+        auto& s = self->state;
+        auto now = clock_type::now();
+        auto timeout = std::chrono::milliseconds(s.config.node_timeout_ms);
+        std::vector<std::string> silent;
+        for (const auto& [id, node] : s.nodes)
+          if (node.alive && now - node.last_seen > timeout)
+            silent.push_back(id);
+        for (const auto& id : silent)
+          retire_node(self, id,
+                      "no heartbeat for " +
+                          std::to_string(s.config.node_timeout_ms) + " ms");
+        maybe_assign(self);
+        plan_ahead(self);
+        refresh_stats(self);
+        self->delayed_send(self, tick_interval, tick_atom::value);
       },
       [=](served_atom, uint32_t rank, uint64_t step) {
         auto& s = self->state;
-        if (rank < s.served.size())
-          s.served[rank] = std::max(s.served[rank], static_cast<int64_t>(step));
+        if (rank >= s.ranks.size())
+          return;
+        auto& served = s.ranks[rank].served;
+        served = std::max(served, static_cast<int64_t>(step));
+        int64_t all = std::numeric_limits<int64_t>::max();
+        for (const auto& slot : s.ranks)
+          all = std::min(all, slot.served);
+        release_up_to(self, all);
         plan_ahead(self);
       },
-      [=](stats_atom) {
+      [=](status_atom) { return status_json(self); },
+      [=](lookup_atom,
+          uint32_t rank) -> caf::result<std::string, std::string> {
         auto& s = self->state;
-        counters stats;
-        stats["planned_steps"] = s.planned_steps;
-        stats["padding_tokens"] = s.padding_tokens;
-        stats["carried_pieces"] = s.carried_pieces;
-        return stats;
+        if (rank >= s.ranks.size())
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "rank " + std::to_string(rank) +
+                                     " does not exist; the job has " +
+                                     std::to_string(s.ranks.size()) + " ranks");
+        const auto& slot = s.ranks[rank];
+        if (slot.endpoint.empty())
+          return caf::make_error(caf::sec::runtime_error,
+                                 "rank " + std::to_string(rank) +
+                                     " has no constructor yet; retry shortly");
+        return {slot.endpoint, slot.node};
+      },
+      [=](set_weights_atom,
+          const std::vector<std::pair<std::string, double>>& changes) {
+        return set_weights(self, changes);
+      },
+      [=](drain_atom, const std::string& id) -> caf::result<std::string> {
+        auto& s = self->state;
+        auto found = s.nodes.find(id);
+        if (found == s.nodes.end() || !found->second.alive)
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "no running node with id " + id +
+                                     "; overlordctl status lists the nodes");
+        found->second.draining = true;
+        s.log->info("node={} draining on request", id);
+        self->send(found->second.agent, leave_atom::value);
+        retire_node(self, id, "drained");
+        return "node " + id + " drained; its work moves to other nodes";
       },
   };
 }

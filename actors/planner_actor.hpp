@@ -1,11 +1,12 @@
-// The planner actor: drives the step planner from the document metadata
-// the source pools announce, and sends each constructor its rank's rows,
-// staying at most `plan_ahead` steps ahead of the slowest rank.
+// The planner actor: the job's single point of control. Nodes join it and
+// receive the plane; it assigns source pools to loader nodes and ranks to
+// constructor nodes, notices nodes that die or drain and moves their work,
+// drives the step planner from the metadata the pools announce, sends each
+// constructor its rank's rows at most `plan_ahead` steps ahead of the
+// slowest rank, and answers the admin console. It never handles payloads.
 #pragma once
 
 #include <caf/all.hpp>
-
-#include <vector>
 
 #include "planner/config.hpp"
 
@@ -13,12 +14,10 @@ namespace overlord::actors {
 
 struct planner_setup {
   planner::job_config config;
-  std::vector<caf::actor> pools;  // indexed like config.sources
+  int32_t pad_id = 0;  // the tokenizer's EOS id, used for padding
   caf::actor supervisor;
 };
 
-// Spawns the planner. It starts planning once every rank's constructor has
-// registered with (register_atom, rank, constructor).
 caf::actor spawn_planner(caf::actor_system& system, planner_setup setup);
 
 }  // namespace overlord::actors

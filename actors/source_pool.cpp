@@ -1,6 +1,7 @@
 #include "actors/source_pool.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <deque>
 #include <filesystem>
 #include <map>
@@ -59,6 +60,7 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
   return {
       [=](read_atom, uint32_t epoch, uint32_t position,
           uint32_t shard) -> caf::result<shard_output> {
+        auto started = std::chrono::steady_clock::now();
         shard_output out;
         out.epoch = epoch;
         out.position = position;
@@ -80,7 +82,6 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
                       "worker: {})",
                       source.name, record.kind, record.where, record.detail,
                       count);
-          out.skipped.push_back(record.where);
           out.skipped_kinds.push_back(record.kind);
         }
 
@@ -93,6 +94,10 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
           tokenized.key = std::move(doc.key);
           out.documents.push_back(std::move(tokenized));
         }
+        out.busy_us = static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(
+                std::chrono::steady_clock::now() - started)
+                .count());
         return out;
       },
   };
@@ -100,7 +105,9 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
 
 struct held_payload {
   std::vector<int32_t> tokens;
-  uint64_t unserved_tokens = 0;  // freed when every piece was fetched
+  std::vector<bool> fetched;  // per row-sized piece
+  size_t unfetched = 0;
+  uint64_t last_step = 0;     // latest step a piece was fetched for
 };
 
 struct pool_state {
@@ -123,8 +130,11 @@ struct pool_state {
   std::map<std::pair<uint32_t, uint32_t>, shard_output> finished;
 
   uint64_t next_sequence = 0;
+  uint64_t announce_from = 0;
+  uint32_t skip_records = 0;  // documents to skip in the first shard
   std::deque<planner::document_meta> unannounced;
   std::unordered_map<uint64_t, held_payload> payloads;
+  int64_t released_step = -1;
 
   uint32_t waiting_count = 0;
   caf::response_promise waiting;
@@ -134,6 +144,8 @@ struct pool_state {
   uint64_t documents = 0;
   uint64_t tokens = 0;
   uint64_t invalid_utf8_documents = 0;
+  // Moving average of a worker's time per document, in microseconds.
+  double latency_us = 0;
   std::map<std::string, uint64_t> skipped_by_kind;
   bool failed = false;
 };
@@ -174,24 +186,43 @@ void release_finished(pool_actor* self) {
     auto output = std::move(found->second);
     st.finished.erase(found);
 
-    for (size_t i = 0; i < output.skipped_kinds.size(); ++i)
-      ++st.skipped_by_kind[output.skipped_kinds[i]];
-    for (auto& doc : output.documents) {
+    for (const auto& kind : output.skipped_kinds)
+      ++st.skipped_by_kind[kind];
+    if (!output.documents.empty()) {
+      double per_document =
+          static_cast<double>(output.busy_us) / output.documents.size();
+      st.latency_us = st.latency_us == 0
+                          ? per_document
+                          : 0.9 * st.latency_us + 0.1 * per_document;
+    }
+    const uint32_t piece_tokens =
+        static_cast<uint32_t>(st.setup->config.sequence_length);
+    for (uint32_t record = st.skip_records; record < output.documents.size();
+         ++record) {
+      auto& doc = output.documents[record];
       planner::document_meta meta;
       meta.source = st.setup->source;
       meta.sequence = st.next_sequence++;
       meta.epoch = output.epoch;
       meta.tokens = static_cast<uint32_t>(doc.tokens.size());
       meta.key = doc.key;
+      meta.shard_position = output.position;
+      meta.record = record;
       st.documents++;
       st.tokens += doc.tokens.size();
       if (doc.replaced_invalid_utf8)
         st.invalid_utf8_documents++;
-      st.payloads[meta.sequence] =
-          held_payload{std::move(doc.tokens), meta.tokens};
-      st.unannounced.push_back(std::move(meta));
-      st.released_in_epoch++;
+      held_payload held;
+      size_t pieces = (meta.tokens + piece_tokens - 1) / piece_tokens;
+      held.tokens = std::move(doc.tokens);
+      held.fetched.assign(pieces, false);
+      held.unfetched = pieces;
+      st.payloads[meta.sequence] = std::move(held);
+      if (meta.sequence >= st.announce_from)
+        st.unannounced.push_back(std::move(meta));
     }
+    st.released_in_epoch += output.documents.size();
+    st.skip_records = 0;
 
     if (++st.release_position == shard_count) {
       if (st.released_in_epoch == 0) {
@@ -258,19 +289,48 @@ void dispatch(pool_actor* self) {
   }
 }
 
+// Frees the tokens of documents whose every piece was fetched for steps
+// that all ranks have moved past.
+void free_released(pool_actor* self) {
+  auto& st = self->state;
+  for (auto it = st.payloads.begin(); it != st.payloads.end();) {
+    const auto& held = it->second;
+    if (held.unfetched == 0 &&
+        static_cast<int64_t>(held.last_step) <= st.released_step)
+      it = st.payloads.erase(it);
+    else
+      ++it;
+  }
+}
+
 caf::behavior source_pool(pool_actor* self, pool_setup setup) {
   auto& st = self->state;
   st.setup = std::make_shared<const pool_setup>(std::move(setup));
   st.log = get_logger("actors");
   const auto& source = st.setup->config.sources[st.setup->source];
+  const auto& start = st.setup->start;
+  st.dispatch_epoch = start.epoch;
+  st.dispatch_position = start.shard_position;
+  st.release_epoch = start.epoch;
+  st.release_position = start.shard_position;
+  st.skip_records = start.record;
+  st.next_sequence = start.first_sequence;
+  st.announce_from = start.announce_from;
+  if (start.shard_position != 0)
+    st.dispatch_order = planner::epoch_shard_order(
+        static_cast<uint32_t>(source.shards.size()), st.setup->config.seed,
+        source.name, start.epoch);
 
   auto names = shard_display_names(source.shards);
   for (int i = 0; i < source.workers; ++i)
     st.workers.push_back(self->spawn<caf::detached + caf::linked>(
         source_worker, st.setup, names));
-  st.log->info("source={} pool started: {} workers, {} shards, format {}",
-               source.name, source.workers, source.shards.size(),
-               planner::to_string(source.format));
+  st.log->info(
+      "source={} pool started: {} workers, {} shards, format {}, from "
+      "sequence {} (epoch {}, shard position {}, record {})",
+      source.name, source.workers, source.shards.size(),
+      planner::to_string(source.format), start.first_sequence, start.epoch,
+      start.shard_position, start.record);
   dispatch(self);
 
   return {
@@ -288,7 +348,7 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
         s.has_waiting = true;
         return s.waiting;
       },
-      [=](fetch_atom, uint64_t sequence, uint32_t offset,
+      [=](fetch_atom, uint64_t step, uint64_t sequence, uint32_t offset,
           uint32_t length) -> caf::result<std::vector<int32_t>> {
         auto& s = self->state;
         auto found = s.payloads.find(sequence);
@@ -296,18 +356,32 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
             offset + length > found->second.tokens.size())
           return caf::make_error(
               caf::sec::invalid_argument,
-              "source=" + self->state.setup->config.sources[s.setup->source].name +
-                  " has no payload for sequence " + std::to_string(sequence));
+              "source=" + s.setup->config.sources[s.setup->source].name +
+                  " holds no tokens " + std::to_string(offset) + "+" +
+                  std::to_string(length) + " of sequence " +
+                  std::to_string(sequence) + " for step " +
+                  std::to_string(step));
         auto& held = found->second;
         // One token past the piece is the label of its last position.
         uint32_t end = std::min<uint32_t>(
             offset + length + 1, static_cast<uint32_t>(held.tokens.size()));
         std::vector<int32_t> out(held.tokens.begin() + offset,
                                  held.tokens.begin() + end);
-        held.unserved_tokens -= length;
-        if (held.unserved_tokens == 0)
-          s.payloads.erase(found);
+        size_t piece =
+            offset / static_cast<uint32_t>(s.setup->config.sequence_length);
+        if (piece < held.fetched.size() && !held.fetched[piece]) {
+          held.fetched[piece] = true;
+          held.unfetched--;
+        }
+        held.last_step = std::max(held.last_step, step);
         return out;
+      },
+      [=](release_atom, uint64_t step) {
+        auto& s = self->state;
+        if (static_cast<int64_t>(step) > s.released_step) {
+          s.released_step = static_cast<int64_t>(step);
+          free_released(self);
+        }
       },
       [=](stats_atom) {
         auto& s = self->state;
@@ -318,6 +392,8 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
         stats["buffered"] = s.unannounced.size();
         stats["held_payloads"] = s.payloads.size();
         stats["epoch"] = s.release_epoch;
+        stats["latency_us"] = static_cast<uint64_t>(s.latency_us);
+        stats["workers"] = s.workers.size();
         for (const auto& [kind, count] : s.skipped_by_kind)
           stats["skipped_" + kind] = count;
         return stats;

@@ -2,7 +2,10 @@
 // its worker actors, puts their output back into the source's
 // deterministic order (seeded shard shuffle per epoch, records in file
 // order) whatever the worker count, announces document metadata to the
-// planner and serves token payloads to constructors.
+// planner and serves token payloads to constructors. A document's tokens
+// are kept until every piece of it was fetched and the planner releases
+// the last step that used it, so a replacement constructor can fetch them
+// again.
 #pragma once
 
 #include <caf/all.hpp>
@@ -10,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "actors/messages.hpp"
 #include "planner/config.hpp"
 #include "sources/tokenizer.hpp"
 
@@ -21,6 +25,9 @@ struct pool_setup {
   std::shared_ptr<const sources::gpt2_tokenizer> tokenizer;
   // Receives (fatal_atom, message) when the source cannot go on.
   caf::actor supervisor;
+  // Where the stream starts: the beginning for a new job, or the oldest
+  // document still needed when this pool replaces a lost one.
+  stream_position start;
 };
 
 // Spawns the pool actor; it spawns and links its own workers.

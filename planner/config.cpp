@@ -22,6 +22,7 @@ namespace {
 const std::set<std::string> top_level_keys = {
     "seed",         "sequence_length",  "rows_per_rank",      "ranks",
     "global_rows",  "topology",         "cost_model",         "balancer",
+    "planner_port", "loader_nodes",     "constructor_nodes",  "node_timeout_ms",
     "bind",         "base_port",        "on_bad_input",       "mix_by",
     "tokenizer",    "plan_ahead",       "buffer_documents",   "max_document_bytes",
     "log_level",    "sources",
@@ -401,6 +402,18 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
   if (config.base_port + config.ranks - 1 > 65535)
     check.fail(root["base_port"], "base_port",
                "base_port + ranks - 1 exceeds 65535; lower base_port");
+  if (root["planner_port"])
+    config.planner_port =
+        check.integer(root["planner_port"], "planner_port", 0, 65535);
+  if (root["loader_nodes"])
+    config.loader_nodes =
+        check.integer(root["loader_nodes"], "loader_nodes", 1, 1 << 16);
+  if (root["constructor_nodes"])
+    config.constructor_nodes = check.integer(root["constructor_nodes"],
+                                             "constructor_nodes", 1, 1 << 16);
+  if (root["node_timeout_ms"])
+    config.node_timeout_ms = check.integer(root["node_timeout_ms"],
+                                           "node_timeout_ms", 100, 3600000);
   if (root["on_bad_input"])
     config.on_bad_input =
         check.choice(root["on_bad_input"], "on_bad_input", {"skip", "fail"}) ==

@@ -58,6 +58,15 @@ struct job_config {
   balance_method balancer = balance_method::best;
   std::string bind = "127.0.0.1";
   int base_port = 5555;
+  // Port of the planner's CAF middleman, which nodes join and overlordctl
+  // talks to; 0 keeps a one-process job private.
+  int planner_port = 0;
+  // The planner assigns work once this many loader and constructor nodes
+  // have joined (a --role all process counts as both).
+  int loader_nodes = 1;
+  int constructor_nodes = 1;
+  // A node that sends no heartbeat for this long is taken as dead.
+  int node_timeout_ms = 5000;
   bad_input_policy on_bad_input = bad_input_policy::skip;
   mix_unit mix_by = mix_unit::tokens;
   // Directory with GPT-2's encoder.json and vocab.bpe.

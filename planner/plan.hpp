@@ -15,6 +15,11 @@ struct document_meta {
   uint32_t epoch = 0;
   uint32_t tokens = 0;  // token count including the EOS appended to it
   std::string key;      // stable sample key, e.g. "mail-0003.jsonl:17"
+  // Where the document sits in its source's stream: position of its shard
+  // in the epoch's shard order, and its index among the shard's kept
+  // documents. A replacement pool resumes the stream from here.
+  uint32_t shard_position = 0;
+  uint32_t record = 0;
 };
 
 // A contiguous slice of one document placed in one packed row. Documents

@@ -1,5 +1,6 @@
 #include "planner/step_planner.hpp"
 
+#include <algorithm>
 #include <string>
 
 #include "common/error.hpp"
@@ -94,6 +95,16 @@ step_planner::outcome step_planner::plan_next() {
   outcome done;
   done.plan = std::move(plan);
   return done;
+}
+
+uint64_t step_planner::oldest_held_sequence(uint32_t source) const {
+  uint64_t oldest = next_sequence_.at(source);
+  if (!queues_.at(source).empty())
+    oldest = std::min(oldest, queues_[source].front().sequence);
+  for (const auto& p : carried_)
+    if (p.source == source)
+      oldest = std::min(oldest, p.sequence);
+  return oldest;
 }
 
 void step_planner::set_weights(const std::vector<double>& weights) {

@@ -40,6 +40,15 @@ class step_planner {
   uint64_t next_step() const { return next_step_; }
   const mixture& current_mixture() const { return mixture_; }
 
+  // Sequence number the next announced document of `source` must have.
+  uint64_t next_sequence(uint32_t source) const {
+    return next_sequence_.at(source);
+  }
+
+  // Oldest sequence of `source` the planner still holds (queued or
+  // carried), or next_sequence(source) when it holds none.
+  uint64_t oldest_held_sequence(uint32_t source) const;
+
   // Changes the mixture weights for every step planned from now on.
   void set_weights(const std::vector<double>& weights);
 

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "client/client.hpp"
@@ -19,7 +20,8 @@ namespace {
 
 constexpr const char* usage =
     "usage: overlord_pull --endpoint ADDR --rank R --steps N [--timeout SECONDS]\n"
-    "                     [--prefetch K] [--first-step S] [--progress]\n"
+    "                     [--prefetch K] [--first-step S] [--step-ms MS]\n"
+    "                     [--progress]\n"
     "\n"
     "  --endpoint ADDR    constructor address, tcp://HOST:PORT or HOST:PORT\n"
     "  --rank R           the rank to pull (port = base_port + R)\n"
@@ -27,6 +29,8 @@ constexpr const char* usage =
     "  --timeout SECONDS  give up when no batch arrives for this long (30)\n"
     "  --prefetch K       requests kept in flight (2)\n"
     "  --first-step S     first step to request (0)\n"
+    "  --step-ms MS       wait this long after each batch, like a training\n"
+    "                     step (0)\n"
     "  --progress         print a progress line to stderr\n"
     "\n"
     "Prints one JSON object per batch: step, rank, rows, tokens, documents,\n"
@@ -35,6 +39,7 @@ constexpr const char* usage =
 struct options {
   overlord::client::client_options client;
   uint64_t steps = 0;
+  uint64_t step_ms = 0;
   bool progress = false;
 };
 
@@ -81,6 +86,8 @@ options parse_arguments(int argc, char** argv) {
       out.client.prefetch = static_cast<uint32_t>(parse_number(flag, value()));
     } else if (flag == "--first-step") {
       out.client.first_step = parse_number(flag, value());
+    } else if (flag == "--step-ms") {
+      out.step_ms = parse_number(flag, value());
     } else if (flag == "--progress") {
       out.progress = true;
     } else if (flag == "--help" || flag == "-h") {
@@ -176,7 +183,9 @@ int main(int argc, char** argv) {
       const auto& batch = received.batch();
       if (batch.counters())
         tokens += batch.counters()->tokens();
-      std::cout << summarize(batch) << "\n";
+      std::cout << summarize(batch) << std::endl;
+      if (opts.step_ms > 0)
+        std::this_thread::sleep_for(std::chrono::milliseconds(opts.step_ms));
 
       auto now = std::chrono::steady_clock::now();
       if (opts.progress &&

@@ -1,26 +1,22 @@
 #include "transport/batch_builder.hpp"
 
+#include "common/error.hpp"
+#include "planner/topology.hpp"
 #include "transport/batch_generated.h"
 
 namespace overlord::transport {
 
-flatbuffers::DetachedBuffer build_batch(const planner::rank_plan& plan,
-                                        const batch_layout& layout,
-                                        const payload_lookup& payload) {
+packed_rows lay_out_rows(const planner::rank_plan& plan,
+                      const batch_layout& layout,
+                      const payload_lookup& payload) {
   const size_t rows = plan.rows.size();
   const size_t length = layout.sequence_length;
-  std::vector<int32_t> tokens(rows * length, layout.pad_id);
-  std::vector<int32_t> labels(rows * length, ignore_label);
-  std::vector<uint8_t> loss_mask(rows * length, 0);
-  std::vector<int32_t> position_ids(rows * length, 0);
-  std::vector<int32_t> cu_seqlens;
-  std::vector<uint32_t> row_splits{0};
-
-  flatbuffers::FlatBufferBuilder builder(rows * length * 16 + 4096);
-  std::vector<flatbuffers::Offset<wire::DocumentSlice>> slices;
-  uint64_t used_tokens = 0;
-  uint32_t documents_started = 0;
-  uint32_t documents_split = 0;
+  packed_rows out;
+  out.tokens.assign(rows * length, layout.pad_id);
+  out.labels.assign(rows * length, ignore_label);
+  out.loss_mask.assign(rows * length, 0);
+  out.position_ids.assign(rows * length, 0);
+  out.row_splits.push_back(0);
 
   for (size_t row = 0; row < rows; ++row) {
     uint32_t position = 0;
@@ -28,52 +24,125 @@ flatbuffers::DetachedBuffer build_batch(const planner::rank_plan& plan,
       const auto& p = plan.rows[row][index];
       const int32_t* source_tokens = payload(row, index);
       const size_t base = row * length + position;
-      cu_seqlens.push_back(static_cast<int32_t>(position));
+      out.cu_seqlens.push_back(static_cast<int32_t>(position));
       for (uint32_t i = 0; i < p.length; ++i) {
-        tokens[base + i] = source_tokens[i];
-        position_ids[base + i] = static_cast<int32_t>(i);
+        out.tokens[base + i] = source_tokens[i];
+        out.position_ids[base + i] = static_cast<int32_t>(i);
         bool last_of_document = p.offset + i + 1 == p.document_tokens;
         if (!last_of_document) {
-          // Within the slice, or the first token of the next slice when
+          // Within the piece, or the first token of the next piece when
           // the document continues in another row.
-          labels[base + i] = source_tokens[i + 1];
-          loss_mask[base + i] = 1;
+          out.labels[base + i] = source_tokens[i + 1];
+          out.loss_mask[base + i] = 1;
         }
       }
+      position += p.length;
+      out.used_tokens += p.length;
+    }
+    out.cu_seqlens.push_back(static_cast<int32_t>(position));
+    out.row_splits.push_back(static_cast<uint32_t>(out.cu_seqlens.size()));
+  }
+  return out;
+}
 
+namespace {
+
+// Copies chunks `first` and `second` of every row (each `chunk` elements
+// long) into a new array of rows of 2 * chunk elements.
+template <class T>
+std::vector<T> slice_rows(const std::vector<T>& values, size_t rows,
+                          size_t length, size_t chunk, uint32_t first,
+                          uint32_t second) {
+  std::vector<T> out;
+  out.reserve(rows * 2 * chunk);
+  for (size_t row = 0; row < rows; ++row) {
+    auto begin = values.begin() + row * length;
+    out.insert(out.end(), begin + first * chunk, begin + (first + 1) * chunk);
+    out.insert(out.end(), begin + second * chunk, begin + (second + 1) * chunk);
+  }
+  return out;
+}
+
+}  // namespace
+
+flatbuffers::DetachedBuffer serialize_batch(const planner::rank_plan& plan,
+                                            const batch_layout& layout,
+                                            const packed_rows& rows,
+                                            uint32_t cp_rank) {
+  const size_t row_count = plan.rows.size();
+  const size_t length = layout.sequence_length;
+  const uint32_t cp_size = layout.cp_size == 0 ? 1 : layout.cp_size;
+  if (length % (2 * cp_size) != 0 && cp_size > 1)
+    throw error(errc::invalid_config,
+                "sequence_length " + std::to_string(length) +
+                    " does not split into 2 * cp chunks");
+
+  flatbuffers::FlatBufferBuilder builder(row_count * length * 16 / cp_size +
+                                         4096);
+  std::vector<flatbuffers::Offset<wire::DocumentSlice>> slices;
+  uint32_t documents_started = 0;
+  uint32_t documents_split = 0;
+  for (size_t row = 0; row < row_count; ++row) {
+    uint32_t position = 0;
+    for (const auto& p : plan.rows[row]) {
       slices.push_back(wire::CreateDocumentSlice(
           builder, static_cast<uint16_t>(p.source),
           builder.CreateString(p.key), p.epoch, static_cast<uint32_t>(row),
           position, p.length, p.offset, p.document_tokens));
-      if (p.starts_document())
-        ++documents_started;
-      if (!p.starts_document() || !p.ends_document())
-        ++documents_split;
+      documents_started += p.starts_document();
+      documents_split += !p.starts_document() || !p.ends_document();
       position += p.length;
-      used_tokens += p.length;
     }
-    cu_seqlens.push_back(static_cast<int32_t>(position));
-    row_splits.push_back(static_cast<uint32_t>(cu_seqlens.size()));
   }
 
   std::vector<flatbuffers::Offset<flatbuffers::String>> names;
   for (const auto& name : layout.source_names)
     names.push_back(builder.CreateString(name));
 
+  std::vector<uint32_t> chunks;
+  flatbuffers::Offset<flatbuffers::Vector<int32_t>> tokens, labels, positions;
+  flatbuffers::Offset<flatbuffers::Vector<uint8_t>> mask;
+  uint32_t row_length = static_cast<uint32_t>(length);
+  if (cp_size == 1) {
+    tokens = builder.CreateVector(rows.tokens);
+    labels = builder.CreateVector(rows.labels);
+    mask = builder.CreateVector(rows.loss_mask);
+    positions = builder.CreateVector(rows.position_ids);
+  } else {
+    auto [first, second] = planner::cp_chunks(cp_size, cp_rank);
+    chunks = {first, second};
+    const size_t chunk = length / (2 * cp_size);
+    row_length = static_cast<uint32_t>(2 * chunk);
+    tokens = builder.CreateVector(
+        slice_rows(rows.tokens, row_count, length, chunk, first, second));
+    labels = builder.CreateVector(
+        slice_rows(rows.labels, row_count, length, chunk, first, second));
+    mask = builder.CreateVector(
+        slice_rows(rows.loss_mask, row_count, length, chunk, first, second));
+    positions = builder.CreateVector(
+        slice_rows(rows.position_ids, row_count, length, chunk, first, second));
+  }
+
   auto counters = wire::CreateBatchCounters(
-      builder, used_tokens, rows * length - used_tokens, documents_started,
-      documents_split, static_cast<uint32_t>(plan.carried_pieces), plan.cost,
-      plan.imbalance);
+      builder, rows.used_tokens, row_count * length - rows.used_tokens,
+      documents_started, documents_split,
+      static_cast<uint32_t>(plan.carried_pieces), plan.cost, plan.imbalance);
   auto batch = wire::CreateBatch(
-      builder, plan.step, plan.rank, static_cast<uint32_t>(rows),
-      layout.sequence_length, layout.pad_id, builder.CreateVector(tokens),
-      builder.CreateVector(labels), builder.CreateVector(loss_mask),
-      builder.CreateVector(position_ids), builder.CreateVector(cu_seqlens),
-      builder.CreateVector(row_splits), builder.CreateVector(slices),
+      builder, plan.step, plan.rank, static_cast<uint32_t>(row_count),
+      layout.sequence_length, layout.pad_id, cp_size, cp_rank,
+      builder.CreateVector(chunks), row_length, tokens, labels, mask,
+      positions, builder.CreateVector(rows.cu_seqlens),
+      builder.CreateVector(rows.row_splits), builder.CreateVector(slices),
       builder.CreateVector(names), counters);
   builder.Finish(
       wire::CreateReply(builder, wire::ReplyBody::Batch, batch.Union()));
   return builder.Release();
+}
+
+flatbuffers::DetachedBuffer build_batch(const planner::rank_plan& plan,
+                                        const batch_layout& layout,
+                                        const payload_lookup& payload) {
+  return serialize_batch(plan, layout, lay_out_rows(plan, layout, payload), 0);
 }
 
 }  // namespace overlord::transport

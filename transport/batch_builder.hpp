@@ -1,5 +1,5 @@
 // Lays out one rank's packed rows as a wire Batch: tokens, next-token
-// labels, loss mask, position ids and cu_seqlens. Pure function of the
+// labels, loss mask, position ids and cu_seqlens. Pure functions of the
 // plan and the payloads, so equal inputs give byte-identical batches.
 #pragma once
 
@@ -21,6 +21,7 @@ struct batch_layout {
   uint32_t sequence_length = 0;
   int32_t pad_id = 0;
   std::vector<std::string> source_names;
+  uint32_t cp_size = 1;  // context-parallel ranks sharing each row
 };
 
 // Returns the tokens of piece `index` of row `row`: `length` tokens, plus
@@ -28,7 +29,30 @@ struct batch_layout {
 // token is the label of its last position).
 using payload_lookup = std::function<const int32_t*(size_t row, size_t index)>;
 
-// Builds a finished Reply buffer whose body is the Batch for `plan`.
+// The full rows of one step for one replica, before serialisation.
+struct packed_rows {
+  std::vector<int32_t> tokens;
+  std::vector<int32_t> labels;
+  std::vector<uint8_t> loss_mask;
+  std::vector<int32_t> position_ids;
+  std::vector<int32_t> cu_seqlens;
+  std::vector<uint32_t> row_splits;
+  uint64_t used_tokens = 0;
+};
+
+packed_rows lay_out_rows(const planner::rank_plan& plan,
+                      const batch_layout& layout,
+                      const payload_lookup& payload);
+
+// Serialises `rows` as a finished Reply buffer whose body is the Batch
+// that context-parallel rank `cp_rank` receives (all of each row when
+// layout.cp_size is 1).
+flatbuffers::DetachedBuffer serialize_batch(const planner::rank_plan& plan,
+                                            const batch_layout& layout,
+                                            const packed_rows& rows,
+                                            uint32_t cp_rank);
+
+// lay_out_rows then serialize_batch for cp rank 0.
 flatbuffers::DetachedBuffer build_batch(const planner::rank_plan& plan,
                                         const batch_layout& layout,
                                         const payload_lookup& payload);

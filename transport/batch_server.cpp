@@ -1,6 +1,6 @@
 #include "transport/batch_server.hpp"
 
-#include <sstream>
+#include <atomic>
 
 #include "common/error.hpp"
 
@@ -19,9 +19,10 @@ batch_server::batch_server(zmq::context_t& context)
       router_(context, zmq::socket_type::router),
       control_in_(context, zmq::socket_type::pull),
       control_out_(context, zmq::socket_type::push) {
-  std::ostringstream name;
-  name << "inproc://batch-server-" << static_cast<const void*>(this);
-  control_endpoint_ = name.str();
+  // A process-wide counter keeps inproc names unique even when a new
+  // server reuses the address of a destroyed one.
+  static std::atomic<uint64_t> servers{0};
+  control_endpoint_ = "inproc://batch-server-" + std::to_string(++servers);
   control_in_.bind(control_endpoint_);
   control_out_.connect(control_endpoint_);
   router_.set(zmq::sockopt::linger, 0);

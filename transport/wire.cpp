@@ -8,7 +8,8 @@ namespace overlord::transport {
 
 std::string encode_request(const request& value) {
   flatbuffers::FlatBufferBuilder builder(64);
-  builder.Finish(wire::CreateRequest(builder, value.step, value.rank));
+  builder.Finish(
+      wire::CreateRequest(builder, value.step, value.rank, value.cp_rank));
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()),
                      builder.GetSize());
 }
@@ -19,7 +20,7 @@ std::optional<request> decode_request(std::string_view frame) {
   if (!verifier.VerifyBuffer<wire::Request>(nullptr))
     return std::nullopt;
   auto* root = flatbuffers::GetRoot<wire::Request>(frame.data());
-  return request{root->step(), root->rank()};
+  return request{root->step(), root->rank(), root->cp_rank()};
 }
 
 std::string encode_error(uint8_t code, const std::string& message) {
@@ -98,6 +99,10 @@ std::string batch_digest(const wire::Batch& batch) {
   hash.add_value(batch.rank());
   hash.add_value(batch.rows());
   hash.add_value(batch.sequence_length());
+  hash.add_value(batch.cp_size());
+  hash.add_value(batch.cp_rank());
+  hash.add_vector(batch.cp_chunks());
+  hash.add_value(batch.row_length());
   hash.add_vector(batch.tokens());
   hash.add_vector(batch.labels());
   hash.add_vector(batch.loss_mask());

@@ -15,6 +15,7 @@ namespace overlord::transport {
 struct request {
   uint64_t step = 0;
   uint32_t rank = 0;
+  uint32_t cp_rank = 0;
 };
 
 std::string encode_request(const request& value);

@@ -1,0 +1,29 @@
+// The node agent: one per overlordd process that does work (loader,
+// constructor or all). It joins the planner, receives the job's plane,
+// sends heartbeats, and spawns the source pools and constructors the
+// planner assigns to this node. It owns what it spawns: when it stops,
+// they stop.
+#pragma once
+
+#include <caf/all.hpp>
+#include <zmq.hpp>
+
+#include <memory>
+#include <string>
+
+#include "actors/messages.hpp"
+
+namespace overlord::actors {
+
+struct agent_setup {
+  node_info info;
+  caf::actor planner;
+  // Receives (fatal_atom, message) on errors and (leave_atom) when the
+  // planner asks this node to stop.
+  caf::actor supervisor;
+  std::shared_ptr<zmq::context_t> zmq_context;
+};
+
+caf::actor spawn_node_agent(caf::actor_system& system, agent_setup setup);
+
+}  // namespace overlord::actors
