@@ -44,7 +44,8 @@ batch_client::~batch_client() = default;
 
 void batch_client::top_up() {
   while (in_flight_ + ahead_.size() < options_.prefetch) {
-    auto frame = transport::encode_request({next_request_, options_.rank});
+    auto frame = transport::encode_request(
+        {next_request_, options_.rank, options_.cp_rank});
     socket_.send(zmq::buffer(frame), zmq::send_flags::none);
     ++next_request_;
     ++in_flight_;
@@ -81,7 +82,9 @@ received_batch batch_client::next() {
     if (left.count() <= 0 || zmq::poll(&item, 1, left) == 0)
       throw error(errc::timeout,
                   "rank " + std::to_string(options_.rank) + " at " +
-                      options_.endpoint + " sent no batch for step " +
+                      options_.endpoint +
+                      (options_.node.empty() ? "" : " (node " + options_.node + ")") +
+                      " sent no batch for step " +
                       std::to_string(next_step_) + " within " +
                       std::to_string(options_.timeout.count()) +
                       " ms; check that the server is running");

@@ -19,6 +19,8 @@ namespace overlord::client {
 struct client_options {
   std::string endpoint;  // e.g. "tcp://127.0.0.1:5555"
   uint32_t rank = 0;
+  uint32_t cp_rank = 0;   // context-parallel slice wanted
+  std::string node;       // node id serving the endpoint, for messages
   uint32_t prefetch = 2;  // requests in flight
   std::chrono::milliseconds timeout{30000};
   uint64_t first_step = 0;

@@ -14,16 +14,20 @@
 
 #include "client/client.hpp"
 #include "common/error.hpp"
+#include "tools/admin_client.hpp"
 #include "transport/wire.hpp"
 
 namespace {
 
 constexpr const char* usage =
-    "usage: overlord_pull --endpoint ADDR --rank R --steps N [--timeout SECONDS]\n"
+    "usage: overlord_pull (--endpoint ADDR | --planner HOST:PORT) --rank R\n"
+    "                     --steps N [--timeout SECONDS] [--cp-rank C]\n"
     "                     [--prefetch K] [--first-step S] [--step-ms MS]\n"
     "                     [--progress]\n"
     "\n"
     "  --endpoint ADDR    constructor address, tcp://HOST:PORT or HOST:PORT\n"
+    "  --planner ADDR     ask the planner (HOST:PORT) for the rank's endpoint\n"
+    "  --cp-rank C        context-parallel slice to pull (0)\n"
     "  --rank R           the rank to pull (port = base_port + R)\n"
     "  --steps N          batches to pull\n"
     "  --timeout SECONDS  give up when no batch arrives for this long (30)\n"
@@ -38,6 +42,7 @@ constexpr const char* usage =
 
 struct options {
   overlord::client::client_options client;
+  std::string planner;
   uint64_t steps = 0;
   uint64_t step_ms = 0;
   bool progress = false;
@@ -72,6 +77,11 @@ options parse_arguments(int argc, char** argv) {
       if (out.client.endpoint.find("://") == std::string::npos)
         out.client.endpoint = "tcp://" + out.client.endpoint;
       have_endpoint = true;
+    } else if (flag == "--planner") {
+      out.planner = value();
+      have_endpoint = true;
+    } else if (flag == "--cp-rank") {
+      out.client.cp_rank = static_cast<uint32_t>(parse_number(flag, value()));
     } else if (flag == "--rank") {
       out.client.rank = static_cast<uint32_t>(parse_number(flag, value()));
       have_rank = true;
@@ -100,7 +110,11 @@ options parse_arguments(int argc, char** argv) {
   }
   if (!have_endpoint || !have_rank || !have_steps)
     throw overlord::error(overlord::errc::invalid_config,
-                          "--endpoint, --rank and --steps are required");
+                          "--endpoint (or --planner), --rank and --steps are "
+                          "required");
+  if (!out.planner.empty() && !out.client.endpoint.empty())
+    throw overlord::error(overlord::errc::invalid_config,
+                          "give --endpoint or --planner, not both");
   return out;
 }
 
@@ -174,6 +188,12 @@ int main(int argc, char** argv) {
   }
 
   try {
+    if (!opts.planner.empty()) {
+      overlord::tools::admin_client admin(opts.planner, opts.client.timeout);
+      auto [endpoint, node] = admin.lookup(opts.client.rank);
+      opts.client.endpoint = endpoint;
+      opts.client.node = node;
+    }
     overlord::client::batch_client client(opts.client);
     auto started = std::chrono::steady_clock::now();
     auto last_progress = started;

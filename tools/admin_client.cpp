@@ -1,0 +1,117 @@
+#include "tools/admin_client.hpp"
+
+#include <caf/io/all.hpp>
+
+#include "actors/messages.hpp"
+#include "common/error.hpp"
+
+namespace overlord::tools {
+
+namespace {
+
+class admin_config : public caf::actor_system_config {
+ public:
+  admin_config() {
+    actors::add_message_types(*this);
+    load<caf::io::middleman>();
+  }
+};
+
+}  // namespace
+
+struct admin_client::system_holder {
+  admin_config config;
+  caf::actor_system system{config};
+  caf::actor planner;
+};
+
+admin_client::admin_client(const std::string& planner_address,
+                           std::chrono::milliseconds timeout)
+    : holder_(std::make_unique<system_holder>()),
+      address_(planner_address),
+      timeout_(timeout) {
+  auto colon = planner_address.rfind(':');
+  int port = 0;
+  if (colon != std::string::npos && colon > 0) {
+    try {
+      port = std::stoi(planner_address.substr(colon + 1));
+    } catch (const std::exception&) {
+      port = 0;
+    }
+  }
+  if (port <= 0 || port > 65535)
+    throw error(errc::invalid_config, "--planner expects HOST:PORT, got '" +
+                                          planner_address + "'");
+  auto remote = holder_->system.middleman().remote_actor(
+      planner_address.substr(0, colon), static_cast<uint16_t>(port));
+  if (!remote)
+    throw error(errc::unavailable,
+                "cannot reach the planner at " + planner_address + ": " +
+                    holder_->system.render(remote.error()) +
+                    "; check the address and that overlordd --role planner "
+                    "(or all, with planner_port set) runs");
+  holder_->planner = *remote;
+}
+
+admin_client::~admin_client() = default;
+
+namespace {
+
+[[noreturn]] void fail(caf::actor_system& system, const std::string& address,
+                       const caf::error& err) {
+  // The planner puts its explanation in the error's context as one string.
+  std::string text = system.render(err);
+  const auto& context = err.context();
+  if (context.size() == 1 && context.match_element<std::string>(0))
+    text = context.get_as<std::string>(0);
+  if (err == caf::sec::request_timeout)
+    throw error(errc::timeout, "the planner at " + address +
+                                   " did not answer in time");
+  throw error(errc::invalid_input, "the planner at " + address +
+                                       " refused the request: " + text);
+}
+
+}  // namespace
+
+std::string admin_client::status_json() {
+  caf::scoped_actor self{holder_->system};
+  std::string out;
+  self->request(holder_->planner, timeout_, actors::status_atom::value)
+      .receive([&](std::string& json) { out = std::move(json); },
+               [&](caf::error& err) { fail(holder_->system, address_, err); });
+  return out;
+}
+
+std::pair<std::string, std::string> admin_client::lookup(uint32_t rank) {
+  caf::scoped_actor self{holder_->system};
+  std::pair<std::string, std::string> out;
+  self->request(holder_->planner, timeout_, actors::lookup_atom::value, rank)
+      .receive(
+          [&](std::string& endpoint, std::string& node) {
+            out = {std::move(endpoint), std::move(node)};
+          },
+          [&](caf::error& err) { fail(holder_->system, address_, err); });
+  return out;
+}
+
+uint64_t admin_client::set_weights(
+    const std::vector<std::pair<std::string, double>>& weights) {
+  caf::scoped_actor self{holder_->system};
+  uint64_t step = 0;
+  self->request(holder_->planner, timeout_, actors::set_weights_atom::value,
+                weights)
+      .receive([&](uint64_t from_step) { step = from_step; },
+               [&](caf::error& err) { fail(holder_->system, address_, err); });
+  return step;
+}
+
+std::string admin_client::drain(const std::string& node_id) {
+  caf::scoped_actor self{holder_->system};
+  std::string out;
+  self->request(holder_->planner, timeout_, actors::drain_atom::value, node_id)
+      .receive([&](std::string& reply) { out = std::move(reply); },
+               [&](caf::error& err) { fail(holder_->system, address_, err); });
+  return out;
+}
+
+}  // namespace overlord::tools

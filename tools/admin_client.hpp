@@ -1,0 +1,43 @@
+// Client of the planner's admin interface, for overlordctl and for
+// overlord_pull's endpoint lookup. It speaks CAF to the planner actor
+// published on planner_port. One instance per thread.
+#pragma once
+
+#include <caf/all.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace overlord::tools {
+
+class admin_client {
+ public:
+  // Connects to the planner at "host:port". Throws overlord::error
+  // (unavailable) when it cannot be reached, naming the address.
+  admin_client(const std::string& planner_address,
+               std::chrono::milliseconds timeout);
+  ~admin_client();
+
+  // The job's state as one JSON object.
+  std::string status_json();
+
+  // The endpoint serving `rank` and the id of the node that runs it.
+  std::pair<std::string, std::string> lookup(uint32_t rank);
+
+  // Changes mixture weights; returns the first step that uses them.
+  uint64_t set_weights(const std::vector<std::pair<std::string, double>>& weights);
+
+  // Moves a node's work elsewhere and stops it; returns the planner's reply.
+  std::string drain(const std::string& node_id);
+
+ private:
+  struct system_holder;
+  std::unique_ptr<system_holder> holder_;
+  std::string address_;
+  std::chrono::milliseconds timeout_;
+};
+
+}  // namespace overlord::tools
