@@ -67,6 +67,8 @@ namespace {
   if (err == caf::sec::request_timeout)
     throw error(errc::timeout, "the planner at " + address +
                                    " did not answer in time");
+  if (err == caf::sec::runtime_error)
+    throw error(errc::unavailable, "the planner at " + address + ": " + text);
   throw error(errc::invalid_input, "the planner at " + address +
                                        " refused the request: " + text);
 }

@@ -25,6 +25,7 @@ class admin_client {
   std::string status_json();
 
   // The endpoint serving `rank` and the id of the node that runs it.
+  // Throws overlord::error(unavailable) while the rank has no constructor.
   std::pair<std::string, std::string> lookup(uint32_t rank);
 
   // Changes mixture weights; returns the first step that uses them.

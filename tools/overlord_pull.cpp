@@ -176,6 +176,23 @@ std::string summarize(const overlord::wire::Batch& batch) {
   return text.GetString();
 }
 
+// Asks the planner for the rank's endpoint, retrying while the planner
+// has not assigned the rank yet, up to the client timeout.
+std::pair<std::string, std::string> look_up(const options& opts) {
+  auto deadline = std::chrono::steady_clock::now() + opts.client.timeout;
+  overlord::tools::admin_client admin(opts.planner, opts.client.timeout);
+  for (;;) {
+    try {
+      return admin.lookup(opts.client.rank);
+    } catch (const overlord::error& e) {
+      if (e.code() != overlord::errc::unavailable ||
+          std::chrono::steady_clock::now() > deadline)
+        throw;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -189,8 +206,7 @@ int main(int argc, char** argv) {
 
   try {
     if (!opts.planner.empty()) {
-      overlord::tools::admin_client admin(opts.planner, opts.client.timeout);
-      auto [endpoint, node] = admin.lookup(opts.client.rank);
+      auto [endpoint, node] = look_up(opts);
       opts.client.endpoint = endpoint;
       opts.client.node = node;
     }
