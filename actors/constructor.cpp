@@ -8,7 +8,9 @@
 #include "common/error.hpp"
 #include "common/log.hpp"
 #include "transport/batch_builder.hpp"
-#include "transport/batch_server.hpp"
+#include "transport/payload_client.hpp"
+#include "transport/wire.hpp"
+#include "transport/router_server.hpp"
 
 namespace overlord::actors {
 
@@ -17,6 +19,16 @@ namespace {
 // A fetch that gets no answer in this time is sent again, so a lost pool
 // delays a batch but never stalls it for good.
 constexpr auto fetch_timeout = std::chrono::seconds(10);
+
+// Trainer requests are a few dozen bytes.
+constexpr int64_t max_request_bytes = 4096;
+
+// A fetch sent to a loader node's payload server, by request id.
+struct remote_fetch {
+  uint64_t step = 0;
+  size_t index = 0;
+  std::chrono::steady_clock::time_point sent;
+};
 
 struct pending_build {
   planner::rank_plan plan;
@@ -34,7 +46,11 @@ struct constructor_state {
   std::shared_ptr<const constructor_setup> setup;
   std::vector<caf::actor> pools;
   std::shared_ptr<spdlog::logger> log;
-  std::shared_ptr<transport::batch_server> server;
+  std::vector<std::string> payload_endpoints;
+  std::shared_ptr<transport::router_server> server;
+  std::unique_ptr<transport::payload_client> payload_client;
+  std::map<uint64_t, remote_fetch> remote_fetches;
+  uint64_t next_fetch_id = 1;
   std::map<uint64_t, pending_build> building;
   // Built batches by step, one per context-parallel rank.
   std::map<uint64_t, std::vector<batch_buffer>> built;
@@ -48,6 +64,8 @@ struct constructor_state {
   std::set<std::string> connected;  // loader nodes reached directly
 
   ~constructor_state() {
+    if (payload_client)
+      payload_client->stop();
     if (server)
       server->stop();
   }
@@ -140,33 +158,61 @@ void finish_build(constructor_actor* self, uint64_t step) {
   }
 }
 
+void accept_payload(constructor_actor* self, uint64_t step, size_t index,
+                    std::vector<int32_t> tokens) {
+  auto& s = self->state;
+  auto build = s.building.find(step);
+  if (build == s.building.end() || build->second.have[index])
+    return;  // a late answer to a request that was sent again
+  build->second.payloads[index] = std::move(tokens);
+  build->second.have[index] = true;
+  if (--build->second.missing == 0)
+    finish_build(self, step);
+}
+
+void retry_later(constructor_actor* self, uint64_t step, size_t index,
+                 uint32_t source, uint64_t sequence, const std::string& reason) {
+  auto& s = self->state;
+  s.fetch_retries++;
+  s.log->warn("rank={} step={} fetch of source={} sequence={} failed: {}; "
+              "retrying",
+              s.setup->rank, step, s.setup->config.sources[source].name,
+              sequence, reason);
+  // Ask again after a pause; a pool update may arrive meanwhile.
+  self->delayed_send(self, std::chrono::seconds(1), fetch_atom::value, step,
+                     static_cast<uint64_t>(index));
+}
+
 void fetch_piece(constructor_actor* self, uint64_t step, size_t index,
                  const planner::piece& p) {
   auto& st = self->state;
+  const auto& endpoint = st.payload_endpoints.at(p.source);
+  if (!endpoint.empty()) {
+    // Remote pool: ZeroMQ carries payloads between processes several
+    // times faster than CAF's serialisation of token vectors.
+    if (!st.payload_client) {
+      caf::actor handle = caf::actor_cast<caf::actor>(self);
+      st.payload_client = std::make_unique<transport::payload_client>(
+          *st.setup->zmq_context, [handle](transport::payload_reply reply) {
+            caf::anon_send(handle, payload_atom::value, reply.id, reply.code,
+                           std::move(reply.message), std::move(reply.tokens));
+          });
+    }
+    uint64_t id = st.next_fetch_id++;
+    st.remote_fetches[id] = {step, index, std::chrono::steady_clock::now()};
+    st.payload_client->request(
+        endpoint, {id, p.source, step, p.sequence, p.offset, p.length});
+    return;
+  }
   self->request(st.pools.at(p.source), fetch_timeout, fetch_atom::value, step,
                 p.sequence, p.offset, p.length)
       .then(
           [=](std::vector<int32_t>& tokens) {
-            auto& s = self->state;
-            auto build = s.building.find(step);
-            if (build == s.building.end() || build->second.have[index])
-              return;
-            build->second.payloads[index] = std::move(tokens);
-            build->second.have[index] = true;
-            if (--build->second.missing == 0)
-              finish_build(self, step);
+            accept_payload(self, step, index, std::move(tokens));
           },
           [=](caf::error& err) {
-            auto& s = self->state;
-            s.fetch_retries++;
-            s.log->warn(
-                "rank={} step={} fetch of source={} sequence={} failed: {}; "
-                "retrying",
-                s.setup->rank, step, s.setup->config.sources[p.source].name,
-                p.sequence, self->system().render(err));
-            // Ask again after a pause; a pool update may arrive meanwhile.
-            self->delayed_send(self, std::chrono::seconds(1), fetch_atom::value,
-                               step, static_cast<uint64_t>(index));
+            retry_later(self, step, index, p.source, p.sequence,
+                        self->system().render(err));
           });
 }
 
@@ -211,10 +257,12 @@ std::string endpoint_of(const constructor_setup& setup) {
 
 caf::behavior constructor_behavior(
     constructor_actor* self, std::shared_ptr<const constructor_setup> setup,
-    std::shared_ptr<transport::batch_server> server) {
+    std::shared_ptr<transport::router_server> server) {
   auto& st = self->state;
   st.setup = setup;
   st.pools = setup->pools;
+  st.payload_endpoints = setup->payload_endpoints;
+  st.payload_endpoints.resize(st.pools.size());
   st.log = get_logger("actors");
   st.server = std::move(server);
   st.served_by_cp.assign(setup->config.topology.cp, -1);
@@ -222,14 +270,18 @@ caf::behavior constructor_behavior(
   const uint32_t cp_size = static_cast<uint32_t>(setup->config.topology.cp);
 
   caf::actor handle = caf::actor_cast<caf::actor>(self);
-  st.server->start(
-      [handle](const std::string& client, const transport::request& value) {
-        caf::anon_send(handle, pull_atom::value, client, value.step,
-                       value.rank, value.cp_rank);
-      },
-      [log = st.log, rank](const std::string& reason) {
-        log->warn("rank={} rejected a request: {}", rank, reason);
-      });
+  st.server->start([handle, log = st.log, rank](const std::string& client,
+                                                std::string_view frame) {
+    auto request = transport::decode_request(frame);
+    if (!request) {
+      log->warn("rank={} rejected a malformed request of {} bytes", rank,
+                frame.size());
+      return;
+    }
+    caf::anon_send(handle, pull_atom::value, client, request->step,
+                   request->rank, request->cp_rank);
+  });
+  self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);
   st.log->info("rank={} constructor serving at {} node={}", rank,
                endpoint_of(*setup), setup->node_id);
 
@@ -246,14 +298,56 @@ caf::behavior constructor_behavior(
         if (auto* p = piece_at(build->second, index))
           fetch_piece(self, step, index, *p);
       },
+      [=](payload_atom, uint64_t id, uint8_t code, std::string& message,
+          std::vector<int32_t>& tokens) {
+        auto& s = self->state;
+        auto found = s.remote_fetches.find(id);
+        if (found == s.remote_fetches.end())
+          return;  // timed out and sent again already
+        auto fetch = found->second;
+        s.remote_fetches.erase(found);
+        if (code == 0) {
+          accept_payload(self, fetch.step, fetch.index, std::move(tokens));
+          return;
+        }
+        auto build = s.building.find(fetch.step);
+        if (build == s.building.end())
+          return;
+        if (auto* p = piece_at(build->second, fetch.index))
+          retry_later(self, fetch.step, fetch.index, p->source, p->sequence,
+                      message);
+      },
+      [=](tick_atom) {
+        // Remote fetches that got no answer are sent again.
+        auto& s = self->state;
+        auto now = std::chrono::steady_clock::now();
+        std::vector<remote_fetch> expired;
+        for (auto it = s.remote_fetches.begin(); it != s.remote_fetches.end();)
+          if (now - it->second.sent > fetch_timeout) {
+            expired.push_back(it->second);
+            it = s.remote_fetches.erase(it);
+          } else {
+            ++it;
+          }
+        for (const auto& fetch : expired) {
+          auto build = s.building.find(fetch.step);
+          if (build == s.building.end() || build->second.have[fetch.index])
+            continue;
+          if (auto* p = piece_at(build->second, fetch.index))
+            retry_later(self, fetch.step, fetch.index, p->source, p->sequence,
+                        "no answer from the payload server");
+        }
+        self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);
+      },
       [=](pool_update_atom, uint32_t source, caf::actor pool,
-          const std::string& address) {
+          const std::string& address, const std::string& payload_endpoint) {
         auto& s = self->state;
         if (source >= s.pools.size())
           return;
         connect_directly(self->system(), address, s.connected, s.log,
                          s.setup->node_id);
         s.pools[source] = std::move(pool);
+        s.payload_endpoints[source] = payload_endpoint;
         s.log->info("rank={} fetches source={} from its new pool at {}", rank,
                     s.setup->config.sources[source].name, address);
         // Requests open at the lost pool may never be answered: ask the new
@@ -318,7 +412,8 @@ caf::actor spawn_constructor(caf::actor_system& system,
                              constructor_setup setup) {
   auto shared = std::make_shared<const constructor_setup>(std::move(setup));
   // Bind before spawning so that a taken port fails right here.
-  auto server = std::make_shared<transport::batch_server>(*shared->zmq_context);
+  auto server = std::make_shared<transport::router_server>(
+      *shared->zmq_context, max_request_bytes);
   server->bind(endpoint_of(*shared));
   return system.spawn(constructor_behavior, shared, server);
 }

@@ -20,6 +20,9 @@ struct constructor_setup {
   planner::job_config config;
   uint32_t rank = 0;
   std::vector<caf::actor> pools;  // indexed like config.sources
+  // Payload server of each source's loader node; empty for a pool in this
+  // process, which is asked through CAF instead.
+  std::vector<std::string> payload_endpoints;
   caf::actor planner;
   caf::actor supervisor;
   int32_t pad_id = 0;

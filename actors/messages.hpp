@@ -20,6 +20,10 @@ namespace overlord::actors {
 using announce_atom = caf::atom_constant<caf::atom("announce")>;
 // Constructor -> pool: tokens of one piece.
 using fetch_atom = caf::atom_constant<caf::atom("fetch")>;
+// Payload server thread -> pool: a remote constructor's fetch.
+using serve_atom = caf::atom_constant<caf::atom("serve")>;
+// Payload client thread -> constructor: a remote fetch's reply.
+using payload_atom = caf::atom_constant<caf::atom("payload")>;
 // Pool -> worker: read and tokenize one shard.
 using read_atom = caf::atom_constant<caf::atom("read")>;
 // Planner -> constructor: the rows of one step.

@@ -1,5 +1,7 @@
 #include "actors/node_agent.hpp"
 
+#include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 
@@ -9,12 +11,23 @@
 #include "common/error.hpp"
 #include "common/log.hpp"
 #include "sources/tokenizer.hpp"
+#include "transport/payload_wire.hpp"
+#include "transport/router_server.hpp"
 
 namespace overlord::actors {
 
 namespace {
 
 constexpr auto heartbeat_interval = std::chrono::seconds(1);
+
+// Pools by source, read by the payload server thread.
+struct payload_routes {
+  std::mutex mutex;
+  std::map<uint32_t, caf::actor> pools;
+};
+
+// Payload requests are a few dozen bytes.
+constexpr int64_t max_payload_request_bytes = 1024;
 
 struct agent_state {
   static inline const char* name = "node_agent";
@@ -25,6 +38,17 @@ struct agent_state {
   std::shared_ptr<const sources::gpt2_tokenizer> tokenizer;
   std::vector<caf::actor> children;
   std::set<std::string> connected;  // loader nodes reached directly
+
+  // Payload serving to remote constructors: the ROUTER server, its bound
+  // endpoint, and the pool of each source for the server thread.
+  std::shared_ptr<transport::router_server> payload_server;
+  std::string payload_endpoint;
+  std::shared_ptr<payload_routes> routes = std::make_shared<payload_routes>();
+
+  ~agent_state() {
+    if (payload_server)
+      payload_server->stop();
+  }
 };
 
 using agent_actor = caf::stateful_actor<agent_state>;
@@ -36,6 +60,50 @@ const std::shared_ptr<const sources::gpt2_tokenizer>& tokenizer_of(
   if (!st.tokenizer)
     st.tokenizer = sources::gpt2_tokenizer::load(st.config->tokenizer);
   return st.tokenizer;
+}
+
+// Starts the node's payload server on first use and returns its endpoint.
+const std::string& payload_endpoint(agent_actor* self) {
+  auto& st = self->state;
+  if (st.payload_server || st.setup.payload_endpoint.empty())
+    return st.payload_endpoint;
+  auto server = std::make_shared<transport::router_server>(
+      *st.setup.zmq_context, max_payload_request_bytes);
+  st.payload_endpoint = server->bind(st.setup.payload_endpoint);
+  auto routes = st.routes;
+  auto log = st.log;
+  auto id = st.setup.info.id;
+  server->start([server_ptr = server.get(), routes, log, id](
+                    const std::string& client, std::string_view frame) {
+    auto request = transport::decode_payload_request(frame);
+    if (!request) {
+      log->warn("node={} rejected a malformed payload request of {} bytes",
+                id, frame.size());
+      return;
+    }
+    caf::actor pool;
+    {
+      std::lock_guard<std::mutex> guard(routes->mutex);
+      auto found = routes->pools.find(request->source);
+      if (found != routes->pools.end())
+        pool = found->second;
+    }
+    if (!pool) {
+      server_ptr->send(client, transport::encode_payload_reply(
+                                   request->id,
+                                   static_cast<uint8_t>(errc::not_found),
+                                   "node " + id + " runs no pool for source " +
+                                       std::to_string(request->source),
+                                   nullptr, 0));
+      return;
+    }
+    caf::anon_send(pool, serve_atom::value, client, request->id,
+                   request->step, request->sequence, request->offset,
+                   request->length);
+  });
+  st.payload_server = std::move(server);
+  st.log->info("node={} serves payloads at {}", id, st.payload_endpoint);
+  return st.payload_endpoint;
 }
 
 // Opens a direct connection to every loader node this constructor
@@ -98,19 +166,24 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
         self->delayed_send(self, heartbeat_interval, heartbeat_atom::value);
       },
       [=](spawn_pool_atom, uint32_t source,
-          stream_position start) -> caf::result<caf::actor> {
+          stream_position start) -> caf::result<caf::actor, std::string> {
         auto& s = self->state;
         if (!s.config || source >= s.config->sources.size())
           return caf::make_error(caf::sec::invalid_argument,
                                  "node " + id + " has no source " +
                                      std::to_string(source));
         try {
+          auto endpoint = payload_endpoint(self);
           pool_setup pool{*s.config, source, tokenizer_of(self),
-                          s.setup.supervisor, start};
+                          s.setup.supervisor, start, s.payload_server};
           auto pool_actor = spawn_source_pool(self->system(), std::move(pool));
           self->link_to(pool_actor);
           s.children.push_back(pool_actor);
-          return pool_actor;
+          {
+            std::lock_guard<std::mutex> guard(s.routes->mutex);
+            s.routes->pools[source] = pool_actor;
+          }
+          return {pool_actor, endpoint};
         } catch (const error& e) {
           s.log->error("node={} cannot start source={}: {}", id,
                        s.config->sources[source].name, e.what());
@@ -119,6 +192,7 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
       },
       [=](spawn_rank_atom, uint32_t rank, std::vector<caf::actor> pools,
           std::vector<std::string> loader_addresses,
+          std::vector<std::string> payload_endpoints,
           int32_t pad_id) -> caf::result<caf::actor, std::string> {
         auto& s = self->state;
         if (!s.config)
@@ -129,6 +203,7 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
         setup.config = *s.config;
         setup.rank = rank;
         setup.pools = std::move(pools);
+        setup.payload_endpoints = std::move(payload_endpoints);
         setup.planner = s.setup.planner;
         setup.supervisor = s.setup.supervisor;
         setup.pad_id = pad_id;

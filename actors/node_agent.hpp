@@ -17,6 +17,10 @@ namespace overlord::actors {
 
 struct agent_setup {
   node_info info;
+  // Serve payloads to remote constructors over ZeroMQ at this endpoint
+  // (port 0: any free port); empty in a one-process job, where
+  // constructors fetch through CAF messages in memory.
+  std::string payload_endpoint;
   caf::actor planner;
   // Receives (fatal_atom, message) on errors and (leave_atom) when the
   // planner asks this node to stop.

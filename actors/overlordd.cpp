@@ -39,6 +39,8 @@ constexpr const char* usage =
     "  --planner HOST:PORT the planner to join; loader and constructor only\n"
     "  --bind ADDR         address this node listens on (default 127.0.0.1)\n"
     "  --port PORT         port of this node's middleman (default: any free)\n"
+    "  --payload-port PORT port a loader node serves payloads on over\n"
+    "                      ZeroMQ (default: any free)\n"
     "  --node-id ID        name in logs and status (default ROLE-HOST-PID)\n"
     "  --log-level LEVEL   trace, debug, info, warn or error\n"
     "\n"
@@ -52,6 +54,7 @@ struct options {
   std::string planner;
   std::string bind = "127.0.0.1";
   int port = 0;
+  int payload_port = 0;
   std::string node_id;
   std::string log_level;
 };
@@ -88,6 +91,15 @@ options parse_arguments(int argc, char** argv) {
       }
       if (out.port < 0 || out.port > 65535)
         usage_error("--port " + text + " is out of range 0..65535");
+    } else if (flag == "--payload-port") {
+      auto text = value();
+      try {
+        out.payload_port = std::stoi(text);
+      } catch (const std::exception&) {
+        usage_error("--payload-port expects a number, got '" + text + "'");
+      }
+      if (out.payload_port < 0 || out.payload_port > 65535)
+        usage_error("--payload-port " + text + " is out of range 0..65535");
     } else if (flag == "--node-id")
       out.node_id = value();
     else if (flag == "--log-level")
@@ -230,6 +242,9 @@ int run(const options& opts) {
     setup.planner = planner_handle;
     setup.supervisor = supervisor_handle;
     setup.zmq_context = zmq_context;
+    if (opts.role == "loader")
+      setup.payload_endpoint = "tcp://" + opts.bind + ":" +
+                               std::to_string(opts.payload_port);
     auto agent = actors::spawn_node_agent(system, setup);
     everyone.push_back(agent);
     if (opts.role != "all") {

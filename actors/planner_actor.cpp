@@ -47,6 +47,7 @@ struct node_entry {
 struct source_slot {
   caf::actor pool;
   std::string node;
+  std::string payload_endpoint;  // empty when the pool is in this process
   bool spawning = false;
   int failed_starts = 0;
   bool announcing = false;
@@ -311,19 +312,21 @@ void assign_source(planner_actor* self, uint32_t source) {
   self->request(st.nodes[node_id].agent, spawn_timeout, spawn_pool_atom::value,
                 source, start)
       .then(
-          [=](caf::actor& pool) {
+          [=](caf::actor& pool, std::string& payload_endpoint) {
             auto& s = self->state;
             auto& slot = s.sources[source];
             slot.spawning = false;
             if (slot.node != node_id || !s.nodes[node_id].alive)
               return;
             slot.pool = pool;
+            slot.payload_endpoint = payload_endpoint;
             slot.announcing = false;
             slot.failed_starts = 0;
             for (const auto& rank : s.ranks)
               if (rank.constructor)
                 self->send(rank.constructor, pool_update_atom::value, source,
-                           pool, s.nodes[node_id].info.address);
+                           pool, s.nodes[node_id].info.address,
+                           payload_endpoint);
             maybe_assign(self);
             plan_ahead(self);
           },
@@ -351,16 +354,18 @@ void assign_rank(planner_actor* self, uint32_t rank) {
     return;
   std::vector<caf::actor> pools;
   std::vector<std::string> loader_addresses;
+  std::vector<std::string> payload_endpoints;
   for (const auto& slot : st.sources) {
     pools.push_back(slot.pool);
     loader_addresses.push_back(st.nodes[slot.node].info.address);
+    payload_endpoints.push_back(slot.payload_endpoint);
   }
   auto& slot = st.ranks[rank];
   slot.spawning = true;
   slot.node = node_id;
   st.log->info("rank={} assigned to node={}", rank, node_id);
   self->request(st.nodes[node_id].agent, spawn_timeout, spawn_rank_atom::value,
-                rank, pools, loader_addresses, st.pad_id)
+                rank, pools, loader_addresses, payload_endpoints, st.pad_id)
       .then(
           [=](caf::actor& constructor, std::string& endpoint) {
             auto& s = self->state;

@@ -12,6 +12,7 @@
 #include "common/log.hpp"
 #include "planner/rng.hpp"
 #include "sources/reader.hpp"
+#include "transport/payload_wire.hpp"
 
 namespace fs = std::filesystem;
 
@@ -135,6 +136,7 @@ struct pool_state {
   std::deque<planner::document_meta> unannounced;
   std::unordered_map<uint64_t, held_payload> payloads;
   int64_t released_step = -1;
+  std::pair<const int32_t*, const int32_t*> last_range;
 
   uint32_t waiting_count = 0;
   caf::response_promise waiting;
@@ -195,7 +197,7 @@ void release_finished(pool_actor* self) {
                           ? per_document
                           : 0.9 * st.latency_us + 0.1 * per_document;
     }
-    const uint32_t piece_tokens =
+    const uint32_t row_tokens =
         static_cast<uint32_t>(st.setup->config.sequence_length);
     for (uint32_t record = st.skip_records; record < output.documents.size();
          ++record) {
@@ -213,7 +215,7 @@ void release_finished(pool_actor* self) {
       if (doc.replaced_invalid_utf8)
         st.invalid_utf8_documents++;
       held_payload held;
-      size_t pieces = (meta.tokens + piece_tokens - 1) / piece_tokens;
+      size_t pieces = (meta.tokens + row_tokens - 1) / row_tokens;
       held.tokens = std::move(doc.tokens);
       held.fetched.assign(pieces, false);
       held.unfetched = pieces;
@@ -289,6 +291,36 @@ void dispatch(pool_actor* self) {
   }
 }
 
+// Returns the tokens of a piece plus the next token of its document (the
+// label of its last position), and records the fetch; or nullptr with
+// `problem` set when the pool does not hold them. The range stays valid
+// until the pool handles its next message.
+const std::pair<const int32_t*, const int32_t*>* piece_tokens(
+    pool_actor* self, uint64_t step, uint64_t sequence, uint32_t offset,
+    uint32_t length, std::string& problem) {
+  auto& s = self->state;
+  auto found = s.payloads.find(sequence);
+  if (found == s.payloads.end() ||
+      offset + length > found->second.tokens.size()) {
+    problem = "source=" + s.setup->config.sources[s.setup->source].name +
+              " holds no tokens " + std::to_string(offset) + "+" +
+              std::to_string(length) + " of sequence " +
+              std::to_string(sequence) + " for step " + std::to_string(step);
+    return nullptr;
+  }
+  auto& held = found->second;
+  const size_t end =
+      std::min<size_t>(offset + length + 1, held.tokens.size());
+  size_t piece = offset / static_cast<uint32_t>(s.setup->config.sequence_length);
+  if (piece < held.fetched.size() && !held.fetched[piece]) {
+    held.fetched[piece] = true;
+    held.unfetched--;
+  }
+  held.last_step = std::max(held.last_step, step);
+  s.last_range = {held.tokens.data() + offset, held.tokens.data() + end};
+  return &s.last_range;
+}
+
 // Frees the tokens of documents whose every piece was fetched for steps
 // that all ranks have moved past.
 void free_released(pool_actor* self) {
@@ -350,31 +382,32 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
       },
       [=](fetch_atom, uint64_t step, uint64_t sequence, uint32_t offset,
           uint32_t length) -> caf::result<std::vector<int32_t>> {
+        std::string problem;
+        auto* tokens = piece_tokens(self, step, sequence, offset, length,
+                                    problem);
+        if (tokens == nullptr)
+          return caf::make_error(caf::sec::invalid_argument, problem);
+        return std::vector<int32_t>(tokens->first, tokens->second);
+      },
+      [=](serve_atom, const std::string& client, uint64_t id, uint64_t step,
+          uint64_t sequence, uint32_t offset, uint32_t length) {
+        // A remote constructor's fetch, arriving through the node's payload
+        // server; the reply goes straight back over ZeroMQ.
         auto& s = self->state;
-        auto found = s.payloads.find(sequence);
-        if (found == s.payloads.end() ||
-            offset + length > found->second.tokens.size())
-          return caf::make_error(
-              caf::sec::invalid_argument,
-              "source=" + s.setup->config.sources[s.setup->source].name +
-                  " holds no tokens " + std::to_string(offset) + "+" +
-                  std::to_string(length) + " of sequence " +
-                  std::to_string(sequence) + " for step " +
-                  std::to_string(step));
-        auto& held = found->second;
-        // One token past the piece is the label of its last position.
-        uint32_t end = std::min<uint32_t>(
-            offset + length + 1, static_cast<uint32_t>(held.tokens.size()));
-        std::vector<int32_t> out(held.tokens.begin() + offset,
-                                 held.tokens.begin() + end);
-        size_t piece =
-            offset / static_cast<uint32_t>(s.setup->config.sequence_length);
-        if (piece < held.fetched.size() && !held.fetched[piece]) {
-          held.fetched[piece] = true;
-          held.unfetched--;
+        std::string problem;
+        auto* tokens = piece_tokens(self, step, sequence, offset, length,
+                                    problem);
+        if (tokens == nullptr) {
+          s.setup->payload_server->send(
+              client, transport::encode_payload_reply(
+                          id, static_cast<uint8_t>(errc::not_found), problem,
+                          nullptr, 0));
+          return;
         }
-        held.last_step = std::max(held.last_step, step);
-        return out;
+        s.setup->payload_server->send(
+            client, transport::encode_payload_reply(
+                        id, 0, "", tokens->first,
+                        static_cast<size_t>(tokens->second - tokens->first)));
       },
       [=](release_atom, uint64_t step) {
         auto& s = self->state;

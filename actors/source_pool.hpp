@@ -16,6 +16,7 @@
 #include "actors/messages.hpp"
 #include "planner/config.hpp"
 #include "sources/tokenizer.hpp"
+#include "transport/router_server.hpp"
 
 namespace overlord::actors {
 
@@ -28,6 +29,9 @@ struct pool_setup {
   // Where the stream starts: the beginning for a new job, or the oldest
   // document still needed when this pool replaces a lost one.
   stream_position start;
+  // The node's payload server, which sends replies to remote
+  // constructors; null when every constructor is in this process.
+  std::shared_ptr<transport::router_server> payload_server;
 };
 
 // Spawns the pool actor; it spawns and links its own workers.

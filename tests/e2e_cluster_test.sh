@@ -97,9 +97,12 @@ wait "$p1" || true
 check "rank 0 digests equal across placement" same_digests "$work/all.rank0" "$work/split.rank0"
 check "rank 1 digests equal across placement" same_digests "$work/all.rank1" "$work/split.rank1"
 
-# Payloads travel between constructor and loader nodes directly.
+# Payloads travel between constructor and loader nodes directly, over
+# the loader nodes' ZeroMQ payload servers on loopback.
 check "constructors connect to loaders directly" \
   grep -q "connected directly to node" "$work/split.constructor-1.log"
+check "loader nodes serve payloads over ZeroMQ" \
+  grep -q "serves payloads at tcp://127.0.0.1:" "$work/split.loader-1.log"
 
 # The admin console on the same cluster.
 "$ctl" --planner "127.0.0.1:$planner_port" status --json >"$work/status.json"

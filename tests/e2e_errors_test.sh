@@ -51,7 +51,7 @@ port=$(free_ports 1)
 expect "pull without server" 1 "sent no batch for step 0 within 1000 ms" \
   "$pull" --endpoint "127.0.0.1:$port" --rank 0 --steps 1 --timeout 1
 
-expect "pull missing flags" 2 "--endpoint, --rank and --steps are required" \
+expect "pull missing flags" 2 "--endpoint (or --planner), --rank and --steps are required" \
   "$pull" --rank 0
 
 # A second daemon on a taken port stops with a message naming the port.

@@ -1,4 +1,4 @@
-#include "transport/batch_server.hpp"
+#include "transport/router_server.hpp"
 
 #include <atomic>
 
@@ -6,15 +6,8 @@
 
 namespace overlord::transport {
 
-namespace {
-
-// Requests are a few dozen bytes; anything far larger is not a client of
-// ours, and ZeroMQ drops the peer instead of allocating for it.
-constexpr int64_t max_request_bytes = 4096;
-
-}  // namespace
-
-batch_server::batch_server(zmq::context_t& context)
+router_server::router_server(zmq::context_t& context,
+                             int64_t max_request_bytes)
     : context_(context),
       router_(context, zmq::socket_type::router),
       control_in_(context, zmq::socket_type::pull),
@@ -22,7 +15,7 @@ batch_server::batch_server(zmq::context_t& context)
   // A process-wide counter keeps inproc names unique even when a new
   // server reuses the address of a destroyed one.
   static std::atomic<uint64_t> servers{0};
-  control_endpoint_ = "inproc://batch-server-" + std::to_string(++servers);
+  control_endpoint_ = "inproc://router-server-" + std::to_string(++servers);
   control_in_.bind(control_endpoint_);
   control_out_.connect(control_endpoint_);
   router_.set(zmq::sockopt::linger, 0);
@@ -31,26 +24,26 @@ batch_server::batch_server(zmq::context_t& context)
   control_in_.set(zmq::sockopt::linger, 0);
 }
 
-batch_server::~batch_server() { stop(); }
+router_server::~router_server() { stop(); }
 
-void batch_server::bind(const std::string& endpoint) {
+std::string router_server::bind(const std::string& endpoint) {
   try {
     router_.bind(endpoint);
   } catch (const zmq::error_t& e) {
     throw error(errc::io_error, "cannot bind " + endpoint + ": " + e.what() +
-                                    "; choose a free port (base_port) or "
-                                    "stop the process that holds it");
+                                    "; choose a free port or stop the "
+                                    "process that holds it");
   }
+  return router_.get(zmq::sockopt::last_endpoint);
 }
 
-void batch_server::start(request_handler on_request, reject_handler on_reject) {
-  on_request_ = std::move(on_request);
-  on_reject_ = std::move(on_reject);
+void router_server::start(frame_handler on_frame) {
+  on_frame_ = std::move(on_frame);
   running_ = true;
   thread_ = std::thread([this] { run(); });
 }
 
-void batch_server::send(const std::string& client, zmq::message_t payload) {
+void router_server::send(const std::string& client, zmq::message_t payload) {
   std::lock_guard<std::mutex> guard(control_mutex_);
   if (!running_)
     return;
@@ -58,7 +51,7 @@ void batch_server::send(const std::string& client, zmq::message_t payload) {
   control_out_.send(std::move(payload), zmq::send_flags::none);
 }
 
-void batch_server::stop() {
+void router_server::stop() {
   {
     std::lock_guard<std::mutex> guard(control_mutex_);
     if (!running_)
@@ -75,7 +68,7 @@ void batch_server::stop() {
   control_out_.close();
 }
 
-void batch_server::run() {
+void router_server::run() {
   zmq::pollitem_t items[] = {
       {static_cast<void*>(router_), 0, ZMQ_POLLIN, 0},
       {static_cast<void*>(control_in_), 0, ZMQ_POLLIN, 0},
@@ -105,14 +98,9 @@ void batch_server::run() {
         (void)router_.recv(extra);
         frame.move(extra);
       }
-      auto decoded = decode_request(
-          std::string_view(static_cast<const char*>(frame.data()), frame.size()));
       std::string id(static_cast<const char*>(client.data()), client.size());
-      if (decoded)
-        on_request_(id, *decoded);
-      else
-        on_reject_("malformed request frame of " +
-                   std::to_string(frame.size()) + " bytes");
+      on_frame_(id, std::string_view(static_cast<const char*>(frame.data()),
+                                     frame.size()));
     }
   }
 }
