@@ -1,0 +1,220 @@
+// The planner actor's message flows, run on CAF's deterministic test
+// scheduler: nodes join, pools and constructors are spawned, plans stay
+// within the plan window, served steps release payloads, and a lost
+// loader node's pools restart elsewhere from the right stream position.
+// Nodes, pools and constructors are scripted test actors.
+
+#include <catch2/catch.hpp>
+
+#include <caf/all.hpp>
+#include <caf/scheduler/test_coordinator.hpp>
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "actors/messages.hpp"
+#include "actors/planner_actor.hpp"
+
+using namespace overlord;
+using namespace overlord::actors;
+
+namespace {
+
+// Everything the scripted actors saw, for the assertions.
+struct recorder {
+  std::vector<std::pair<uint32_t, stream_position>> pool_starts;
+  std::vector<uint32_t> rank_starts;
+  std::map<uint32_t, std::vector<uint64_t>> plans;  // rank -> steps
+  std::map<uint32_t, std::vector<uint64_t>> releases;  // source -> steps
+  int joined = 0;
+};
+
+// Announces documents of 100 tokens each, continuing the sequence from
+// the position it was started at.
+caf::behavior fake_pool(caf::event_based_actor* self, uint32_t source,
+                        stream_position start, std::shared_ptr<recorder> rec) {
+  auto next = std::make_shared<uint64_t>(start.announce_from);
+  return {
+      [=](announce_atom, uint32_t count) {
+        std::vector<planner::document_meta> docs;
+        for (uint32_t i = 0; i < count; ++i) {
+          planner::document_meta meta;
+          meta.source = source;
+          meta.sequence = (*next)++;
+          meta.tokens = 100;
+          meta.key = "doc-" + std::to_string(meta.sequence);
+          meta.shard_position = static_cast<uint32_t>(meta.sequence / 10);
+          meta.record = static_cast<uint32_t>(meta.sequence % 10);
+          docs.push_back(meta);
+        }
+        return docs;
+      },
+      [=](release_atom, uint64_t step) { rec->releases[source].push_back(step); },
+      [=](stats_atom) { return counters{}; },
+  };
+}
+
+caf::behavior fake_constructor(caf::event_based_actor*, uint32_t rank,
+                               std::shared_ptr<recorder> rec) {
+  return {
+      [=](plan_atom, const planner::rank_plan& plan) {
+        rec->plans[rank].push_back(plan.step);
+      },
+      [=](pool_update_atom, uint32_t, caf::actor, const std::string&,
+          const std::string&) {},
+  };
+}
+
+caf::behavior fake_node(caf::event_based_actor* self, caf::actor planner,
+                        node_info info, std::shared_ptr<recorder> rec) {
+  self->request(planner, caf::infinite, join_atom::value, info)
+      .then([=](planner::job_config&) { rec->joined++; });
+  return {
+      [=](spawn_pool_atom, uint32_t source, stream_position start)
+          -> caf::result<caf::actor, std::string> {
+        rec->pool_starts.emplace_back(source, start);
+        return {self->spawn<caf::linked>(fake_pool, source, start, rec),
+                std::string()};
+      },
+      [=](spawn_rank_atom, uint32_t rank, std::vector<caf::actor>,
+          std::vector<std::string>, std::vector<std::string>,
+          int32_t) -> caf::result<caf::actor, std::string> {
+        rec->rank_starts.push_back(rank);
+        return {self->spawn<caf::linked>(fake_constructor, rank, rec),
+                "tcp://test:" + std::to_string(rank)};
+      },
+      [=](heartbeat_atom) {},
+  };
+}
+
+planner::job_config flow_config() {
+  planner::job_config config;
+  config.seed = 3;
+  config.sequence_length = 256;
+  config.rows_per_rank = 2;
+  config.ranks = 2;
+  config.plan_ahead = 3;
+  config.loader_nodes = 1;
+  config.constructor_nodes = 1;
+  for (const char* name : {"a", "b"}) {
+    planner::source_config source;
+    source.name = name;
+    source.weight = 1;
+    config.sources.push_back(source);
+  }
+  return config;
+}
+
+struct flow_fixture {
+  caf::actor_system_config config;
+  std::unique_ptr<caf::actor_system> system;
+  caf::scheduler::test_coordinator* scheduler = nullptr;
+  std::shared_ptr<recorder> rec = std::make_shared<recorder>();
+  caf::actor planner;
+
+  flow_fixture() {
+    config.set("scheduler.policy", caf::atom("testing"));
+    add_message_types(config);
+    system = std::make_unique<caf::actor_system>(config);
+    scheduler =
+        &dynamic_cast<caf::scheduler::test_coordinator&>(system->scheduler());
+    planner = spawn_planner(*system, planner_setup{flow_config(), 50256, {}});
+    scheduler->run();
+  }
+
+  ~flow_fixture() {
+    caf::anon_send_exit(planner, caf::exit_reason::user_shutdown);
+    scheduler->run();
+  }
+
+  caf::actor join(const std::string& id, const std::string& role) {
+    node_info info;
+    info.id = id;
+    info.role = role;
+    info.address = "local";
+    auto node = system->spawn(fake_node, planner, info, rec);
+    scheduler->run();
+    return node;
+  }
+
+  void served(uint32_t rank, uint64_t step) {
+    caf::anon_send(planner, served_atom::value, rank, step);
+    scheduler->run();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("planner waits for loader and constructor", "[planner_flow]") {
+  flow_fixture f;
+  auto loader = f.join("loader-1", "loader");
+  CHECK(f.rec->joined == 1);
+  CHECK(f.rec->pool_starts.empty());
+
+  auto constructor = f.join("constructor-1", "constructor");
+  CHECK(f.rec->joined == 2);
+  REQUIRE(f.rec->pool_starts.size() == 2);
+  CHECK(f.rec->pool_starts[0].first == 0);
+  CHECK(f.rec->pool_starts[1].first == 1);
+  CHECK(f.rec->pool_starts[0].second.first_sequence == 0);
+  CHECK(f.rec->rank_starts == std::vector<uint32_t>{0, 1});
+}
+
+TEST_CASE("planner keeps to the plan window", "[planner_flow]") {
+  flow_fixture f;
+  f.join("loader-1", "loader");
+  f.join("constructor-1", "constructor");
+  // plan_ahead is 3: steps 0, 1 and 2 for each rank, nothing more.
+  CHECK(f.rec->plans[0] == std::vector<uint64_t>{0, 1, 2});
+  CHECK(f.rec->plans[1] == std::vector<uint64_t>{0, 1, 2});
+
+  // One rank moving on is not enough: the slowest rank sets the window.
+  f.served(0, 0);
+  CHECK(f.rec->plans[0].size() == 3);
+  CHECK(f.rec->releases.empty());
+
+  f.served(1, 0);
+  CHECK(f.rec->plans[0] == std::vector<uint64_t>{0, 1, 2, 3});
+  CHECK(f.rec->plans[1] == std::vector<uint64_t>{0, 1, 2, 3});
+  // Both pools hear that step 0 is done everywhere.
+  CHECK(f.rec->releases[0] == std::vector<uint64_t>{0});
+  CHECK(f.rec->releases[1] == std::vector<uint64_t>{0});
+}
+
+TEST_CASE("planner moves pools of a lost loader", "[planner_flow]") {
+  flow_fixture f;
+  auto first = f.join("loader-1", "loader");
+  f.join("constructor-1", "constructor");
+  auto spare = f.join("loader-2", "loader");
+  REQUIRE(f.rec->pool_starts.size() == 2);
+  f.served(0, 0);
+  f.served(1, 0);
+
+  caf::anon_send_exit(first, caf::exit_reason::kill);
+  f.scheduler->run();
+
+  // Both sources restart on the spare, where the stream is still needed:
+  // at the oldest document of a step not yet served, and announcing only
+  // what the planner has not seen.
+  REQUIRE(f.rec->pool_starts.size() == 4);
+  for (size_t i = 2; i < 4; ++i) {
+    const auto& start = f.rec->pool_starts[i].second;
+    CHECK(start.first_sequence > 0);
+    CHECK(start.announce_from >= start.first_sequence);
+    CHECK(start.shard_position == start.first_sequence / 10);
+    CHECK(start.record == start.first_sequence % 10);
+  }
+
+  // Planning goes on with the new pools.
+  f.served(0, 1);
+  f.served(1, 1);
+  CHECK(f.rec->plans[0].back() == 4);
+}
+
+TEST_CASE("planner rejects duplicate node ids", "[planner_flow]") {
+  flow_fixture f;
+  f.join("loader-1", "loader");
+  f.join("loader-1", "loader");
+  CHECK(f.rec->joined == 1);
+}
