@@ -16,8 +16,8 @@ namespace overlord::actors {
 
 namespace {
 
-// A fetch that gets no answer in this time is sent again, so a lost pool
-// delays a batch but never stalls it for good.
+// A fetch without a reply after this time is sent again, so a lost pool
+// delays a batch but does not stall it for good.
 constexpr auto fetch_timeout = std::chrono::seconds(10);
 
 // Trainer requests are a few dozen bytes.
@@ -89,8 +89,8 @@ void send_error(constructor_actor* self, const std::string& client, errc code,
   self->state.server->send(client, zmq::message_t(frame.data(), frame.size()));
 }
 
-// Records that context-parallel rank `cp_rank` has moved to `step`, and
-// tells the planner when every cp rank has.
+// Records that context-parallel rank `cp_rank` received `step`, and
+// reports the step to the planner once every cp rank received it.
 void note_progress(constructor_actor* self, uint32_t cp_rank, uint64_t step) {
   auto& st = self->state;
   auto& mine = st.served_by_cp[cp_rank];
@@ -163,7 +163,7 @@ void accept_payload(constructor_actor* self, uint64_t step, size_t index,
   auto& s = self->state;
   auto build = s.building.find(step);
   if (build == s.building.end() || build->second.have[index])
-    return;  // a late answer to a request that was sent again
+    return;  // a late reply to a request that was sent again
   build->second.payloads[index] = std::move(tokens);
   build->second.have[index] = true;
   if (--build->second.missing == 0)
@@ -318,7 +318,7 @@ caf::behavior constructor_behavior(
                       message);
       },
       [=](tick_atom) {
-        // Remote fetches that got no answer are sent again.
+        // Remote fetches without a reply in time are sent again.
         auto& s = self->state;
         auto now = std::chrono::steady_clock::now();
         std::vector<remote_fetch> expired;

@@ -1,8 +1,8 @@
 // DataConstructor: one per data-parallel replica. It fetches the tokens
-// its step plans name straight from the source pools, lays each step out
-// as FlatBuffers batches (one per context-parallel rank), and serves them
-// to the replica's trainer ranks over a ZeroMQ ROUTER socket
-// (transport::batch_server, owned by the actor's state).
+// its step plans name straight from the source pools and lays each step
+// out as FlatBuffers batches, one per context-parallel rank. The batches
+// go to the replica's trainer ranks over a ZeroMQ ROUTER socket, a
+// transport::router_server owned by the actor's state.
 #pragma once
 
 #include <caf/all.hpp>

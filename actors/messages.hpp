@@ -28,7 +28,7 @@ using payload_atom = caf::atom_constant<caf::atom("payload")>;
 using read_atom = caf::atom_constant<caf::atom("read")>;
 // Planner -> constructor: the rows of one step.
 using plan_atom = caf::atom_constant<caf::atom("plan")>;
-// Transport thread -> constructor: a trainer asks for a step.
+// Transport thread -> constructor: a trainer requests a step.
 using pull_atom = caf::atom_constant<caf::atom("pull")>;
 // Constructor -> planner: a rank's trainers received this step.
 using served_atom = caf::atom_constant<caf::atom("served")>;
@@ -93,7 +93,7 @@ struct tokenized_document {
   bool replaced_invalid_utf8 = false;
 };
 
-// What a worker made of one shard.
+// A worker's result for one shard.
 struct shard_output {
   uint32_t epoch = 0;
   uint32_t position = 0;  // index in the epoch's shard order

@@ -23,7 +23,7 @@ struct agent_setup {
   std::string payload_endpoint;
   caf::actor planner;
   // Receives (fatal_atom, message) on errors and (leave_atom) when the
-  // planner asks this node to stop.
+  // planner drains this node.
   caf::actor supervisor;
   std::shared_ptr<zmq::context_t> zmq_context;
 };

@@ -243,8 +243,8 @@ void release_up_to(planner_actor* self, int64_t step) {
 
 // ---- Assignment ----------------------------------------------------------
 
-// Where a pool for `source` must start so that the stream goes on exactly
-// where the planner and the constructors need it.
+// Computes where a pool for `source` must start so that the stream goes
+// on exactly where the planner and the constructors need it.
 stream_position resume_position(planner_actor* self, uint32_t source) {
   auto& st = self->state;
   stream_position start;
@@ -491,7 +491,12 @@ std::string status_json(planner_actor* self) {
     json.Key("address");
     json.String(node.info.address.c_str());
     json.Key("state");
-    json.String(!node.alive ? "gone" : node.draining ? "draining" : "up");
+    const char* state = "up";
+    if (!node.alive)
+      state = "gone";
+    else if (node.draining)
+      state = "draining";
+    json.String(state);
     json.Key("sources");
     json.StartArray();
     for (uint32_t s = 0; s < st.sources.size(); ++s)
@@ -624,8 +629,8 @@ void refresh_stats(planner_actor* self) {
               slot.stats = std::move(stats);
             },
             [](caf::error&) {
-              // A pool that does not answer shows stale figures; node
-              // liveness is judged by heartbeats, not here.
+              // A pool without a reply keeps its last figures. Heartbeats,
+              // not this request, decide whether its node is alive.
             });
   }
 }

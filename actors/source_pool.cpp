@@ -374,7 +374,7 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
           dispatch(self);
           return out;
         }
-        // Nothing ready yet: answer once a shard comes back.
+        // Nothing ready yet: reply once a shard comes back.
         s.waiting = self->make_response_promise();
         s.waiting_count = max_count;
         s.has_waiting = true;

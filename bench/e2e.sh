@@ -17,7 +17,7 @@ tokenizer=$("$BAZEL_BIN/bench/tokenizer_bench" "$data" | tail -n 1)
 source tests/e2e_lib.sh
 port=$(free_ports 2)
 "$BAZEL_BIN/actors/overlordd" --role all --config "$config" \
-  --set base_port="$port" --set tokenizer="$data/gpt2" \
+  --set base_port="$port" --set planner_port=0 --set tokenizer="$data/gpt2" \
   --set "sources.mail.paths=$data/mail/*.jsonl" \
   --set "sources.sotu.paths=$data/sotu/*.txt" \
   --set "sources.moby.paths=$data/moby/*.txt" 2>"$work/overlordd.log" &

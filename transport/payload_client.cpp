@@ -38,7 +38,7 @@ void payload_client::stop() {
     if (!running_)
       return;
     running_ = false;
-    // An empty endpoint tells the thread to stop.
+    // An empty endpoint stops the thread.
     control_out_.send(zmq::message_t(), zmq::send_flags::sndmore);
     control_out_.send(zmq::message_t(), zmq::send_flags::none);
   }
