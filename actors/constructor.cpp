@@ -56,8 +56,12 @@ struct constructor_state {
   std::map<uint64_t, std::vector<batch_buffer>> built;
   // Clients waiting for (step, cp rank).
   std::map<std::pair<uint64_t, uint32_t>, std::vector<std::string>> waiting;
-  // Last step delivered to each context-parallel rank.
+  // Per context-parallel rank: the last step up to which every step was
+  // delivered, and steps delivered beyond it. Only this gap-free mark is
+  // reported, so the planner never releases a step still being built.
   std::vector<int64_t> served_by_cp;
+  std::vector<std::set<uint64_t>> delivered_ahead;
+  bool received_plan = false;
   int64_t served = -1;
   uint64_t batches_served = 0;
   uint64_t fetch_retries = 0;
@@ -94,7 +98,14 @@ void send_error(constructor_actor* self, const std::string& client, errc code,
 void note_progress(constructor_actor* self, uint32_t cp_rank, uint64_t step) {
   auto& st = self->state;
   auto& mine = st.served_by_cp[cp_rank];
-  mine = std::max(mine, static_cast<int64_t>(step));
+  auto& ahead = st.delivered_ahead[cp_rank];
+  if (static_cast<int64_t>(step) > mine)
+    ahead.insert(step);
+  while (!ahead.empty() &&
+         *ahead.begin() == static_cast<uint64_t>(mine + 1)) {
+    ahead.erase(ahead.begin());
+    ++mine;
+  }
   int64_t all = *std::min_element(st.served_by_cp.begin(),
                                   st.served_by_cp.end());
   if (all > st.served) {
@@ -158,12 +169,35 @@ void finish_build(constructor_actor* self, uint64_t step) {
   }
 }
 
+const planner::piece* piece_at(const pending_build& build, size_t index) {
+  for (const auto& row : build.plan.rows) {
+    if (index < row.size())
+      return &row[index];
+    index -= row.size();
+  }
+  return nullptr;
+}
+
+void retry_later(constructor_actor* self, uint64_t step, size_t index,
+                 uint32_t source, uint64_t sequence, const std::string& reason);
+
 void accept_payload(constructor_actor* self, uint64_t step, size_t index,
                     std::vector<int32_t> tokens) {
   auto& s = self->state;
   auto build = s.building.find(step);
   if (build == s.building.end() || build->second.have[index])
     return;  // a late reply to a request that was sent again
+  // The piece, plus the next token when the document goes on: anything
+  // else would make the batch read past the payload.
+  const auto* p = piece_at(build->second, index);
+  size_t expected = p->length + (p->ends_document() ? 0 : 1);
+  if (tokens.size() != expected) {
+    retry_later(self, step, index, p->source, p->sequence,
+                "reply holds " + std::to_string(tokens.size()) +
+                    " tokens where " + std::to_string(expected) +
+                    " were expected");
+    return;
+  }
   build->second.payloads[index] = std::move(tokens);
   build->second.have[index] = true;
   if (--build->second.missing == 0)
@@ -219,6 +253,14 @@ void fetch_piece(constructor_actor* self, uint64_t step, size_t index,
 void start_build(constructor_actor* self, planner::rank_plan plan) {
   auto& st = self->state;
   const uint64_t step = plan.step;
+  if (!st.received_plan) {
+    // The first plan marks where this constructor starts: step 0 for a new
+    // job, later after a resume or when it replaces a lost constructor.
+    st.received_plan = true;
+    for (auto& mark : st.served_by_cp)
+      mark = std::max(mark, static_cast<int64_t>(step) - 1);
+    st.served = static_cast<int64_t>(step) - 1;
+  }
   if (st.built.count(step) || st.building.count(step) ||
       static_cast<int64_t>(step) <= st.served)
     return;  // a plan sent again after a reassignment
@@ -240,15 +282,6 @@ void start_build(constructor_actor* self, planner::rank_plan plan) {
       fetch_piece(self, step, index++, p);
 }
 
-const planner::piece* piece_at(const pending_build& build, size_t index) {
-  for (const auto& row : build.plan.rows) {
-    if (index < row.size())
-      return &row[index];
-    index -= row.size();
-  }
-  return nullptr;
-}
-
 std::string endpoint_of(const constructor_setup& setup) {
   auto bind = setup.bind.empty() ? setup.config.bind : setup.bind;
   return "tcp://" + bind + ":" +
@@ -266,6 +299,7 @@ caf::behavior constructor_behavior(
   st.log = get_logger("actors");
   st.server = std::move(server);
   st.served_by_cp.assign(setup->config.topology.cp, -1);
+  st.delivered_ahead.resize(setup->config.topology.cp);
   const uint32_t rank = setup->rank;
   const uint32_t cp_size = static_cast<uint32_t>(setup->config.topology.cp);
 

@@ -178,7 +178,8 @@ typename Inspector::result_type inspect(Inspector& f, job_config& x) {
            x.balancer, x.bind, x.base_port, x.planner_port, x.loader_nodes,
            x.constructor_nodes, x.node_timeout_ms, x.on_bad_input, x.mix_by,
            x.tokenizer, x.plan_ahead, x.buffer_documents, x.max_document_bytes,
-           x.log_level, x.sources);
+           x.log_level, x.checkpoint_dir, x.checkpoint_every,
+           x.checkpoint_keep, x.sources);
 }
 
 }  // namespace overlord::planner

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdint>
+#include <optional>
 #include <csignal>
 #include <iostream>
 #include <string>
@@ -42,6 +44,11 @@ constexpr const char* usage =
     "  --payload-port PORT port a loader node serves payloads on over\n"
     "                      ZeroMQ (default: any free)\n"
     "  --node-id ID        name in logs and status (default ROLE-HOST-PID)\n"
+    "  --resume DIR        resume the job from the checkpoint in DIR;\n"
+    "                      planner and all only\n"
+    "  --from-step S       with --resume: the first step trainers need (the\n"
+    "                      next_step of their saved state); default: the\n"
+    "                      newest snapshot\n"
     "  --log-level LEVEL   trace, debug, info, warn or error\n"
     "\n"
     "CAF's wire protocol between nodes has no authentication: keep planner\n"
@@ -57,6 +64,8 @@ struct options {
   int payload_port = 0;
   std::string node_id;
   std::string log_level;
+  std::string resume_dir;
+  std::optional<uint64_t> from_step;
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -100,6 +109,18 @@ options parse_arguments(int argc, char** argv) {
       }
       if (out.payload_port < 0 || out.payload_port > 65535)
         usage_error("--payload-port " + text + " is out of range 0..65535");
+    } else if (flag == "--resume") {
+      out.resume_dir = value();
+    } else if (flag == "--from-step") {
+      auto text = value();
+      try {
+        size_t used = 0;
+        out.from_step = std::stoull(text, &used);
+        if (used != text.size())
+          throw std::invalid_argument(text);
+      } catch (const std::exception&) {
+        usage_error("--from-step expects a step number, got '" + text + "'");
+      }
     } else if (flag == "--node-id")
       out.node_id = value();
     else if (flag == "--log-level")
@@ -120,6 +141,10 @@ options parse_arguments(int argc, char** argv) {
   if (!runs_planner && out.planner.empty())
     usage_error("--planner HOST:PORT is missing; --role " + out.role +
                 " joins a planner");
+  if (out.from_step && out.resume_dir.empty())
+    usage_error("--from-step needs --resume DIR");
+  if (!runs_planner && !out.resume_dir.empty())
+    usage_error("--resume is for --role planner or all");
   if (!runs_planner && (!out.config_path.empty() || !out.overrides.empty()))
     usage_error("--role " + out.role +
                 " takes its configuration from the planner; drop --config "
@@ -149,13 +174,20 @@ std::pair<std::string, uint16_t> split_host_port(const std::string& text) {
   return {text.substr(0, colon), static_cast<uint16_t>(port)};
 }
 
-// Waits for a fatal error, a drain or a signal. Returns the exit code.
+// Waits for a fatal error, a drain, a signal or the end of a watched
+// actor (the node agent or the planner). Returns the exit code.
 int supervise(caf::scoped_actor& supervisor,
               const std::shared_ptr<spdlog::logger>& log) {
   int exit_code = 0;
   bool running = true;
   while (running) {
     supervisor->receive(
+        [&](caf::down_msg& down) {
+          log->error("stopping: an actor of this node ended ({})",
+                     supervisor->system().render(down.reason));
+          exit_code = 1;
+          running = false;
+        },
         [&](overlord::actors::fatal_atom, const std::string& message) {
           log->error("stopping: {}", message);
           exit_code = 1;
@@ -182,10 +214,23 @@ int run(const options& opts) {
 
   std::optional<planner::job_config> config;
   int32_t pad_id = 0;
+  std::shared_ptr<checkpoint::checkpoint_store> store;
+  std::optional<checkpoint::restore_plan> restore;
   if (opts.role == "all" || opts.role == "planner") {
     config = planner::load_config(opts.config_path, opts.overrides);
     set_log_level(opts.log_level.empty() ? config->log_level : opts.log_level);
     pad_id = sources::gpt2_tokenizer::load(config->tokenizer)->eos_id();
+    if (!opts.resume_dir.empty())
+      config->checkpoint_dir = opts.resume_dir;
+    if (!config->checkpoint_dir.empty())
+      store = std::make_shared<checkpoint::checkpoint_store>(
+          config->checkpoint_dir);
+    if (!opts.resume_dir.empty()) {
+      uint64_t step = opts.from_step ? *opts.from_step : UINT64_MAX;
+      restore = checkpoint::prepare_restore(*store, *config, step);
+      if (!opts.from_step)
+        restore->resume_step = restore->snapshot.step;
+    }
   } else if (!opts.log_level.empty()) {
     set_log_level(opts.log_level);
   }
@@ -200,7 +245,8 @@ int run(const options& opts) {
   caf::actor planner_handle;
   if (config) {
     planner_handle = actors::spawn_planner(
-        system, actors::planner_setup{*config, pad_id, supervisor_handle});
+        system, actors::planner_setup{*config, pad_id, supervisor_handle,
+                                      store, restore});
     everyone.push_back(planner_handle);
     if (config->planner_port > 0) {
       auto published = system.middleman().publish(
@@ -262,7 +308,10 @@ int run(const options& opts) {
       address = opts.bind + ":" + std::to_string(*published);
     }
     caf::anon_send(agent, actors::join_atom::value, address);
+    supervisor->monitor(agent);
   }
+  if (config)
+    supervisor->monitor(planner_handle);
   log->info("node started: role={} pid={} address={}", opts.role, getpid(),
             address);
 

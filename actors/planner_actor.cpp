@@ -74,6 +74,21 @@ struct weight_change {
 struct planner_state {
   static inline const char* name = "planner";
 
+  // Checkpoints: the store, the step of the last snapshot written, pool
+  // start positions from a restored snapshot, weight changes still to
+  // apply, and the step the replay after a restore runs to.
+  std::shared_ptr<checkpoint::checkpoint_store> store;
+  int64_t last_snapshot_step = -1;
+  std::vector<std::optional<stream_position>> restored_starts;
+  std::map<uint64_t, std::vector<double>> pending_weights;
+  std::map<uint64_t, checkpoint::step_delta> logged_steps;
+  uint64_t replay_until = 0;
+  uint64_t snapshot_bytes = 0;
+  double snapshot_ms = 0;
+  uint64_t delta_bytes = 0;  // of the last step delta
+  uint64_t deltas_written = 0;
+  double delta_ms_total = 0;
+
   planner::job_config config;
   int32_t pad_id = 0;
   caf::actor supervisor;
@@ -109,6 +124,10 @@ using planner_actor = caf::stateful_actor<planner_state>;
 
 void plan_ahead(planner_actor* self);
 void maybe_assign(planner_actor* self);
+void write_snapshot(planner_actor* self);
+checkpoint::step_delta delta_of(const std::vector<double>& before,
+                                const planner::step_plan& plan,
+                                const planner::mixture& after);
 
 const std::string& source_name(planner_actor* self, uint32_t source) {
   return self->state.config.sources[source].name;
@@ -161,7 +180,34 @@ void send_plan(planner_actor* self, const planner::rank_plan& plan) {
     self->send(slot.constructor, plan_atom::value, plan);
 }
 
+void apply_weights(planner_actor* self, const std::vector<double>& weights,
+                   uint64_t from_step) {
+  auto& st = self->state;
+  st.steps->set_weights(weights);
+  st.weights = weights;
+  st.weight_changes.push_back({from_step, weights});
+  std::string text;
+  for (uint32_t s = 0; s < weights.size(); ++s)
+    text += " " + source_name(self, s) + "=" + std::to_string(weights[s]);
+  st.log->info("weights changed from step={}:{}", from_step, text);
+}
+
+void plan_steps(planner_actor* self);
+
+// Plans as far as the window allows. A checkpoint that cannot be written
+// or a replay that diverges stops the job: going on would break the
+// promise that a resume reproduces the stream.
 void plan_ahead(planner_actor* self) {
+  try {
+    plan_steps(self);
+  } catch (const error& e) {
+    auto& st = self->state;
+    st.log->error("{}", e.what());
+    self->send(st.supervisor, fatal_atom::value, std::string(e.what()));
+  }
+}
+
+void plan_steps(planner_actor* self) {
   auto& st = self->state;
   if (!st.assigned)
     return;
@@ -172,12 +218,54 @@ void plan_ahead(planner_actor* self) {
   const int64_t limit = oldest_needed + st.config.plan_ahead;
 
   while (static_cast<int64_t>(st.steps->next_step()) < limit) {
+    const uint64_t step = st.steps->next_step();
+    const bool replaying = step < st.replay_until;
+
+    auto change = st.pending_weights.find(step);
+    if (change != st.pending_weights.end()) {
+      apply_weights(self, change->second, step);
+      st.pending_weights.erase(change);
+    }
+    if (st.store && !replaying && step % st.config.checkpoint_every == 0 &&
+        static_cast<int64_t>(step) != st.last_snapshot_step)
+      write_snapshot(self);
+
+    auto before = st.steps->current_mixture().drawn();
     auto outcome = st.steps->plan_next();
     if (!outcome.plan) {
       request_announcements(self, *outcome.starved_source);
       break;
     }
     auto& plan = *outcome.plan;
+    auto delta = delta_of(before, plan, st.steps->current_mixture());
+
+    if (replaying) {
+      // Steps before the resume step are planned again only to rebuild the
+      // state; each must draw what the log says it drew.
+      auto logged = st.logged_steps.find(step);
+      if (logged != st.logged_steps.end() &&
+          (logged->second.drawn != delta.drawn ||
+           logged->second.carried_pieces != delta.carried_pieces))
+        throw error(errc::internal,
+                    "replay diverged at step " + std::to_string(step) +
+                        ": it drew other documents than the checkpoint "
+                        "logged; the data files changed since");
+      continue;
+    }
+
+    if (st.store) {
+      // Write-ahead: the delta is on disk before any constructor sees the
+      // plan it describes.
+      auto started = clock_type::now();
+      checkpoint::delta_record record;
+      record.step = delta;
+      st.delta_bytes = st.store->append_delta(checkpoint::encode_delta(record));
+      st.deltas_written++;
+      st.delta_ms_total += std::chrono::duration<double, std::milli>(
+                               clock_type::now() - started)
+                               .count();
+    }
+
     st.planned_steps++;
     st.padding_tokens += plan.padding_tokens;
     st.carried_pieces += plan.carried_pieces;
@@ -230,7 +318,8 @@ void release_up_to(planner_actor* self, int64_t step) {
   for (uint32_t source = 0; source < st.sources.size(); ++source) {
     if (st.sources[source].pool)
       self->send(st.sources[source].pool, release_atom::value,
-                 static_cast<uint64_t>(step));
+                 static_cast<uint64_t>(step),
+                 oldest_needed_sequence(self, source));
     auto& known = st.positions[source];
     if (known.size() <= 1)
       continue;
@@ -245,15 +334,20 @@ void release_up_to(planner_actor* self, int64_t step) {
 
 // Computes where a pool for `source` must start so that the stream goes
 // on exactly where the planner and the constructors need it.
-stream_position resume_position(planner_actor* self, uint32_t source) {
+stream_position position_of(planner_actor* self, uint32_t source,
+                            uint64_t needed, uint64_t announce_from) {
   auto& st = self->state;
   stream_position start;
-  start.announce_from = st.steps->next_sequence(source);
+  start.announce_from = announce_from;
   const auto& known = st.positions[source];
-  if (known.empty())
-    return start;  // nothing announced yet: the beginning of the stream
+  if (known.empty()) {
+    // Nothing announced since start-up: the beginning of the stream, or
+    // where the restored snapshot says.
+    if (st.restored_starts[source])
+      return *st.restored_starts[source];
+    return start;
+  }
 
-  uint64_t needed = oldest_needed_sequence(self, source);
   auto found = known.find(needed);
   if (found != known.end()) {
     start.first_sequence = needed;
@@ -269,6 +363,73 @@ stream_position resume_position(planner_actor* self, uint32_t source) {
   start.shard_position = newest.shard_position;
   start.record = newest.record + 1;
   return start;
+}
+
+stream_position resume_position(planner_actor* self, uint32_t source) {
+  return position_of(self, source, oldest_needed_sequence(self, source),
+                     self->state.steps->next_sequence(source));
+}
+
+// ---- Checkpoints ---------------------------------------------------------
+
+[[noreturn]] void checkpoint_failed(planner_actor* self,
+                                    const std::string& what) {
+  throw error(errc::io_error, "checkpoint " +
+                                  self->state.store->directory() + ": " + what);
+}
+
+// Writes the snapshot of the state before the next step.
+void write_snapshot(planner_actor* self) {
+  auto& st = self->state;
+  auto started = clock_type::now();
+  auto saved = st.steps->save();
+
+  checkpoint::snapshot_record record;
+  record.step = saved.next_step;
+  record.settings = checkpoint::stream_settings(st.config);
+  record.topology = "ranks=" + std::to_string(st.config.ranks) +
+                    " rows_per_rank=" + std::to_string(st.config.rows_per_rank);
+  record.weights = saved.weights;
+  record.total_drawn = saved.total_drawn;
+  record.carried = saved.carried;
+  for (uint32_t source = 0; source < st.sources.size(); ++source) {
+    uint64_t needed = saved.next_unplanned[source];
+    for (const auto& p : saved.carried)
+      if (p.source == source)
+        needed = std::min(needed, p.sequence);
+    auto start = position_of(self, source, needed, saved.next_unplanned[source]);
+    checkpoint::source_cursor cursor;
+    cursor.name = source_name(self, source);
+    cursor.first_sequence = start.first_sequence;
+    cursor.epoch = start.epoch;
+    cursor.shard_position = start.shard_position;
+    cursor.record = start.record;
+    cursor.announce_from = saved.next_unplanned[source];
+    cursor.drawn = saved.drawn[source];
+    record.sources.push_back(cursor);
+  }
+  st.snapshot_bytes =
+      st.store->write_snapshot(record.step, checkpoint::encode_snapshot(record),
+                               st.config.checkpoint_keep);
+  st.snapshot_ms = std::chrono::duration<double, std::milli>(
+                       clock_type::now() - started)
+                       .count();
+  st.last_snapshot_step = static_cast<int64_t>(record.step);
+  st.log->info("step={} snapshot written to {}: {} bytes in {:.2f} ms",
+               record.step, st.store->directory(), st.snapshot_bytes,
+               st.snapshot_ms);
+}
+
+// Appends what `plan` drew, before anything sees the plan.
+checkpoint::step_delta delta_of(const std::vector<double>& before,
+                                const planner::step_plan& plan,
+                                const planner::mixture& after) {
+  checkpoint::step_delta delta;
+  delta.step = plan.step;
+  for (size_t i = 0; i < before.size(); ++i)
+    delta.drawn.push_back(after.drawn()[i] - before[i]);
+  delta.carried_pieces = static_cast<uint32_t>(plan.carried_pieces);
+  return delta;
 }
 
 // The usable node with the fewest assigned items, earliest join first.
@@ -440,6 +601,9 @@ void retire_node(planner_actor* self, const std::string& id,
     return;
   found->second.alive = false;
   st.failovers++;
+  // A node that only paused would otherwise go on serving work that has
+  // moved elsewhere; tell it to stop.
+  self->send(found->second.agent, leave_atom::value);
 
   std::string moved;
   for (uint32_t source = 0; source < st.sources.size(); ++source) {
@@ -584,6 +748,21 @@ std::string status_json(planner_actor* self) {
                   : 0.0);
   json.Key("failovers");
   json.Uint64(st.failovers);
+  json.Key("checkpoint");
+  json.StartObject();
+  json.Key("directory");
+  json.String(st.store ? st.store->directory().c_str() : "");
+  json.Key("last_snapshot_step");
+  json.Int64(st.last_snapshot_step);
+  json.Key("snapshot_bytes");
+  json.Uint64(st.snapshot_bytes);
+  json.Key("snapshot_ms");
+  json.Double(st.snapshot_ms);
+  json.Key("delta_bytes");
+  json.Uint64(st.delta_bytes);
+  json.Key("delta_ms_mean");
+  json.Double(st.deltas_written ? st.delta_ms_total / st.deltas_written : 0.0);
+  json.EndObject();
   json.Key("weight_changes");
   json.StartArray();
   for (const auto& change : st.weight_changes) {
@@ -661,19 +840,62 @@ caf::result<uint64_t> set_weights(
     return caf::make_error(caf::sec::invalid_argument,
                            "all weights would be zero; keep one positive");
 
-  st.steps->set_weights(weights);
-  st.weights = weights;
   uint64_t from_step = st.steps->next_step();
-  st.weight_changes.push_back({from_step, weights});
-  std::string text;
-  for (uint32_t s = 0; s < weights.size(); ++s)
-    text += " " + source_name(self, s) + "=" + std::to_string(weights[s]);
-  st.log->info("weights changed from step={}:{}", from_step, text);
+  if (st.store) {
+    // Recorded before it takes effect, so a resume replays it too.
+    checkpoint::delta_record record;
+    record.weights = checkpoint::weight_change{from_step, weights};
+    try {
+      st.store->append_delta(checkpoint::encode_delta(record));
+    } catch (const error& e) {
+      return caf::make_error(caf::sec::runtime_error,
+                             std::string("weights not changed: ") + e.what());
+    }
+  }
+  apply_weights(self, weights, from_step);
   plan_ahead(self);
   return from_step;
 }
 
 // ---- Behaviour -----------------------------------------------------------
+
+// Restores the snapshot in `plan` and arranges the replay to its resume
+// step: pools start where the snapshot says, plans before the resume step
+// are rebuilt but not sent, and every rank starts at the resume step.
+void restore_from(planner_actor* self, const checkpoint::restore_plan& plan) {
+  auto& st = self->state;
+  const auto& snapshot = plan.snapshot;
+  planner::planner_state saved;
+  saved.next_step = snapshot.step;
+  saved.weights = snapshot.weights;
+  saved.total_drawn = snapshot.total_drawn;
+  saved.carried = snapshot.carried;
+  for (const auto& cursor : snapshot.sources) {
+    saved.drawn.push_back(cursor.drawn);
+    saved.next_unplanned.push_back(cursor.announce_from);
+  }
+  st.steps->restore(saved);
+  st.weights = snapshot.weights;
+  for (uint32_t source = 0; source < snapshot.sources.size(); ++source) {
+    const auto& cursor = snapshot.sources[source];
+    st.restored_starts[source] =
+        stream_position{cursor.first_sequence, cursor.epoch,
+                        cursor.shard_position, cursor.record,
+                        cursor.announce_from};
+  }
+  st.pending_weights = plan.weight_changes;
+  st.logged_steps = plan.step_deltas;
+  st.replay_until = plan.resume_step;
+  st.last_snapshot_step = static_cast<int64_t>(snapshot.step);
+  for (auto& rank : st.ranks)
+    rank.served = static_cast<int64_t>(plan.resume_step) - 1;
+  st.released = static_cast<int64_t>(plan.resume_step) - 1;
+  st.log->info("restored {} (step {}); replaying to step {}{}",
+               plan.snapshot_path, snapshot.step, plan.resume_step,
+               plan.torn_tail ? "; the delta log ended in a partial record "
+                                "from a crash, which was ignored"
+                              : "");
+}
 
 caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
   auto& st = self->state;
@@ -685,8 +907,12 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
   st.ranks.resize(st.config.ranks);
   st.positions.resize(st.config.sources.size());
   st.log = get_logger("planner");
+  st.store = std::move(setup.store);
+  st.restored_starts.resize(st.config.sources.size());
   for (const auto& source : st.config.sources)
     st.weights.push_back(source.weight);
+  if (setup.restore)
+    restore_from(self, *setup.restore);
   st.log->info("planner started: {} sources, {} ranks x {} rows of {} tokens, "
                "mix_by {}, balancer {}, seed {}; waiting for {} loader and {} "
                "constructor nodes",
@@ -736,7 +962,7 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
       },
       [=](heartbeat_atom, const std::string& id) {
         auto found = self->state.nodes.find(id);
-        if (found != self->state.nodes.end())
+        if (found != self->state.nodes.end() && found->second.alive)
           found->second.last_seen = clock_type::now();
       },
       [=](tick_atom) {
@@ -759,6 +985,10 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
       [=](served_atom, uint32_t rank, uint64_t step) {
         auto& s = self->state;
         if (rank >= s.ranks.size())
+          return;
+        // Only the rank's current constructor counts; a replaced one that
+        // is still running must not move the window.
+        if (self->current_sender() != s.ranks[rank].constructor.address())
           return;
         auto& served = s.ranks[rank].served;
         served = std::max(served, static_cast<int64_t>(step));

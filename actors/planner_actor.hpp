@@ -8,6 +8,11 @@
 
 #include <caf/all.hpp>
 
+#include <memory>
+#include <optional>
+
+#include "checkpoint/restore.hpp"
+#include "checkpoint/store.hpp"
 #include "planner/config.hpp"
 
 namespace overlord::actors {
@@ -16,6 +21,11 @@ struct planner_setup {
   planner::job_config config;
   int32_t pad_id = 0;  // the tokenizer's EOS id, used for padding
   caf::actor supervisor;
+  // Where snapshots and deltas go; null when checkpoints are off.
+  std::shared_ptr<checkpoint::checkpoint_store> store;
+  // Set to resume a job: the planner restores the snapshot, replays to
+  // the resume step without sending those plans, and goes on from there.
+  std::optional<checkpoint::restore_plan> restore;
 };
 
 caf::actor spawn_planner(caf::actor_system& system, planner_setup setup);

@@ -111,6 +111,19 @@ struct held_payload {
   uint64_t last_step = 0;     // latest step a piece was fetched for
 };
 
+// A fetch for a document the pool has not read yet (right after it
+// started in place of a lost pool, or after a resume). It is answered as
+// soon as the document is read, instead of failing and being retried.
+struct deferred_fetch {
+  uint64_t step = 0;
+  uint64_t sequence = 0;
+  uint32_t offset = 0;
+  uint32_t length = 0;
+  caf::response_promise promise;  // a fetch through CAF
+  std::string client;             // or a fetch through the payload server
+  uint64_t id = 0;
+};
+
 struct pool_state {
   static inline const char* name = "source_pool";
 
@@ -136,7 +149,11 @@ struct pool_state {
   std::deque<planner::document_meta> unannounced;
   std::unordered_map<uint64_t, held_payload> payloads;
   int64_t released_step = -1;
+  // No plan refers to documents below this sequence any more, fetched or
+  // not (a resume replays steps without fetching them).
+  uint64_t sequence_floor = 0;
   std::pair<const int32_t*, const int32_t*> last_range;
+  std::vector<deferred_fetch> deferred;
 
   uint32_t waiting_count = 0;
   caf::response_promise waiting;
@@ -175,6 +192,7 @@ std::vector<planner::document_meta> take_announcements(pool_actor* self,
 }
 
 void dispatch(pool_actor* self);
+void answer_deferred(pool_actor* self);
 
 void release_finished(pool_actor* self) {
   auto& st = self->state;
@@ -242,6 +260,7 @@ void release_finished(pool_actor* self) {
     }
   }
 
+  answer_deferred(self);
   if (st.has_waiting && !st.unannounced.empty()) {
     st.has_waiting = false;
     st.waiting.deliver(take_announcements(self, st.waiting_count));
@@ -300,17 +319,26 @@ const std::pair<const int32_t*, const int32_t*>* piece_tokens(
     uint32_t length, std::string& problem) {
   auto& s = self->state;
   auto found = s.payloads.find(sequence);
-  if (found == s.payloads.end() ||
-      offset + length > found->second.tokens.size()) {
+  const uint64_t max_length =
+      static_cast<uint64_t>(s.setup->config.sequence_length);
+  // 64-bit sums, so a hostile offset near 2^32 cannot wrap around.
+  if (length == 0 || length > max_length || found == s.payloads.end() ||
+      static_cast<uint64_t>(offset) + length > found->second.tokens.size()) {
     problem = "source=" + s.setup->config.sources[s.setup->source].name +
               " holds no tokens " + std::to_string(offset) + "+" +
               std::to_string(length) + " of sequence " +
-              std::to_string(sequence) + " for step " + std::to_string(step);
+              std::to_string(sequence) + " for step " + std::to_string(step) +
+              (found == s.payloads.end()
+                   ? " (sequence not held; next sequence is " +
+                         std::to_string(s.next_sequence) + ")"
+                   : " (document has " +
+                         std::to_string(found->second.tokens.size()) +
+                         " tokens)");
     return nullptr;
   }
   auto& held = found->second;
-  const size_t end =
-      std::min<size_t>(offset + length + 1, held.tokens.size());
+  const size_t end = static_cast<size_t>(std::min<uint64_t>(
+      static_cast<uint64_t>(offset) + length + 1, held.tokens.size()));
   size_t piece = offset / static_cast<uint32_t>(s.setup->config.sequence_length);
   if (piece < held.fetched.size() && !held.fetched[piece]) {
     held.fetched[piece] = true;
@@ -321,14 +349,59 @@ const std::pair<const int32_t*, const int32_t*>* piece_tokens(
   return &s.last_range;
 }
 
+// Answers one fetch, now or (for a document not read yet) later.
+// Fetches waiting for documents not read yet; more than this means the
+// requests are not ours (a real plan never runs that far ahead).
+constexpr size_t max_deferred_fetches = 1 << 16;
+
+void answer_fetch(pool_actor* self, deferred_fetch fetch) {
+  auto& s = self->state;
+  if (fetch.sequence >= s.next_sequence && !s.failed &&
+      s.deferred.size() < max_deferred_fetches) {
+    s.deferred.push_back(std::move(fetch));
+    return;
+  }
+  std::string problem;
+  auto* tokens = piece_tokens(self, fetch.step, fetch.sequence, fetch.offset,
+                              fetch.length, problem);
+  if (!fetch.client.empty()) {
+    auto reply =
+        tokens == nullptr
+            ? transport::encode_payload_reply(
+                  fetch.id, static_cast<uint8_t>(errc::not_found), problem,
+                  nullptr, 0)
+            : transport::encode_payload_reply(
+                  fetch.id, 0, "", tokens->first,
+                  static_cast<size_t>(tokens->second - tokens->first));
+    s.setup->payload_server->send(fetch.client, std::move(reply));
+    return;
+  }
+  if (tokens == nullptr)
+    fetch.promise.deliver(caf::make_error(caf::sec::invalid_argument, problem));
+  else
+    fetch.promise.deliver(std::vector<int32_t>(tokens->first, tokens->second));
+}
+
+// Answers deferred fetches whose documents have been read since.
+void answer_deferred(pool_actor* self) {
+  auto& s = self->state;
+  if (s.deferred.empty())
+    return;
+  std::vector<deferred_fetch> waiting;
+  waiting.swap(s.deferred);
+  for (auto& fetch : waiting)
+    answer_fetch(self, std::move(fetch));
+}
+
 // Frees the tokens of documents whose every piece was fetched for steps
 // that all ranks have moved past.
 void free_released(pool_actor* self) {
   auto& st = self->state;
   for (auto it = st.payloads.begin(); it != st.payloads.end();) {
     const auto& held = it->second;
-    if (held.unfetched == 0 &&
-        static_cast<int64_t>(held.last_step) <= st.released_step)
+    bool done = held.unfetched == 0 &&
+                static_cast<int64_t>(held.last_step) <= st.released_step;
+    if (done || it->first < st.sequence_floor)
       it = st.payloads.erase(it);
     else
       ++it;
@@ -382,37 +455,28 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
       },
       [=](fetch_atom, uint64_t step, uint64_t sequence, uint32_t offset,
           uint32_t length) -> caf::result<std::vector<int32_t>> {
-        std::string problem;
-        auto* tokens = piece_tokens(self, step, sequence, offset, length,
-                                    problem);
-        if (tokens == nullptr)
-          return caf::make_error(caf::sec::invalid_argument, problem);
-        return std::vector<int32_t>(tokens->first, tokens->second);
+        deferred_fetch fetch{step, sequence, offset, length,
+                             self->make_response_promise(), "", 0};
+        auto promise = fetch.promise;
+        answer_fetch(self, std::move(fetch));
+        return promise;
       },
       [=](serve_atom, const std::string& client, uint64_t id, uint64_t step,
           uint64_t sequence, uint32_t offset, uint32_t length) {
         // A remote constructor's fetch, arriving through the node's payload
         // server; the reply goes straight back over ZeroMQ.
-        auto& s = self->state;
-        std::string problem;
-        auto* tokens = piece_tokens(self, step, sequence, offset, length,
-                                    problem);
-        if (tokens == nullptr) {
-          s.setup->payload_server->send(
-              client, transport::encode_payload_reply(
-                          id, static_cast<uint8_t>(errc::not_found), problem,
-                          nullptr, 0));
-          return;
-        }
-        s.setup->payload_server->send(
-            client, transport::encode_payload_reply(
-                        id, 0, "", tokens->first,
-                        static_cast<size_t>(tokens->second - tokens->first)));
+        answer_fetch(self, deferred_fetch{step, sequence, offset, length, {},
+                                          client, id});
       },
-      [=](release_atom, uint64_t step) {
+      [=](release_atom, uint64_t step, uint64_t sequence_floor) {
         auto& s = self->state;
-        if (static_cast<int64_t>(step) > s.released_step) {
-          s.released_step = static_cast<int64_t>(step);
+        if (static_cast<int64_t>(step) > s.released_step ||
+            sequence_floor > s.sequence_floor) {
+          s.released_step = std::max(s.released_step, static_cast<int64_t>(step));
+          s.sequence_floor = std::max(s.sequence_floor, sequence_floor);
+          s.log->debug("source={} release step={} floor={}",
+                       s.setup->config.sources[s.setup->source].name, step,
+                       sequence_floor);
           free_released(self);
         }
       },

@@ -23,6 +23,7 @@ const std::set<std::string> top_level_keys = {
     "seed",         "sequence_length",  "rows_per_rank",      "ranks",
     "global_rows",  "topology",         "cost_model",         "balancer",
     "planner_port", "loader_nodes",     "constructor_nodes",  "node_timeout_ms",
+    "checkpoint_dir", "checkpoint_every", "checkpoint_keep",
     "bind",         "base_port",        "on_bad_input",       "mix_by",
     "tokenizer",    "plan_ahead",       "buffer_documents",   "max_document_bytes",
     "log_level",    "sources",
@@ -72,7 +73,7 @@ class checker {
       return node.as<T>();
     } catch (const YAML::Exception&) {
       fail(node, key, std::string("expected ") + type_name + ", got '" +
-                          node.Scalar() + "'; write a " + type_name);
+                          node.Scalar() + "'; write a value of type " + type_name);
     }
   }
 
@@ -434,6 +435,15 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
   if (root["max_document_bytes"])
     config.max_document_bytes = check.integer(
         root["max_document_bytes"], "max_document_bytes", 1, 1 << 30);
+  if (root["checkpoint_dir"])
+    config.checkpoint_dir = check.resolve(check.scalar<std::string>(
+        root["checkpoint_dir"], "checkpoint_dir", "string"));
+  if (root["checkpoint_every"])
+    config.checkpoint_every = check.integer(root["checkpoint_every"],
+                                            "checkpoint_every", 1, 1 << 24);
+  if (root["checkpoint_keep"])
+    config.checkpoint_keep = check.integer(root["checkpoint_keep"],
+                                           "checkpoint_keep", 1, 1 << 20);
   if (root["log_level"])
     config.log_level = check.choice(root["log_level"], "log_level",
                                     {"trace", "debug", "info", "warn", "error"});

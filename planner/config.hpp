@@ -78,6 +78,13 @@ struct job_config {
   // Documents larger than this many bytes are bad input.
   int64_t max_document_bytes = 64 << 20;
   std::string log_level = "info";
+  // Where the planner writes snapshots and deltas; empty turns them off.
+  std::string checkpoint_dir;
+  // A full snapshot every this many steps; a delta every step.
+  int checkpoint_every = 100;
+  // Snapshots kept; a trainer can resume from a step at or after the
+  // oldest one kept.
+  int checkpoint_keep = 20;
   std::vector<source_config> sources;
 
   int global_rows() const { return rows_per_rank * ranks; }

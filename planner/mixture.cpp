@@ -1,5 +1,7 @@
 #include "planner/mixture.hpp"
 
+#include <string>
+
 #include "common/error.hpp"
 #include "planner/rng.hpp"
 
@@ -47,6 +49,16 @@ uint32_t mixture::pick(uint64_t step, uint64_t pick_index) const {
     }
   }
   return best;
+}
+
+void mixture::restore(const std::vector<double>& drawn, double total) {
+  if (drawn.size() != drawn_.size())
+    throw error(errc::invalid_input, "mixture: saved state has " +
+                                         std::to_string(drawn.size()) +
+                                         " sources, the job has " +
+                                         std::to_string(drawn_.size()));
+  drawn_ = drawn;
+  total_ = total;
 }
 
 void mixture::record(uint32_t source, double amount) {

@@ -28,6 +28,9 @@ class mixture {
   // mixture converges to the new shares.
   void set_weights(const std::vector<double>& weights);
 
+  // Sets the drawn amounts, as saved by drawn() and total().
+  void restore(const std::vector<double>& drawn, double total);
+
   const std::vector<double>& shares() const { return shares_; }
   const std::vector<double>& drawn() const { return drawn_; }
   double total() const { return total_; }

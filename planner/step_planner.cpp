@@ -21,7 +21,8 @@ std::vector<double> weights_of(const job_config& config) {
 
 step_planner::step_planner(const job_config& config)
     : config_(config),
-      mixture_(weights_of(config), config.seed),
+      weights_(weights_of(config)),
+      mixture_(weights_, config.seed),
       queues_(config.sources.size()),
       next_sequence_(config.sources.size(), 0) {}
 
@@ -109,6 +110,36 @@ uint64_t step_planner::oldest_held_sequence(uint32_t source) const {
 
 void step_planner::set_weights(const std::vector<double>& weights) {
   mixture_.set_weights(weights);
+  weights_ = weights;
+}
+
+planner_state step_planner::save() const {
+  planner_state state;
+  state.next_step = next_step_;
+  state.weights = weights_;
+  state.drawn = mixture_.drawn();
+  state.total_drawn = mixture_.total();
+  state.carried = carried_;
+  for (size_t source = 0; source < queues_.size(); ++source)
+    state.next_unplanned.push_back(queues_[source].empty()
+                                       ? next_sequence_[source]
+                                       : queues_[source].front().sequence);
+  return state;
+}
+
+void step_planner::restore(const planner_state& state) {
+  if (state.next_unplanned.size() != queues_.size())
+    throw error(errc::invalid_input,
+                "saved planner state has " +
+                    std::to_string(state.next_unplanned.size()) +
+                    " sources, the job has " + std::to_string(queues_.size()));
+  set_weights(state.weights);
+  mixture_.restore(state.drawn, state.total_drawn);
+  carried_ = state.carried;
+  next_step_ = state.next_step;
+  next_sequence_ = state.next_unplanned;
+  for (auto& queue : queues_)
+    queue.clear();
 }
 
 void split_across_ranks(const job_config& config, step_plan& plan) {

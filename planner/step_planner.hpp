@@ -15,6 +15,19 @@
 
 namespace overlord::planner {
 
+// The step planner's state between two steps, for checkpoints. Queued
+// documents are not part of it: their pools announce them again, from
+// `next_unplanned`.
+struct planner_state {
+  uint64_t next_step = 0;
+  std::vector<double> weights;  // as configured or last set, not normalised
+  std::vector<double> drawn;
+  double total_drawn = 0;
+  std::vector<piece> carried;
+  // Per source, the first document not drawn yet.
+  std::vector<uint64_t> next_unplanned;
+};
+
 class step_planner {
  public:
   explicit step_planner(const job_config& config);
@@ -52,8 +65,16 @@ class step_planner {
   // Changes the mixture weights for every step planned from now on.
   void set_weights(const std::vector<double>& weights);
 
+  // Returns the state between the last planned step and the next.
+  planner_state save() const;
+
+  // Replaces the state with `state`; queues are emptied and expect the
+  // pools to announce again from state.next_unplanned.
+  void restore(const planner_state& state);
+
  private:
   job_config config_;
+  std::vector<double> weights_;
   mixture mixture_;
   std::vector<std::deque<document_meta>> queues_;
   std::vector<uint64_t> next_sequence_;

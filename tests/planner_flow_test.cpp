@@ -27,6 +27,7 @@ struct recorder {
   std::vector<uint32_t> rank_starts;
   std::map<uint32_t, std::vector<uint64_t>> plans;  // rank -> steps
   std::map<uint32_t, std::vector<uint64_t>> releases;  // source -> steps
+  std::map<uint32_t, caf::actor> constructors;         // rank -> actor
   int joined = 0;
 };
 
@@ -50,16 +51,25 @@ caf::behavior fake_pool(caf::event_based_actor* self, uint32_t source,
         }
         return docs;
       },
-      [=](release_atom, uint64_t step) { rec->releases[source].push_back(step); },
+      [=](release_atom, uint64_t step, uint64_t) {
+        rec->releases[source].push_back(step);
+      },
       [=](stats_atom) { return counters{}; },
   };
 }
 
-caf::behavior fake_constructor(caf::event_based_actor*, uint32_t rank,
+// Records plans, and reports a served step to the planner when the test
+// says so (the planner accepts served steps only from the rank's
+// constructor).
+caf::behavior fake_constructor(caf::event_based_actor* self, uint32_t rank,
+                               caf::actor planner,
                                std::shared_ptr<recorder> rec) {
   return {
       [=](plan_atom, const planner::rank_plan& plan) {
         rec->plans[rank].push_back(plan.step);
+      },
+      [=](served_atom, uint64_t step) {
+        self->send(planner, served_atom::value, rank, step);
       },
       [=](pool_update_atom, uint32_t, caf::actor, const std::string&,
           const std::string&) {},
@@ -81,10 +91,13 @@ caf::behavior fake_node(caf::event_based_actor* self, caf::actor planner,
           std::vector<std::string>, std::vector<std::string>,
           int32_t) -> caf::result<caf::actor, std::string> {
         rec->rank_starts.push_back(rank);
-        return {self->spawn<caf::linked>(fake_constructor, rank, rec),
-                "tcp://test:" + std::to_string(rank)};
+        auto constructor =
+            self->spawn<caf::linked>(fake_constructor, rank, planner, rec);
+        rec->constructors[rank] = constructor;
+        return {constructor, "tcp://test:" + std::to_string(rank)};
       },
       [=](heartbeat_atom) {},
+      [=](leave_atom) {},
   };
 }
 
@@ -139,7 +152,7 @@ struct flow_fixture {
   }
 
   void served(uint32_t rank, uint64_t step) {
-    caf::anon_send(planner, served_atom::value, rank, step);
+    caf::anon_send(rec->constructors.at(rank), served_atom::value, step);
     scheduler->run();
   }
 };
@@ -217,4 +230,16 @@ TEST_CASE("planner rejects duplicate node ids", "[planner_flow]") {
   f.join("loader-1", "loader");
   f.join("loader-1", "loader");
   CHECK(f.rec->joined == 1);
+}
+
+TEST_CASE("planner ignores served from strangers", "[planner_flow]") {
+  flow_fixture f;
+  f.join("loader-1", "loader");
+  f.join("constructor-1", "constructor");
+  // Not the rank's constructor: the window must not move.
+  caf::anon_send(f.planner, served_atom::value, uint32_t{0}, uint64_t{5});
+  caf::anon_send(f.planner, served_atom::value, uint32_t{1}, uint64_t{5});
+  f.scheduler->run();
+  CHECK(f.rec->plans[0] == std::vector<uint64_t>{0, 1, 2});
+  CHECK(f.rec->releases.empty());
 }

@@ -2,6 +2,8 @@
 // test and one-line file writers.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>

@@ -49,6 +49,10 @@ struct options {
 };
 
 uint64_t parse_number(const std::string& flag, const std::string& text) {
+  if (text.empty() || text[0] == '-' || text[0] == '+')
+    throw overlord::error(overlord::errc::invalid_config,
+                          flag + " expects a non-negative integer, got '" +
+                              text + "'");
   try {
     size_t used = 0;
     auto value = std::stoull(text, &used);
@@ -59,6 +63,19 @@ uint64_t parse_number(const std::string& flag, const std::string& text) {
   throw overlord::error(overlord::errc::invalid_config,
                         flag + " expects a non-negative integer, got '" + text +
                             "'");
+}
+
+double parse_seconds(const std::string& flag, const std::string& text) {
+  try {
+    size_t used = 0;
+    double value = std::stod(text, &used);
+    if (used == text.size() && value > 0)
+      return value;
+  } catch (const std::exception&) {
+  }
+  throw overlord::error(overlord::errc::invalid_config,
+                        flag + " expects a positive number of seconds, got '" +
+                            text + "'");
 }
 
 options parse_arguments(int argc, char** argv) {
@@ -89,9 +106,8 @@ options parse_arguments(int argc, char** argv) {
       out.steps = parse_number(flag, value());
       have_steps = true;
     } else if (flag == "--timeout") {
-      double seconds = std::stod(value());
       out.client.timeout = std::chrono::milliseconds(
-          static_cast<int64_t>(seconds * 1000));
+          static_cast<int64_t>(parse_seconds(flag, value()) * 1000));
     } else if (flag == "--prefetch") {
       out.client.prefetch = static_cast<uint32_t>(parse_number(flag, value()));
     } else if (flag == "--first-step") {

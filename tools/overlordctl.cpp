@@ -34,6 +34,18 @@ constexpr const char* usage =
 using overlord::errc;
 using overlord::error;
 
+double parse_positive(const std::string& flag, const std::string& text) {
+  try {
+    size_t used = 0;
+    double value = std::stod(text, &used);
+    if (used == text.size() && value > 0)
+      return value;
+  } catch (const std::exception&) {
+  }
+  throw error(errc::invalid_config,
+              flag + " expects a positive number, got '" + text + "'");
+}
+
 double number_or(const rapidjson::Value& object, const char* key,
                  double fallback = 0) {
   if (object.IsObject() && object.HasMember(key) && object[key].IsNumber())
@@ -148,7 +160,7 @@ int run(int argc, char** argv) {
       planner = argv[++i];
     } else if (arg == "--timeout" && i + 1 < argc) {
       timeout = std::chrono::milliseconds(
-          static_cast<int64_t>(std::stod(argv[++i]) * 1000));
+          static_cast<int64_t>(parse_positive("--timeout", argv[++i]) * 1000));
     } else if (arg == "--help" || arg == "-h") {
       std::cout << usage;
       return 0;
@@ -177,9 +189,9 @@ int run(int argc, char** argv) {
     long iterations = -1;
     for (size_t i = 0; i < args.size(); ++i) {
       if (args[i] == "--interval" && i + 1 < args.size())
-        interval = std::stod(args[++i]);
+        interval = parse_positive("--interval", args[++i]);
       else if (args[i] == "--iterations" && i + 1 < args.size())
-        iterations = std::stol(args[++i]);
+        iterations = static_cast<long>(parse_positive("--iterations", args[++i]));
       else
         throw error(errc::invalid_config, "top takes --interval and --iterations");
     }

@@ -1,0 +1,136 @@
+#include "checkpoint/records.hpp"
+
+#include "checkpoint/checkpoint_generated.h"
+#include "common/error.hpp"
+
+namespace overlord::checkpoint {
+
+namespace fb = flatbuffers;
+
+std::string encode_snapshot(const snapshot_record& record) {
+  fb::FlatBufferBuilder builder(1024);
+  std::vector<fb::Offset<wire::StreamSetting>> settings;
+  for (const auto& [key, value] : record.settings)
+    settings.push_back(wire::CreateStreamSettingDirect(builder, key.c_str(),
+                                                       value.c_str()));
+  std::vector<fb::Offset<wire::SourceCursor>> sources;
+  for (const auto& s : record.sources)
+    sources.push_back(wire::CreateSourceCursorDirect(
+        builder, s.name.c_str(), s.first_sequence, s.epoch, s.shard_position,
+        s.record, s.announce_from, s.drawn));
+  std::vector<fb::Offset<wire::CarriedPiece>> carried;
+  for (const auto& p : record.carried)
+    carried.push_back(wire::CreateCarriedPieceDirect(
+        builder, p.source, p.sequence, p.epoch, p.key.c_str(), p.offset,
+        p.length, p.document_tokens));
+  auto root = wire::CreateSnapshotDirect(
+      builder, snapshot_format_version, record.step, &settings,
+      record.topology.c_str(), &record.weights, record.total_drawn, &sources,
+      &carried);
+  builder.Finish(root);
+  return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()),
+                     builder.GetSize());
+}
+
+snapshot_record decode_snapshot(const std::string& bytes,
+                                const std::string& origin) {
+  fb::Verifier verifier(reinterpret_cast<const uint8_t*>(bytes.data()),
+                        bytes.size());
+  if (!verifier.VerifyBuffer<wire::Snapshot>(nullptr))
+    throw error(errc::invalid_input,
+                origin + ": not a valid snapshot record; the file is damaged");
+  auto* root = fb::GetRoot<wire::Snapshot>(bytes.data());
+  if (root->format_version() != snapshot_format_version)
+    throw error(errc::invalid_input,
+                origin + ": snapshot format version " +
+                    std::to_string(root->format_version()) +
+                    " is not supported (this build reads version " +
+                    std::to_string(snapshot_format_version) + ")");
+  snapshot_record record;
+  record.step = root->step();
+  if (root->settings())
+    for (const auto* setting : *root->settings())
+      record.settings.emplace_back(
+          setting->key() ? setting->key()->str() : "",
+          setting->value() ? setting->value()->str() : "");
+  if (root->topology())
+    record.topology = root->topology()->str();
+  if (root->weights())
+    record.weights.assign(root->weights()->begin(), root->weights()->end());
+  record.total_drawn = root->total_drawn();
+  if (root->sources())
+    for (const auto* s : *root->sources()) {
+      source_cursor cursor;
+      cursor.name = s->name() ? s->name()->str() : "";
+      cursor.first_sequence = s->first_sequence();
+      cursor.epoch = s->epoch();
+      cursor.shard_position = s->shard_position();
+      cursor.record = s->record();
+      cursor.announce_from = s->announce_from();
+      cursor.drawn = s->drawn();
+      record.sources.push_back(std::move(cursor));
+    }
+  if (root->carried())
+    for (const auto* c : *root->carried()) {
+      planner::piece p;
+      p.source = c->source();
+      p.sequence = c->sequence();
+      p.epoch = c->epoch();
+      p.key = c->key() ? c->key()->str() : "";
+      p.offset = c->offset();
+      p.length = c->length();
+      p.document_tokens = c->document_tokens();
+      record.carried.push_back(std::move(p));
+    }
+  return record;
+}
+
+std::string encode_delta(const delta_record& record) {
+  fb::FlatBufferBuilder builder(128);
+  fb::Offset<wire::Delta> root;
+  if (record.step) {
+    auto body = wire::CreateStepDeltaDirect(builder, record.step->step,
+                                            &record.step->drawn,
+                                            record.step->carried_pieces);
+    root = wire::CreateDelta(builder, wire::DeltaBody::StepDelta, body.Union());
+  } else {
+    const auto& change = *record.weights;
+    auto body = wire::CreateWeightChangeDirect(builder, change.from_step,
+                                               &change.weights);
+    root =
+        wire::CreateDelta(builder, wire::DeltaBody::WeightChange, body.Union());
+  }
+  builder.Finish(root);
+  return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()),
+                     builder.GetSize());
+}
+
+delta_record decode_delta(const std::string& bytes, const std::string& origin) {
+  fb::Verifier verifier(reinterpret_cast<const uint8_t*>(bytes.data()),
+                        bytes.size());
+  if (!verifier.VerifyBuffer<wire::Delta>(nullptr))
+    throw error(errc::invalid_input,
+                origin + ": not a valid delta record; the log is damaged");
+  auto* root = fb::GetRoot<wire::Delta>(bytes.data());
+  delta_record record;
+  if (auto* step = root->body_as_StepDelta()) {
+    step_delta delta;
+    delta.step = step->step();
+    if (step->drawn())
+      delta.drawn.assign(step->drawn()->begin(), step->drawn()->end());
+    delta.carried_pieces = step->carried_pieces();
+    record.step = std::move(delta);
+  } else if (auto* change = root->body_as_WeightChange()) {
+    weight_change weights;
+    weights.from_step = change->from_step();
+    if (change->weights())
+      weights.weights.assign(change->weights()->begin(),
+                             change->weights()->end());
+    record.weights = std::move(weights);
+  } else {
+    throw error(errc::invalid_input, origin + ": delta record of unknown kind");
+  }
+  return record;
+}
+
+}  // namespace overlord::checkpoint

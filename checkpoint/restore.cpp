@@ -1,0 +1,84 @@
+#include "checkpoint/restore.hpp"
+
+#include <filesystem>
+
+#include "common/error.hpp"
+#include "planner/rng.hpp"
+
+namespace overlord::checkpoint {
+
+std::vector<std::pair<std::string, std::string>> stream_settings(
+    const planner::job_config& config) {
+  std::vector<std::pair<std::string, std::string>> out = {
+      {"seed", std::to_string(config.seed)},
+      {"sequence_length", std::to_string(config.sequence_length)},
+      {"global_rows", std::to_string(config.global_rows())},
+      {"mix_by", planner::to_string(config.mix_by)},
+      {"on_bad_input", planner::to_string(config.on_bad_input)},
+      {"max_document_bytes", std::to_string(config.max_document_bytes)},
+      {"sources", std::to_string(config.sources.size())},
+  };
+  for (size_t i = 0; i < config.sources.size(); ++i) {
+    const auto& source = config.sources[i];
+    auto prefix = "sources[" + std::to_string(i) + "].";
+    out.emplace_back(prefix + "name", source.name);
+    out.emplace_back(prefix + "format", planner::to_string(source.format));
+    out.emplace_back(prefix + "text_field", source.text_field);
+    // Shards by file name, so moving the data folder keeps the stream.
+    uint64_t hash = planner::stable_hash("");
+    for (const auto& shard : source.shards)
+      hash = planner::mix64(hash ^ planner::stable_hash(
+                                       std::filesystem::path(shard).filename().string()));
+    out.emplace_back(prefix + "shards", std::to_string(source.shards.size()) +
+                                            " files, name hash " +
+                                            std::to_string(hash));
+  }
+  return out;
+}
+
+restore_plan prepare_restore(const checkpoint_store& store,
+                             const planner::job_config& config,
+                             uint64_t resume_step) {
+  auto loaded = store.load_snapshot(resume_step);
+  if (!loaded)
+    throw error(errc::invalid_config,
+                "checkpoint " + store.directory() +
+                    " has no snapshot at or before step " +
+                    std::to_string(resume_step) +
+                    "; resume from a later step or start a new job");
+
+  restore_plan plan;
+  plan.snapshot = decode_snapshot(loaded->payload, loaded->path);
+  plan.snapshot_path = loaded->path;
+  plan.resume_step = resume_step;
+
+  auto current = stream_settings(config);
+  const auto& saved = plan.snapshot.settings;
+  for (size_t i = 0; i < std::max(current.size(), saved.size()); ++i) {
+    auto key = i < current.size() ? current[i].first : saved[i].first;
+    auto now = i < current.size() ? current[i].second : std::string("(none)");
+    auto then = i < saved.size() ? saved[i].second : std::string("(none)");
+    if (i < saved.size() && i < current.size() && saved[i].first != key)
+      then = saved[i].first + "=" + then;
+    if (now != then)
+      throw error(errc::invalid_config,
+                  "cannot resume from " + loaded->path + ": " + key +
+                      " was " + then + " when the checkpoint was written and "
+                      "is " + now +
+                      " now; resume with the same value or start a new "
+                      "checkpoint directory");
+  }
+
+  auto deltas = store.load_deltas();
+  plan.torn_tail = deltas.torn_tail;
+  for (const auto& payload : deltas.payloads) {
+    auto delta = decode_delta(payload, store.directory() + "/deltas.log");
+    if (delta.weights && delta.weights->from_step >= plan.snapshot.step)
+      plan.weight_changes[delta.weights->from_step] = delta.weights->weights;
+    if (delta.step && delta.step->step >= plan.snapshot.step)
+      plan.step_deltas.emplace(delta.step->step, *delta.step);
+  }
+  return plan;
+}
+
+}  // namespace overlord::checkpoint

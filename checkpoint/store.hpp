@@ -1,0 +1,65 @@
+// The checkpoint directory: snapshot files and one append-only delta log.
+// Every record is framed with a magic number, its length and a CRC-32,
+// so a torn or corrupt record is detected and reported with its path.
+// Snapshots are written to a temporary file, synced and renamed, so a
+// crash mid-write leaves the previous snapshot intact. Owned by the
+// planner actor; not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace overlord::checkpoint {
+
+struct loaded_snapshot {
+  uint64_t step = 0;
+  std::string path;
+  std::string payload;
+};
+
+struct loaded_deltas {
+  std::vector<std::string> payloads;
+  // True when the log ends in a partial record (a crash mid-append); the
+  // partial record is ignored.
+  bool torn_tail = false;
+};
+
+class checkpoint_store {
+ public:
+  // Opens (creating if needed) the directory `dir`. Throws
+  // overlord::error(io_error) when it cannot be created or written.
+  explicit checkpoint_store(std::string dir);
+  ~checkpoint_store();
+
+  checkpoint_store(const checkpoint_store&) = delete;
+  checkpoint_store& operator=(const checkpoint_store&) = delete;
+
+  // Writes the snapshot of the state before `step` and returns the bytes
+  // written, frame included. Keeps the newest `keep` snapshots.
+  uint64_t write_snapshot(uint64_t step, const std::string& payload,
+                          int keep = 3);
+
+  // Appends one delta record and syncs it to disk before returning.
+  uint64_t append_delta(const std::string& payload);
+
+  // The newest snapshot for a step <= `at_most`, or nothing. Throws
+  // overlord::error(invalid_input) naming the file when it is damaged.
+  std::optional<loaded_snapshot> load_snapshot(uint64_t at_most) const;
+
+  // Every delta record in log order. Throws overlord::error(invalid_input)
+  // naming the log when a record before the last one is damaged.
+  loaded_deltas load_deltas() const;
+
+  const std::string& directory() const { return dir_; }
+
+ private:
+  std::string dir_;
+  int delta_fd_ = -1;
+};
+
+// Frames `payload` as magic, length, CRC-32 and payload.
+std::string frame_record(const std::string& payload);
+
+}  // namespace overlord::checkpoint
