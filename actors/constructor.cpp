@@ -22,6 +22,9 @@ constexpr auto fetch_timeout = std::chrono::seconds(10);
 
 // Trainer requests are a few dozen bytes.
 constexpr int64_t max_request_bytes = 4096;
+// Requests for steps not built yet that one constructor keeps; beyond
+// that, clients are rejected rather than remembered without bound.
+constexpr size_t max_waiting_requests = 4096;
 
 // A fetch sent to a loader node's payload server, by request id.
 struct remote_fetch {
@@ -65,6 +68,9 @@ struct constructor_state {
   int64_t served = -1;
   uint64_t batches_served = 0;
   uint64_t fetch_retries = 0;
+  size_t waiting_count = 0;
+  std::chrono::steady_clock::time_point last_retry_log;
+  uint64_t retries_since_log = 0;
   std::set<std::string> connected;  // loader nodes reached directly
 
   ~constructor_state() {
@@ -164,6 +170,7 @@ void finish_build(constructor_actor* self, uint64_t step) {
       continue;
     auto list = std::move(clients->second);
     st.waiting.erase(clients);
+    st.waiting_count -= list.size();
     for (const auto& client : list)
       deliver(self, step, cp_rank, client);
   }
@@ -208,10 +215,17 @@ void retry_later(constructor_actor* self, uint64_t step, size_t index,
                  uint32_t source, uint64_t sequence, const std::string& reason) {
   auto& s = self->state;
   s.fetch_retries++;
-  s.log->warn("rank={} step={} fetch of source={} sequence={} failed: {}; "
-              "retrying",
-              s.setup->rank, step, s.setup->config.sources[source].name,
-              sequence, reason);
+  // A lost pool fails every open fetch at once: log one line a second.
+  auto now = std::chrono::steady_clock::now();
+  s.retries_since_log++;
+  if (now - s.last_retry_log >= std::chrono::seconds(1)) {
+    s.log->warn("rank={} step={} fetch of source={} sequence={} failed: {}; "
+                "retrying ({} failed fetches since the last report)",
+                s.setup->rank, step, s.setup->config.sources[source].name,
+                sequence, reason, s.retries_since_log);
+    s.last_retry_log = now;
+    s.retries_since_log = 0;
+  }
   // Ask again after a pause; a pool update may arrive meanwhile.
   self->delayed_send(self, std::chrono::seconds(1), fetch_atom::value, step,
                      static_cast<uint64_t>(index));
@@ -421,7 +435,16 @@ caf::behavior constructor_behavior(
                          std::to_string(s.served + 1));
           return;
         }
+        if (s.waiting_count >= max_waiting_requests) {
+          send_error(self, client, errc::unavailable,
+                     "rank " + std::to_string(rank) + " already holds " +
+                         std::to_string(max_waiting_requests) +
+                         " requests for steps not built yet; lower the "
+                         "clients' prefetch");
+          return;
+        }
         s.waiting[{step, cp_rank}].push_back(client);
+        s.waiting_count++;
       },
       [=](stats_atom) {
         auto& s = self->state;

@@ -218,6 +218,16 @@ int run(const options& opts) {
   std::optional<checkpoint::restore_plan> restore;
   if (opts.role == "all" || opts.role == "planner") {
     config = planner::load_config(opts.config_path, opts.overrides);
+    if (opts.role == "planner" && config->planner_port == 0)
+      throw error(errc::invalid_config,
+                  "--role planner needs planner_port in the config (or --set "
+                  "planner_port=PORT) so that nodes can join");
+    if (opts.role == "all" && config->planner_port == 0 &&
+        (config->loader_nodes > 1 || config->constructor_nodes > 1))
+      throw error(errc::invalid_config,
+                  "loader_nodes or constructor_nodes above 1 need other "
+                  "nodes to join, but planner_port is 0; set planner_port or "
+                  "use 1");
     set_log_level(opts.log_level.empty() ? config->log_level : opts.log_level);
     pad_id = sources::gpt2_tokenizer::load(config->tokenizer)->eos_id();
     if (!opts.resume_dir.empty())

@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -219,7 +220,10 @@ source_config parse_source(const YAML::Node& node, size_t index,
   source.name = check.scalar<std::string>(node["name"], where + ".name",
                                           "string");
   if (source.name.empty() ||
-      source.name.find_first_of(". =/") != std::string::npos)
+      !std::all_of(source.name.begin(), source.name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' ||
+               c == '_';
+      }))
     check.fail(node["name"], where + ".name",
                "invalid name '" + source.name +
                    "'; use letters, digits, '-' or '_'");
@@ -460,6 +464,23 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
                  std::string("file ") + config.tokenizer + "/" + file +
                      " not found; point tokenizer at the GPT-2 files "
                      "(scripts/fetch-demo-data fetches them)");
+
+  // A batch travels as one FlatBuffers message, which must stay below
+  // 2 GiB; each position takes about 13 bytes (token, label, position id,
+  // loss mask).
+  const uint64_t batch_bytes = static_cast<uint64_t>(config.rows_per_rank) *
+                               static_cast<uint64_t>(config.sequence_length) * 13;
+  if (batch_bytes > (uint64_t{1} << 30))
+    check.fail(root["sequence_length"] ? root["sequence_length"] : root,
+               "sequence_length",
+               "rows_per_rank * sequence_length makes batches of about " +
+                   std::to_string(batch_bytes >> 20) +
+                   " MiB; keep them under 1024 MiB with fewer or shorter rows");
+  if (config.planner_port != 0 && config.planner_port >= config.base_port &&
+      config.planner_port < config.base_port + config.ranks)
+    check.fail(root["planner_port"], "planner_port",
+               "port " + std::to_string(config.planner_port) +
+                   " is also a rank's port (base_port + rank); choose another");
 
   if (root["cost_model"])
     parse_cost_model(root["cost_model"], check, config);

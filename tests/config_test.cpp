@@ -275,3 +275,20 @@ TEST_CASE("config cost model and balancer", "[config]") {
   message = f.error_of(replace(body, "balancer: kk", "balancer: greedy"));
   CHECK_THAT(message, Catch::Contains("use best or lpt or kk or tokens or consecutive"));
 }
+
+TEST_CASE("config rejects unsafe shapes and names", "[config]") {
+  config_fixture f;
+  auto message = f.error_of(replace(config_fixture::valid_body(), "name: books",
+                                    "name: go:od"));
+  CHECK_THAT(message, Catch::Contains("invalid name 'go:od'"));
+
+  message = f.error_of(config_fixture::valid_body() +
+                       "base_port: 6000\nplanner_port: 6001\n");
+  CHECK_THAT(message, Catch::Contains("planner_port"));
+  CHECK_THAT(message, Catch::Contains("also a rank's port"));
+
+  message = f.error_of(replace(config_fixture::valid_body(),
+                               "sequence_length: 128\nrows_per_rank: 2",
+                               "sequence_length: 16777216\nrows_per_rank: 64"));
+  CHECK_THAT(message, Catch::Contains("under 1024 MiB"));
+}
