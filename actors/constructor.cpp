@@ -65,6 +65,9 @@ struct constructor_state {
   std::vector<int64_t> served_by_cp;
   std::vector<std::set<uint64_t>> delivered_ahead;
   bool received_plan = false;
+  // Standby: plans kept, nothing built, until promoted or asked.
+  bool standby = false;
+  std::map<uint64_t, planner::rank_plan> standby_plans;
   int64_t served = -1;
   uint64_t batches_served = 0;
   uint64_t fetch_retries = 0;
@@ -298,8 +301,27 @@ void start_build(constructor_actor* self, planner::rank_plan plan) {
 
 std::string endpoint_of(const constructor_setup& setup) {
   auto bind = setup.bind.empty() ? setup.config.bind : setup.bind;
-  return "tcp://" + bind + ":" +
-         std::to_string(setup.config.base_port + setup.rank);
+  int port = setup.config.base_port + static_cast<int>(setup.rank);
+  if (setup.shadow)
+    port += setup.config.ranks;
+  return "tcp://" + bind + ":" + std::to_string(port);
+}
+
+// Leaves standby: builds every kept plan, oldest first.
+void activate(constructor_actor* self, const char* reason) {
+  auto& st = self->state;
+  if (!st.standby)
+    return;
+  st.standby = false;
+  st.log->info("rank={} shadow takes over ({}) from step {}", st.setup->rank,
+               reason,
+               st.standby_plans.empty() ? st.served + 1
+                                        : static_cast<int64_t>(
+                                              st.standby_plans.begin()->first));
+  auto plans = std::move(st.standby_plans);
+  st.standby_plans.clear();
+  for (auto& [step, plan] : plans)
+    start_build(self, std::move(plan));
 }
 
 caf::behavior constructor_behavior(
@@ -312,6 +334,7 @@ caf::behavior constructor_behavior(
   st.payload_endpoints.resize(st.pools.size());
   st.log = get_logger("actors");
   st.server = std::move(server);
+  st.standby = setup->shadow;
   st.served_by_cp.assign(setup->config.topology.cp, -1);
   st.delivered_ahead.resize(setup->config.topology.cp);
   const uint32_t rank = setup->rank;
@@ -330,13 +353,34 @@ caf::behavior constructor_behavior(
                    request->rank, request->cp_rank);
   });
   self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);
-  st.log->info("rank={} constructor serving at {} node={}", rank,
+  st.log->info("rank={} {} serving at {} node={}", rank,
+               setup->shadow ? "shadow constructor" : "constructor",
                endpoint_of(*setup), setup->node_id);
 
   return {
       [=](plan_atom, planner::rank_plan& plan) {
+        auto& s = self->state;
+        if (s.standby) {
+          if (static_cast<int64_t>(plan.step) > s.served)
+            s.standby_plans[plan.step] = std::move(plan);
+          return;
+        }
         start_build(self, std::move(plan));
       },
+      [=](served_atom, uint64_t step) {
+        // The primary's trainers have every step up to `step`; a shadow
+        // drops those plans and would start after them.
+        auto& s = self->state;
+        if (!s.standby)
+          return;
+        s.served = std::max(s.served, static_cast<int64_t>(step));
+        for (auto& mark : s.served_by_cp)
+          mark = std::max(mark, static_cast<int64_t>(step));
+        s.received_plan = true;
+        s.standby_plans.erase(s.standby_plans.begin(),
+                              s.standby_plans.upper_bound(step));
+      },
+      [=](promote_atom) { activate(self, "promoted by the planner"); },
       [=](fetch_atom, uint64_t step, uint64_t index) {
         // Retry of a failed fetch, with the current pool of its source.
         auto& s = self->state;
@@ -413,6 +457,8 @@ caf::behavior constructor_behavior(
       [=](pull_atom, const std::string& client, uint64_t step,
           uint32_t requested_rank, uint32_t cp_rank) {
         auto& s = self->state;
+        // A trainer that comes to the shadow lost its primary.
+        activate(self, "a trainer failed over to it");
         if (requested_rank != rank || cp_rank >= cp_size) {
           send_error(self, client, errc::invalid_config,
                      "this endpoint serves rank " + std::to_string(rank) +
@@ -454,6 +500,7 @@ caf::behavior constructor_behavior(
         stats["built_waiting"] = s.built.size();
         stats["building"] = s.building.size();
         stats["fetch_retries"] = s.fetch_retries;
+        stats["standby"] = s.standby ? 1 : 0;
         return stats;
       },
   };

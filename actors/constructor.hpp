@@ -28,11 +28,15 @@ struct constructor_setup {
   int32_t pad_id = 0;
   std::string node_id;
   std::string bind;  // address to bind; config.bind when empty
+  // A shadow keeps the plans of its rank without building them, and
+  // starts building when promoted or when a trainer fails over to it. It
+  // listens on base_port + ranks + rank, beside the primaries' ports.
+  bool shadow = false;
   std::shared_ptr<zmq::context_t> zmq_context;
 };
 
-// Returns the endpoint rank `setup.rank` is served at,
-// tcp://bind:base_port+rank.
+// Returns the endpoint rank `setup.rank` is served at: tcp://bind:port
+// with port base_port + rank, or base_port + ranks + rank for a shadow.
 std::string constructor_endpoint(const constructor_setup& setup);
 
 // Spawns the constructor and binds its endpoint. Throws

@@ -62,6 +62,10 @@ using drain_atom = caf::atom_constant<caf::atom("drain")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 // Planner -> itself: assign work to the nodes present.
 using assign_atom = caf::atom_constant<caf::atom("assign")>;
+// Planner -> shadow constructor: the primary is gone; serve from now on.
+using promote_atom = caf::atom_constant<caf::atom("promote")>;
+// Admin -> planner: every endpoint of a rank, primary first.
+using endpoints_atom = caf::atom_constant<caf::atom("endpoints")>;
 
 // Named counters an actor reports for status and logs.
 using counters = std::map<std::string, uint64_t>;

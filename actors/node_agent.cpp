@@ -192,8 +192,8 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
       },
       [=](spawn_rank_atom, uint32_t rank, std::vector<caf::actor> pools,
           std::vector<std::string> loader_addresses,
-          std::vector<std::string> payload_endpoints,
-          int32_t pad_id) -> caf::result<caf::actor, std::string> {
+          std::vector<std::string> payload_endpoints, int32_t pad_id,
+          bool shadow) -> caf::result<caf::actor, std::string> {
         auto& s = self->state;
         if (!s.config)
           return caf::make_error(caf::sec::invalid_argument,
@@ -209,6 +209,7 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
         setup.pad_id = pad_id;
         setup.node_id = id;
         setup.bind = s.setup.info.bind;
+        setup.shadow = shadow;
         setup.zmq_context = s.setup.zmq_context;
         auto endpoint = constructor_endpoint(setup);
         try {
@@ -217,7 +218,8 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
           s.children.push_back(constructor);
           return {constructor, endpoint};
         } catch (const error& e) {
-          s.log->error("node={} cannot serve rank={}: {}", id, rank, e.what());
+          s.log->error("node={} cannot serve rank={}{}: {}", id, rank,
+                       shadow ? " as shadow" : "", e.what());
           return caf::make_error(caf::sec::runtime_error, e.what());
         } catch (const zmq::error_t& e) {
           s.log->error("node={} cannot serve rank={}: {}", id, rank, e.what());

@@ -64,6 +64,12 @@ struct rank_slot {
   bool spawning = false;
   int failed_starts = 0;
   int64_t served = -1;
+  // The shadow on another constructor node, promoted when the primary's
+  // node is lost. Empty when no other constructor node exists.
+  caf::actor shadow;
+  std::string shadow_node;
+  std::string shadow_endpoint;
+  bool shadow_spawning = false;
 };
 
 struct weight_change {
@@ -178,6 +184,8 @@ void send_plan(planner_actor* self, const planner::rank_plan& plan) {
   auto& slot = self->state.ranks[plan.rank];
   if (slot.constructor)
     self->send(slot.constructor, plan_atom::value, plan);
+  if (slot.shadow)
+    self->send(slot.shadow, plan_atom::value, plan);
 }
 
 void apply_weights(planner_actor* self, const std::vector<double>& weights,
@@ -432,14 +440,17 @@ checkpoint::step_delta delta_of(const std::vector<double>& before,
   return delta;
 }
 
-// The usable node with the fewest assigned items, earliest join first.
-std::string pick_node(planner_actor* self, bool loader) {
+// The usable node with the fewest assigned items, earliest join first;
+// never `excluded`.
+std::string pick_node(planner_actor* self, bool loader,
+                      const std::string& excluded = "") {
   auto& st = self->state;
   std::string best;
   size_t best_load = 0;
   uint64_t best_order = 0;
   for (const auto& [id, node] : st.nodes) {
-    if (!node.usable() || (loader ? !node.loads() : !node.constructs()))
+    if (!node.usable() || (loader ? !node.loads() : !node.constructs()) ||
+        id == excluded)
       continue;
     size_t load = 0;
     if (loader) {
@@ -447,7 +458,7 @@ std::string pick_node(planner_actor* self, bool loader) {
         load += slot.node == id;
     } else {
       for (const auto& slot : st.ranks)
-        load += slot.node == id;
+        load += (slot.node == id) + (slot.shadow_node == id);
     }
     if (best.empty() || load < best_load ||
         (load == best_load && node.join_order < best_order)) {
@@ -508,9 +519,11 @@ void assign_source(planner_actor* self, uint32_t source) {
           });
 }
 
+void assign_shadow(planner_actor* self, uint32_t rank);
+
 void assign_rank(planner_actor* self, uint32_t rank) {
   auto& st = self->state;
-  auto node_id = pick_node(self, false);
+  auto node_id = pick_node(self, false, st.ranks[rank].shadow_node);
   if (node_id.empty())
     return;
   std::vector<caf::actor> pools;
@@ -526,7 +539,8 @@ void assign_rank(planner_actor* self, uint32_t rank) {
   slot.node = node_id;
   st.log->info("rank={} assigned to node={}", rank, node_id);
   self->request(st.nodes[node_id].agent, spawn_timeout, spawn_rank_atom::value,
-                rank, pools, loader_addresses, payload_endpoints, st.pad_id)
+                rank, pools, loader_addresses, payload_endpoints, st.pad_id,
+                false)
       .then(
           [=](caf::actor& constructor, std::string& endpoint) {
             auto& s = self->state;
@@ -561,6 +575,54 @@ void assign_rank(planner_actor* self, uint32_t rank) {
           });
 }
 
+// Starts a shadow for `rank` on a constructor node other than its
+// primary's; it receives the same plans and builds nothing until needed.
+void assign_shadow(planner_actor* self, uint32_t rank) {
+  auto& st = self->state;
+  auto& slot = st.ranks[rank];
+  auto node_id = pick_node(self, false, slot.node);
+  if (node_id.empty())
+    return;  // no second constructor node: the rank runs without a shadow
+  std::vector<caf::actor> pools;
+  std::vector<std::string> loader_addresses;
+  std::vector<std::string> payload_endpoints;
+  for (const auto& source : st.sources) {
+    pools.push_back(source.pool);
+    loader_addresses.push_back(st.nodes[source.node].info.address);
+    payload_endpoints.push_back(source.payload_endpoint);
+  }
+  slot.shadow_spawning = true;
+  slot.shadow_node = node_id;
+  st.log->info("rank={} shadow assigned to node={}", rank, node_id);
+  self->request(st.nodes[node_id].agent, spawn_timeout, spawn_rank_atom::value,
+                rank, pools, loader_addresses, payload_endpoints, st.pad_id,
+                true)
+      .then(
+          [=](caf::actor& shadow, std::string& endpoint) {
+            auto& s = self->state;
+            auto& slot = s.ranks[rank];
+            slot.shadow_spawning = false;
+            if (slot.shadow_node != node_id || !s.nodes[node_id].alive)
+              return;
+            slot.shadow = shadow;
+            slot.shadow_endpoint = endpoint;
+            if (slot.served >= 0)
+              self->send(shadow, served_atom::value,
+                         static_cast<uint64_t>(slot.served));
+            for (const auto& [step, plans] : s.retained)
+              if (static_cast<int64_t>(step) > slot.served)
+                self->send(shadow, plan_atom::value, plans[rank]);
+          },
+          [=](caf::error& err) {
+            auto& s = self->state;
+            auto& slot = s.ranks[rank];
+            slot.shadow_spawning = false;
+            slot.shadow_node.clear();
+            s.log->warn("rank={} shadow could not start on node={}: {}", rank,
+                        node_id, self->system().render(err));
+          });
+}
+
 void maybe_assign(planner_actor* self) {
   auto& st = self->state;
   if (!st.assigned) {
@@ -587,9 +649,13 @@ void maybe_assign(planner_actor* self) {
   // Constructors take the pool handles, so they wait for every pool.
   if (!all_pools)
     return;
-  for (uint32_t rank = 0; rank < st.ranks.size(); ++rank)
-    if (!st.ranks[rank].constructor && !st.ranks[rank].spawning)
+  for (uint32_t rank = 0; rank < st.ranks.size(); ++rank) {
+    auto& slot = st.ranks[rank];
+    if (!slot.constructor && !slot.spawning)
       assign_rank(self, rank);
+    else if (slot.constructor && !slot.shadow && !slot.shadow_spawning)
+      assign_shadow(self, rank);
+  }
 }
 
 // Takes a node out of the job and moves its work to other nodes.
@@ -615,8 +681,30 @@ void retire_node(planner_actor* self, const std::string& id,
   }
   for (uint32_t rank = 0; rank < st.ranks.size(); ++rank) {
     auto& slot = st.ranks[rank];
+    if (slot.shadow_node == id) {
+      slot.shadow = nullptr;
+      slot.shadow_node.clear();
+      slot.shadow_endpoint.clear();
+      slot.shadow_spawning = false;
+      moved += " shadow-of-rank=" + std::to_string(rank);
+    }
     if (slot.node != id)
       continue;
+    if (slot.shadow) {
+      // The shadow has every plan the primary had: it serves from the next
+      // step the trainers need, and a new shadow starts elsewhere.
+      slot.constructor = slot.shadow;
+      slot.node = slot.shadow_node;
+      slot.endpoint = slot.shadow_endpoint;
+      slot.shadow = nullptr;
+      slot.shadow_node.clear();
+      slot.shadow_endpoint.clear();
+      self->send(slot.constructor, promote_atom::value);
+      st.log->warn("rank={} promoted its shadow on node={} at {}", rank,
+                   slot.node, slot.endpoint);
+      moved += " rank=" + std::to_string(rank) + "(to its shadow)";
+      continue;
+    }
     auto served = slot.served;
     slot = rank_slot{};
     slot.served = served;
@@ -726,6 +814,10 @@ std::string status_json(planner_actor* self) {
     json.String(slot.node.c_str());
     json.Key("endpoint");
     json.String(slot.endpoint.c_str());
+    json.Key("shadow_node");
+    json.String(slot.shadow_node.c_str());
+    json.Key("shadow_endpoint");
+    json.String(slot.shadow_endpoint.c_str());
     json.Key("step");
     json.Int64(slot.served + 1);
     json.EndObject();
@@ -986,12 +1078,20 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
         auto& s = self->state;
         if (rank >= s.ranks.size())
           return;
-        // Only the rank's current constructor counts; a replaced one that
-        // is still running must not move the window.
-        if (self->current_sender() != s.ranks[rank].constructor.address())
+        // Only the rank's constructor or its shadow (which serves trainers
+        // that failed over to it) counts; a replaced one that is still
+        // running must not move the window.
+        auto sender = self->current_sender();
+        const auto& slot = s.ranks[rank];
+        bool from_primary = slot.constructor && sender == slot.constructor.address();
+        bool from_shadow = slot.shadow && sender == slot.shadow.address();
+        if (!from_primary && !from_shadow)
           return;
         auto& served = s.ranks[rank].served;
         served = std::max(served, static_cast<int64_t>(step));
+        if (s.ranks[rank].shadow)
+          self->send(s.ranks[rank].shadow, served_atom::value,
+                     static_cast<uint64_t>(served));
         int64_t all = std::numeric_limits<int64_t>::max();
         for (const auto& slot : s.ranks)
           all = std::min(all, slot.served);
@@ -1013,6 +1113,24 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
                                  "rank " + std::to_string(rank) +
                                      " has no constructor yet; retry shortly");
         return {slot.endpoint, slot.node};
+      },
+      [=](endpoints_atom, uint32_t rank)
+          -> caf::result<std::vector<std::string>> {
+        auto& s = self->state;
+        if (rank >= s.ranks.size())
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "rank " + std::to_string(rank) +
+                                     " does not exist; the job has " +
+                                     std::to_string(s.ranks.size()) + " ranks");
+        const auto& slot = s.ranks[rank];
+        if (slot.endpoint.empty())
+          return caf::make_error(caf::sec::runtime_error,
+                                 "rank " + std::to_string(rank) +
+                                     " has no constructor yet; retry shortly");
+        std::vector<std::string> out{slot.endpoint};
+        if (!slot.shadow_endpoint.empty())
+          out.push_back(slot.shadow_endpoint);
+        return out;
       },
       [=](set_weights_atom,
           const std::vector<std::pair<std::string, double>>& changes) {

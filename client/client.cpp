@@ -30,14 +30,61 @@ batch_client::batch_client(client_options options)
       next_request_(options_.first_step) {
   if (options_.prefetch == 0)
     throw error(errc::invalid_config, "prefetch must be at least 1");
-  socket_.set(zmq::sockopt::linger, 0);
+  connect(options_.endpoint);
+}
+
+void batch_client::connect(const std::string& endpoint) {
+  zmq::socket_t socket(context_, zmq::socket_type::dealer);
+  socket.set(zmq::sockopt::linger, 0);
   try {
-    socket_.connect(options_.endpoint);
+    socket.connect(endpoint);
   } catch (const zmq::error_t& e) {
-    throw error(errc::invalid_config, "cannot connect to '" +
-                                          options_.endpoint + "': " + e.what() +
+    throw error(errc::invalid_config, "cannot connect to '" + endpoint +
+                                          "': " + e.what() +
                                           "; use tcp://HOST:PORT");
   }
+  // Replies still on their way to the old socket are dropped with it;
+  // fail_over() asks again for every step not received.
+  socket_ = std::move(socket);
+  endpoint_ = endpoint;
+}
+
+bool batch_client::fail_over() {
+  std::vector<std::string> candidates;
+  if (options_.resolve) {
+    try {
+      candidates = options_.resolve();
+    } catch (const error&) {
+      // The lookup failed too: fall back to the endpoints known already.
+    }
+  }
+  candidates.push_back(options_.endpoint);
+  for (const auto& other : options_.fallback_endpoints)
+    candidates.push_back(other);
+
+  // The first candidate other than the silent endpoint.
+  std::string next;
+  for (const auto& candidate : candidates)
+    if (candidate != endpoint_) {
+      next = candidate;
+      break;
+    }
+  if (next.empty())
+    return false;
+
+  connect(next);
+  failovers_++;
+  // Ask the new endpoint again for every step requested but not received.
+  // Steps are requested by number, so no batch is lost or repeated.
+  in_flight_ = 0;
+  for (uint64_t step = next_step_; step < next_request_; ++step) {
+    if (ahead_.count(step))
+      continue;
+    auto frame = transport::encode_request({step, options_.rank, options_.cp_rank});
+    socket_.send(zmq::buffer(frame), zmq::send_flags::none);
+    ++in_flight_;
+  }
+  return true;
 }
 
 batch_client::~batch_client() = default;
@@ -53,10 +100,13 @@ void batch_client::top_up() {
 }
 
 void batch_client::accept(zmq::message_t message) {
-  --in_flight_;
+  if (in_flight_ > 0)
+    --in_flight_;
   received_batch batch(std::move(message));
   uint64_t step = batch.batch().step();
-  if (step < next_step_ || step >= next_request_ || ahead_.count(step))
+  if (step < next_step_ || ahead_.count(step))
+    return;  // a second copy after a failover; the first one counts
+  if (step >= next_request_)
     throw error(errc::invalid_input,
                 "received step " + std::to_string(step) +
                     " that was not requested");
@@ -74,15 +124,30 @@ void batch_client::collect_ready() {
 
 received_batch batch_client::next() {
   top_up();
-  auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + options_.timeout;
+  const bool can_fail_over = options_.failover_timeout.count() > 0 &&
+                             (!options_.fallback_endpoints.empty() ||
+                              options_.resolve);
+  auto switch_at = start + options_.failover_timeout;
   while (ahead_.count(next_step_) == 0) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
+    auto now = std::chrono::steady_clock::now();
+    auto until = can_fail_over ? std::min(deadline, switch_at) : deadline;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
     zmq::pollitem_t item{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0};
-    if (left.count() <= 0 || zmq::poll(&item, 1, left) == 0)
+    bool ready = left.count() > 0 && zmq::poll(&item, 1, left) > 0;
+    if (!ready && can_fail_over &&
+        std::chrono::steady_clock::now() < deadline) {
+      // The endpoint was silent for failover_timeout: move to another one
+      // if there is one, and keep waiting until the overall deadline.
+      fail_over();
+      switch_at = std::chrono::steady_clock::now() + options_.failover_timeout;
+      continue;
+    }
+    if (!ready)
       throw error(errc::timeout,
                   "rank " + std::to_string(options_.rank) + " at " +
-                      options_.endpoint +
+                      endpoint_ +
                       (options_.node.empty() ? "" : " (node " + options_.node + ")") +
                       " sent no batch for step " +
                       std::to_string(next_step_) + " within " +

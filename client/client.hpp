@@ -7,6 +7,8 @@
 #include <zmq.hpp>
 
 #include <chrono>
+#include <functional>
+#include <vector>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -18,6 +20,13 @@ namespace overlord::client {
 
 struct client_options {
   std::string endpoint;  // e.g. "tcp://127.0.0.1:5555"
+  // Other endpoints of the same rank (its shadow), tried in turn when
+  // `endpoint` sends nothing for `failover_timeout`.
+  std::vector<std::string> fallback_endpoints;
+  std::chrono::milliseconds failover_timeout{3000};
+  // Asked for the rank's current endpoints, primary first, before each
+  // failover; may be empty. A planner lookup, for example.
+  std::function<std::vector<std::string>()> resolve;
   uint32_t rank = 0;
   uint32_t cp_rank = 0;   // context-parallel slice wanted
   std::string node;       // node id serving the endpoint, for messages
@@ -67,13 +76,23 @@ class batch_client {
   // that buffered() counts the batches ready for the trainer.
   void collect_ready();
 
+  // The endpoint requests go to now.
+  const std::string& endpoint() const { return endpoint_; }
+
+  // Times this client moved to another endpoint.
+  uint32_t failovers() const { return failovers_; }
+
  private:
   void top_up();
   void accept(zmq::message_t message);
+  void connect(const std::string& endpoint);
+  bool fail_over();
 
   client_options options_;
   zmq::context_t context_;
   zmq::socket_t socket_;
+  std::string endpoint_;
+  uint32_t failovers_ = 0;
   uint64_t next_step_;
   uint64_t next_request_;
   uint32_t in_flight_ = 0;

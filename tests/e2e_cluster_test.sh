@@ -7,6 +7,9 @@
 #   - kill -9 of a loader node mid-run hangs nothing and, because its
 #     pools resume on the other loader from the oldest needed document,
 #     leaves the stream unchanged;
+#   - kill -9 of a constructor node mid-run makes its trainer fail over to
+#     the rank's shadow on the other constructor node, with no batch lost
+#     or repeated;
 #   - a trainer whose only constructor node dies gets an error naming its
 #     rank and the node within its timeout;
 #   - overlordctl status --json reports nodes, sources, ranks, imbalance,
@@ -62,7 +65,7 @@ wait "$all" || true
 # sets planner_port and base_port.
 start_cluster() {
   local name=$1 loaders=$2 constructors=$3
-  base_port=$(free_ports 2)
+  base_port=$(free_ports 4)  # two ranks and their shadows
   planner_port=$(free_ports 1)
   "$overlordd" --role planner --config "$work/job.yaml" --set base_port="$base_port" \
     --set planner_port="$planner_port" --set loader_nodes="$loaders" \
@@ -164,6 +167,34 @@ check "rank 0 stream unchanged by the loader death" \
   same_digests "$work/all.rank0" "$work/kill_loader.rank0"
 check "rank 1 stream unchanged by the loader death" \
   same_digests "$work/all.rank1" "$work/kill_loader.rank1"
+cleanup
+pids=()
+
+# --- kill -9 of a constructor node: trainers fail over to the shadow ----
+start_cluster kill_primary 2 2
+"$pull" --planner "127.0.0.1:$planner_port" --rank 1 --steps $steps --timeout 30 --step-ms 20 \
+  --failover-timeout 1 >"$work/kill_primary.rank1" 2>"$work/kill_primary.rank1.err" &
+p1=$!
+"$pull" --planner "127.0.0.1:$planner_port" --rank 0 --steps $steps --timeout 30 --step-ms 20 \
+  --failover-timeout 1 >"$work/kill_primary.rank0" 2>"$work/kill_primary.rank0.err" &
+p0=$!
+for _ in $(seq 300); do
+  [[ $(wc -l <"$work/kill_primary.rank0") -ge 40 ]] && break
+  sleep 0.05
+done
+kill -9 "$kill_primary_constructor_1"
+status0=0
+status1=0
+wait "$p0" || status0=$?
+wait "$p1" || status1=$?
+check "trainers finish after a constructor dies" test "$status0" -eq 0 -a "$status1" -eq 0
+check "a trainer failed over to a shadow" \
+  grep -q "failed over" "$work/kill_primary.rank0.err" "$work/kill_primary.rank1.err"
+check "planner promoted the shadow" grep -q "promoted its shadow" "$work/kill_primary.planner.log"
+check "rank 0 stream unchanged by the constructor death" \
+  same_digests "$work/all.rank0" "$work/kill_primary.rank0"
+check "rank 1 stream unchanged by the constructor death" \
+  same_digests "$work/all.rank1" "$work/kill_primary.rank1"
 cleanup
 pids=()
 

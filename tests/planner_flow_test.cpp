@@ -88,8 +88,10 @@ caf::behavior fake_node(caf::event_based_actor* self, caf::actor planner,
                 std::string()};
       },
       [=](spawn_rank_atom, uint32_t rank, std::vector<caf::actor>,
-          std::vector<std::string>, std::vector<std::string>,
-          int32_t) -> caf::result<caf::actor, std::string> {
+          std::vector<std::string>, std::vector<std::string>, int32_t,
+          bool shadow) -> caf::result<caf::actor, std::string> {
+        if (shadow)
+          return caf::make_error(caf::sec::runtime_error, "no shadows here");
         rec->rank_starts.push_back(rank);
         auto constructor =
             self->spawn<caf::linked>(fake_constructor, rank, planner, rec);

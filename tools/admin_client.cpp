@@ -96,6 +96,16 @@ std::pair<std::string, std::string> admin_client::lookup(uint32_t rank) {
   return out;
 }
 
+std::vector<std::string> admin_client::endpoints(uint32_t rank) {
+  caf::scoped_actor self{holder_->system};
+  std::vector<std::string> out;
+  self->request(holder_->planner, timeout_, actors::endpoints_atom::value,
+                rank)
+      .receive([&](std::vector<std::string>& list) { out = std::move(list); },
+               [&](caf::error& err) { fail(holder_->system, address_, err); });
+  return out;
+}
+
 uint64_t admin_client::set_weights(
     const std::vector<std::pair<std::string, double>>& weights) {
   caf::scoped_actor self{holder_->system};

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,6 +34,9 @@ constexpr const char* usage =
     "  --timeout SECONDS  give up when no batch arrives for this long (30)\n"
     "  --prefetch K       requests kept in flight (2)\n"
     "  --first-step S     first step to request (0)\n"
+    "  --failover-timeout SECONDS\n"
+    "                     with --planner: move to the rank's shadow when the\n"
+    "                     endpoint sends nothing for this long (3)\n"
     "  --step-ms MS       wait this long after each batch, like a training\n"
     "                     step (0)\n"
     "  --progress         print a progress line to stderr\n"
@@ -112,6 +116,9 @@ options parse_arguments(int argc, char** argv) {
       out.client.prefetch = static_cast<uint32_t>(parse_number(flag, value()));
     } else if (flag == "--first-step") {
       out.client.first_step = parse_number(flag, value());
+    } else if (flag == "--failover-timeout") {
+      out.client.failover_timeout = std::chrono::milliseconds(
+          static_cast<int64_t>(parse_seconds(flag, value()) * 1000));
     } else if (flag == "--step-ms") {
       out.step_ms = parse_number(flag, value());
     } else if (flag == "--progress") {
@@ -221,10 +228,19 @@ int main(int argc, char** argv) {
   }
 
   try {
+    std::unique_ptr<overlord::tools::admin_client> admin;
     if (!opts.planner.empty()) {
       auto [endpoint, node] = look_up(opts);
       opts.client.endpoint = endpoint;
       opts.client.node = node;
+      // Before a failover, ask the planner where the rank is served now:
+      // it may have promoted the shadow already.
+      admin = std::make_unique<overlord::tools::admin_client>(
+          opts.planner, std::chrono::milliseconds(2000));
+      auto* planner = admin.get();
+      uint32_t rank = opts.client.rank;
+      opts.client.fallback_endpoints = planner->endpoints(rank);
+      opts.client.resolve = [planner, rank] { return planner->endpoints(rank); };
     }
     overlord::client::batch_client client(opts.client);
     auto started = std::chrono::steady_clock::now();
@@ -256,6 +272,10 @@ int main(int argc, char** argv) {
     }
     if (opts.progress)
       std::fprintf(stderr, "\n");
+    if (client.failovers() > 0)
+      std::fprintf(stderr, "overlord_pull: rank %u failed over %u time(s); now at %s\n",
+                   opts.client.rank, client.failovers(),
+                   client.endpoint().c_str());
     std::cout.flush();
     return 0;
   } catch (const overlord::error& e) {

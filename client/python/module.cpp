@@ -1,0 +1,241 @@
+// overlord._overlord: the C++ trainer client (client/client.hpp) and the
+// planner lookup (tools/admin_client.hpp) for Python. The public API is
+// the pure-Python package `overlord` around it.
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "client/client.hpp"
+#include "client/python/batch_dict.hpp"
+#include "common/error.hpp"
+#include "tools/admin_client.hpp"
+
+namespace py = pybind11;
+
+namespace overlord::python {
+namespace {
+
+// Exception classes by errc value, registered by overlord/errors.py. The
+// dict is never freed, because Python may finalize after static
+// destructors would run.
+py::dict* error_classes = nullptr;
+
+void register_error_classes(py::dict classes) {
+  if (!error_classes)
+    error_classes = new py::dict();
+  error_classes->clear();
+  for (auto item : classes)
+    (*error_classes)[item.first] = item.second;
+}
+
+// Sets the Python exception for an overlord::error: the registered class
+// for its code, or RuntimeError before registration.
+void raise_error(errc code, const char* message) {
+  py::object type = py::reinterpret_borrow<py::object>(PyExc_RuntimeError);
+  const int value = static_cast<int>(code);
+  if (error_classes && error_classes->contains(value))
+    type = (*error_classes)[py::int_(value)];
+  else if (error_classes && error_classes->contains(0))
+    type = (*error_classes)[py::int_(0)];
+  py::object instance = type(message);
+  try {
+    instance.attr("code") = py::str(to_string(code));
+  } catch (const py::error_already_set&) {
+    // RuntimeError before registration: the message is enough.
+  }
+  PyErr_SetObject(type.ptr(), instance.ptr());
+}
+
+std::chrono::milliseconds to_milliseconds(double seconds, const char* name) {
+  // The upper bound keeps the conversion to int64 milliseconds exact.
+  if (!std::isfinite(seconds) || seconds <= 0 || seconds > 1e9)
+    throw error(errc::invalid_config,
+                std::string(name) + " must be a number of seconds in (0, 1e9], got " +
+                    std::to_string(seconds));
+  return std::chrono::milliseconds(
+      std::max<int64_t>(1, static_cast<int64_t>(std::llround(seconds * 1000))));
+}
+
+// Raises the pending Python exception, such as KeyboardInterrupt, when a
+// signal handler has run. Call with the GIL released.
+void check_signals() {
+  py::gil_scoped_acquire acquire;
+  if (PyErr_CheckSignals() != 0)
+    throw py::error_already_set();
+}
+
+// Asks the planner at `planner` ("HOST:PORT") for the endpoint and node id
+// of `rank`. Retries every 200 ms while the planner cannot be reached (a
+// trainer may start before overlordd listens) or reports the rank as not
+// assigned yet, both errc::unavailable, until `timeout_seconds` have passed.
+std::pair<std::string, std::string> look_up(const std::string& planner,
+                                            uint32_t rank,
+                                            double timeout_seconds) {
+  const auto timeout = to_milliseconds(timeout_seconds, "timeout");
+  py::gil_scoped_release release;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::optional<tools::admin_client> admin;
+  for (;;) {
+    try {
+      if (!admin)
+        admin.emplace(planner, timeout);
+      return admin->lookup(rank);
+    } catch (const error& e) {
+      if (e.code() != errc::unavailable ||
+          std::chrono::steady_clock::now() > deadline)
+        throw;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    check_signals();
+  }
+}
+
+// One rank's batch_client. next() releases the GIL while it waits, and a
+// mutex serialises callers, because batch_client is not thread-safe.
+class python_client {
+ public:
+  python_client(const std::string& endpoint, const std::string& node,
+                uint32_t rank, uint32_t cp_rank, uint32_t prefetch,
+                double timeout_seconds, uint64_t first_step)
+      : client_(make_options(endpoint, node, rank, cp_rank, prefetch,
+                             timeout_seconds, first_step)) {}
+
+  py::dict next() {
+    std::optional<client::received_batch> received;
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mutex_);
+      // A signal interrupts zmq_poll with EINTR. Run the Python handler
+      // and, unless it raised (as SIGINT's does), keep waiting with a new
+      // timeout.
+      for (;;) {
+        try {
+          received.emplace(client_.next());
+          break;
+        } catch (const zmq::error_t& e) {
+          if (e.num() != EINTR)
+            throw;
+          check_signals();
+        }
+      }
+    }
+    return batch_to_dict(std::move(*received));
+  }
+
+  uint64_t next_step() {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);
+    return client_.next_step();
+  }
+
+  size_t ready() {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);
+    client_.collect_ready();
+    return client_.buffered();
+  }
+
+ private:
+  static client::client_options make_options(
+      const std::string& endpoint, const std::string& node, uint32_t rank,
+      uint32_t cp_rank, uint32_t prefetch, double timeout_seconds,
+      uint64_t first_step) {
+    client::client_options options;
+    options.endpoint = endpoint;
+    options.node = node;
+    options.rank = rank;
+    options.cp_rank = cp_rank;
+    options.prefetch = prefetch;
+    options.timeout = to_milliseconds(timeout_seconds, "timeout");
+    options.first_step = first_step;
+    return options;
+  }
+
+  std::mutex mutex_;
+  client::batch_client client_;
+};
+
+}  // namespace
+}  // namespace overlord::python
+
+PYBIND11_MODULE(_overlord, module) {
+  using namespace overlord::python;
+  module.doc() = "C++ core of the overlord package; use overlord.Client.";
+
+  // Load pybind11's NumPy function table now, while the import lock
+  // serialises callers. pybind11 2.10 fills it in a function-local static
+  // on first use. When two threads convert their first batches at once,
+  // one imports NumPy inside the static's initialiser and gives up the
+  // GIL, and the other waits on the static while holding the GIL, so both
+  // deadlock.
+  (void)py::dtype::of<int32_t>();
+
+  py::register_exception_translator([](std::exception_ptr pending) {
+    try {
+      if (pending)
+        std::rethrow_exception(pending);
+    } catch (const overlord::error& e) {
+      raise_error(e.code(), e.what());
+    } catch (const zmq::error_t& e) {
+      raise_error(overlord::errc::io_error,
+                  (std::string("ZeroMQ error: ") + e.what()).c_str());
+    }
+  });
+
+  module.def("register_error_classes", &register_error_classes,
+             py::arg("classes"),
+             "Set the exception class raised for each overlord::errc value "
+             "(key 0 is the fallback for unknown codes).");
+
+  module.def("errc_names", [] {
+    py::dict out;
+    for (int value = 1; value <= 7; ++value)
+      out[py::int_(value)] =
+          overlord::to_string(static_cast<overlord::errc>(value));
+    return out;
+  }, "Return the overlord::errc values and their names.");
+
+  module.def("look_up", &look_up, py::arg("planner"), py::arg("rank"),
+             py::arg("timeout"),
+             "Return (endpoint, node) of the rank's constructor from the "
+             "planner at HOST:PORT, retrying while the rank is unassigned.");
+
+  py::class_<batch_buffer>(module, "BatchBuffer", py::buffer_protocol(),
+                           "Received ZeroMQ message that owns a batch's arrays.")
+      .def_buffer([](batch_buffer& buffer) {
+        const auto& received = buffer.received();
+        return py::buffer_info(const_cast<void*>(received.data()), 1,
+                               py::format_descriptor<uint8_t>::format(), 1,
+                               {static_cast<py::ssize_t>(received.size())},
+                               {static_cast<py::ssize_t>(1)},
+                               /*readonly=*/true);
+      })
+      .def_property_readonly(
+          "size", [](const batch_buffer& buffer) { return buffer.received().size(); },
+          "Size of the message in bytes.");
+
+  py::class_<python_client>(module, "BatchClient",
+                            "One rank's connection to its constructor.")
+      .def(py::init<const std::string&, const std::string&, uint32_t,
+                    uint32_t, uint32_t, double, uint64_t>(),
+           py::arg("endpoint"), py::arg("node"), py::arg("rank"),
+           py::arg("cp_rank"), py::arg("prefetch"), py::arg("timeout"),
+           py::arg("first_step"))
+      .def("next", &python_client::next,
+           "Wait for the next step's batch and return it as a dict.")
+      .def_property_readonly("next_step", &python_client::next_step,
+                             "Step that next() returns.")
+      .def("ready", &python_client::ready,
+           "Receive replies that have arrived and return how many batches "
+           "are ready ahead of the next one.");
+}
