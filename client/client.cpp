@@ -1,5 +1,7 @@
 #include "client/client.hpp"
 
+#include <atomic>
+
 #include "common/error.hpp"
 
 namespace overlord::client {
@@ -36,6 +38,15 @@ batch_client::batch_client(client_options options)
 void batch_client::connect(const std::string& endpoint) {
   zmq::socket_t socket(context_, zmq::socket_type::dealer);
   socket.set(zmq::sockopt::linger, 0);
+  static std::atomic<uint64_t> monitors{0};
+  auto monitor_endpoint =
+      "inproc://client-monitor-" + std::to_string(++monitors);
+  if (zmq_socket_monitor(socket.handle(), monitor_endpoint.c_str(),
+                         ZMQ_EVENT_DISCONNECTED) != 0)
+    throw error(errc::internal, "cannot monitor the client socket");
+  zmq::socket_t monitor(context_, zmq::socket_type::pair);
+  monitor.set(zmq::sockopt::linger, 0);
+  monitor.connect(monitor_endpoint);
   try {
     socket.connect(endpoint);
   } catch (const zmq::error_t& e) {
@@ -46,6 +57,7 @@ void batch_client::connect(const std::string& endpoint) {
   // Replies still on their way to the old socket are dropped with it;
   // fail_over() asks again for every step not received.
   socket_ = std::move(socket);
+  monitor_ = std::move(monitor);
   endpoint_ = endpoint;
 }
 
@@ -134,8 +146,32 @@ received_batch batch_client::next() {
     auto now = std::chrono::steady_clock::now();
     auto until = can_fail_over ? std::min(deadline, switch_at) : deadline;
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
-    zmq::pollitem_t item{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0};
-    bool ready = left.count() > 0 && zmq::poll(&item, 1, left) > 0;
+    zmq::pollitem_t items[] = {
+        {static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0},
+        {static_cast<void*>(monitor_), 0, ZMQ_POLLIN, 0},
+    };
+    bool ready = false;
+    bool disconnected = false;
+    if (left.count() > 0 && zmq::poll(items, 2, left) > 0) {
+      ready = items[0].revents & ZMQ_POLLIN;
+      if (items[1].revents & ZMQ_POLLIN) {
+        // An event is two frames: event id and value, then the address.
+        zmq::message_t event;
+        zmq::message_t address;
+        (void)monitor_.recv(event);
+        if (event.more())
+          (void)monitor_.recv(address);
+        disconnected = true;
+      }
+    }
+    if (!ready && disconnected && can_fail_over) {
+      // The server closed the connection (its process died): move now.
+      fail_over();
+      switch_at = std::chrono::steady_clock::now() + options_.failover_timeout;
+      continue;
+    }
+    if (!ready && disconnected)
+      continue;  // ZeroMQ reconnects by itself; keep waiting
     if (!ready && can_fail_over &&
         std::chrono::steady_clock::now() < deadline) {
       // The endpoint was silent for failover_timeout: move to another one

@@ -91,6 +91,9 @@ class batch_client {
   client_options options_;
   zmq::context_t context_;
   zmq::socket_t socket_;
+  // Reports the socket's connection losses (a ZeroMQ socket monitor), so
+  // a dead server is noticed at once instead of after failover_timeout.
+  zmq::socket_t monitor_;
   std::string endpoint_;
   uint32_t failovers_ = 0;
   uint64_t next_step_;
