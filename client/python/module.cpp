@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -104,11 +105,34 @@ std::pair<std::string, std::string> look_up(const std::string& planner,
 // mutex serialises callers, because batch_client is not thread-safe.
 class python_client {
  public:
-  python_client(const std::string& endpoint, const std::string& node,
+  // Connects to `endpoint`, or, when `planner` is not empty, to the
+  // endpoint the planner returns for the rank. With a planner, the client
+  // fails over to the rank's other endpoints (its shadow) after
+  // `failover_seconds` of silence, as overlord_pull --planner does.
+  python_client(const std::string& endpoint, const std::string& planner,
                 uint32_t rank, uint32_t cp_rank, uint32_t prefetch,
-                double timeout_seconds, uint64_t first_step)
-      : client_(make_options(endpoint, node, rank, cp_rank, prefetch,
-                             timeout_seconds, first_step)) {}
+                double timeout_seconds, uint64_t first_step,
+                double failover_seconds) {
+    auto options = make_options(endpoint, rank, cp_rank, prefetch,
+                                timeout_seconds, first_step);
+    if (!planner.empty()) {
+      options.failover_timeout = to_milliseconds(failover_seconds, "failover_timeout");
+      auto [found, serving_node] = look_up(planner, rank, timeout_seconds);
+      options.endpoint = found;
+      options.node = serving_node;
+      node_ = serving_node;
+
+      py::gil_scoped_release release;
+      // Before a failover the client asks the planner where the rank is
+      // served now, because the planner may have promoted the shadow.
+      admin_ = std::make_unique<tools::admin_client>(
+          planner, std::chrono::milliseconds(2000));
+      auto* admin = admin_.get();
+      options.fallback_endpoints = admin->endpoints(rank);
+      options.resolve = [admin, rank] { return admin->endpoints(rank); };
+    }
+    client_ = std::make_unique<client::batch_client>(std::move(options));
+  }
 
   py::dict next() {
     std::optional<client::received_batch> received;
@@ -120,7 +144,7 @@ class python_client {
       // timeout.
       for (;;) {
         try {
-          received.emplace(client_.next());
+          received.emplace(client_->next());
           break;
         } catch (const zmq::error_t& e) {
           if (e.num() != EINTR)
@@ -135,24 +159,36 @@ class python_client {
   uint64_t next_step() {
     py::gil_scoped_release release;
     std::lock_guard<std::mutex> lock(mutex_);
-    return client_.next_step();
+    return client_->next_step();
+  }
+
+  std::string endpoint() {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);
+    return client_->endpoint();
+  }
+
+  std::string node() const { return node_; }
+
+  uint32_t failovers() {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);
+    return client_->failovers();
   }
 
   size_t ready() {
     py::gil_scoped_release release;
     std::lock_guard<std::mutex> lock(mutex_);
-    client_.collect_ready();
-    return client_.buffered();
+    client_->collect_ready();
+    return client_->buffered();
   }
 
  private:
   static client::client_options make_options(
-      const std::string& endpoint, const std::string& node, uint32_t rank,
-      uint32_t cp_rank, uint32_t prefetch, double timeout_seconds,
-      uint64_t first_step) {
+      const std::string& endpoint, uint32_t rank, uint32_t cp_rank,
+      uint32_t prefetch, double timeout_seconds, uint64_t first_step) {
     client::client_options options;
     options.endpoint = endpoint;
-    options.node = node;
     options.rank = rank;
     options.cp_rank = cp_rank;
     options.prefetch = prefetch;
@@ -162,7 +198,10 @@ class python_client {
   }
 
   std::mutex mutex_;
-  client::batch_client client_;
+  std::string node_;
+  // Declared before client_, so it outlives the resolve callback.
+  std::unique_ptr<tools::admin_client> admin_;
+  std::unique_ptr<client::batch_client> client_;
 };
 
 }  // namespace
@@ -227,14 +266,20 @@ PYBIND11_MODULE(_overlord, module) {
   py::class_<python_client>(module, "BatchClient",
                             "One rank's connection to its constructor.")
       .def(py::init<const std::string&, const std::string&, uint32_t,
-                    uint32_t, uint32_t, double, uint64_t>(),
-           py::arg("endpoint"), py::arg("node"), py::arg("rank"),
+                    uint32_t, uint32_t, double, uint64_t, double>(),
+           py::arg("endpoint"), py::arg("planner"), py::arg("rank"),
            py::arg("cp_rank"), py::arg("prefetch"), py::arg("timeout"),
-           py::arg("first_step"))
+           py::arg("first_step"), py::arg("failover_timeout"))
       .def("next", &python_client::next,
            "Wait for the next step's batch and return it as a dict.")
       .def_property_readonly("next_step", &python_client::next_step,
                              "Step that next() returns.")
+      .def_property_readonly("endpoint", &python_client::endpoint,
+                             "Endpoint that requests go to now.")
+      .def_property_readonly("node", &python_client::node,
+                             "Node id from the planner lookup, or empty.")
+      .def_property_readonly("failovers", &python_client::failovers,
+                             "Times the client moved to another endpoint.")
       .def("ready", &python_client::ready,
            "Receive replies that have arrived and return how many batches "
            "are ready ahead of the next one.");

@@ -34,7 +34,10 @@ class Client:
     ``"HOST:PORT"``. ``planner`` is ``"HOST:PORT"`` of the planner's
     ``planner_port``. The client asks it for the rank's endpoint, and
     retries every 200 ms while the planner cannot be reached or has not
-    assigned the rank yet.
+    assigned the rank yet. With a planner, the client also moves to the
+    rank's other endpoints (its shadow constructor) when the current one
+    sends nothing for ``failover_timeout`` seconds, as
+    ``overlord_pull --planner`` does.
 
     ``prefetch`` requests stay in flight. ``timeout`` (seconds) bounds each
     wait for a batch and the planner lookup, and expiry raises
@@ -60,7 +63,7 @@ class Client:
     """
 
     def __init__(self, endpoint=None, planner=None, rank=0, cp_rank=0,
-                 prefetch=2, timeout=30.0, first_step=0):
+                 prefetch=2, timeout=30.0, first_step=0, failover_timeout=3.0):
         if (endpoint is None) == (planner is None):
             raise ValueError("give exactly one of endpoint and planner")
         self._rank = _check_integer("rank", rank, _UINT32_MAX)
@@ -73,15 +76,21 @@ class Client:
         if not 0 < timeout <= 1e9:
             raise ValueError(f"timeout must be in (0, 1e9] seconds, got {timeout}")
         self._timeout = float(timeout)
+        if isinstance(failover_timeout, bool) or not isinstance(failover_timeout, numbers.Real):
+            raise ValueError(
+                f"failover_timeout must be a number of seconds, got {failover_timeout!r}")
+        if not 0 < failover_timeout <= 1e9:
+            raise ValueError(
+                f"failover_timeout must be in (0, 1e9] seconds, got {failover_timeout}")
+        self._failover_timeout = float(failover_timeout)
         first_step = _check_integer("first_step", first_step, _UINT64_MAX)
 
         self._planner = None
-        self._node = ""
+        self._endpoint = None
         if planner is not None:
             if not isinstance(planner, str) or ":" not in planner:
                 raise ValueError(f"planner must be 'HOST:PORT', got {planner!r}")
             self._planner = planner
-            self._endpoint = None
         else:
             self._endpoint = _normalize_endpoint(endpoint)
         self._core = None
@@ -92,17 +101,13 @@ class Client:
 
         The old connection stays in use when this raises.
         """
-        endpoint, node = self._endpoint, self._node
-        if self._planner is not None:
-            # Asked again on every open: the rank may have moved to another
-            # node since the last lookup.
-            endpoint, node = _overlord.look_up(
-                self._planner, self._rank, self._timeout)
+        # With a planner, the endpoint is looked up again on every open,
+        # because the rank may have moved to another node.
         core = _overlord.BatchClient(
-            endpoint, node, self._rank, self._cp_rank, self._prefetch,
-            self._timeout, first_step)
+            self._endpoint or "", self._planner or "", self._rank,
+            self._cp_rank, self._prefetch, self._timeout, first_step,
+            self._failover_timeout)
         self._core = core
-        self._endpoint, self._node = endpoint, node
         self._next_step = first_step
 
     @property
@@ -117,13 +122,18 @@ class Client:
 
     @property
     def endpoint(self):
-        """Constructor endpoint in use, ``tcp://HOST:PORT``."""
-        return self._endpoint
+        """Constructor endpoint that requests go to now, ``tcp://HOST:PORT``."""
+        return self._core.endpoint if self._core is not None else self._endpoint
 
     @property
     def node(self):
-        """Node id serving the endpoint (empty unless found via the planner)."""
-        return self._node
+        """Node id from the planner lookup (empty with ``endpoint``)."""
+        return self._core.node if self._core is not None else ""
+
+    @property
+    def failovers(self):
+        """Times this connection moved to another endpoint of the rank."""
+        return self._core.failovers if self._core is not None else 0
 
     def next(self):
         """Wait for the next step's batch and return it as a dict.
@@ -189,14 +199,11 @@ class Client:
         connection are dropped. Raises ValueError when ``state`` is not such
         a dict.
 
-        NOTE: a constructor sends each step once, so after loading a step
-        that this job already delivered, :meth:`next` raises
-        :class:`overlord.NotFoundError`. A job restarted from step 0 (the
-        same stream, by determinism) serves ``next_step`` only if it is
-        below the job's ``plan_ahead``, because the planner plans no
-        further for a rank that has received nothing. Resuming at later
-        steps needs a server that restores its position, which it cannot
-        do yet.
+        A constructor sends each step once, so after loading a step that
+        this job already delivered, :meth:`next` raises
+        :class:`overlord.NotFoundError`. To resume after a restart, start
+        the job with ``overlordd --resume DIR --from-step S``, where ``S``
+        is ``state["next_step"]``.
         """
         next_step = self._validate_state(state, self._rank, self._cp_rank)
         self._open(next_step)
@@ -212,7 +219,7 @@ class Client:
         self.close()
 
     def __repr__(self):
-        where = self._endpoint if self._planner is None else (
-            f"{self._endpoint} via planner {self._planner}")
+        where = self.endpoint if self._planner is None else (
+            f"{self.endpoint} via planner {self._planner}")
         return (f"overlord.Client(rank={self._rank}, cp_rank={self._cp_rank}, "
                 f"endpoint={where}, next_step={self._next_step})")
