@@ -249,7 +249,7 @@ void plan_steps(planner_actor* self) {
 
     if (replaying) {
       // Steps before the resume step are planned again only to rebuild the
-      // state; each must draw what the log says it drew.
+      // state, and each must draw what the delta log recorded.
       auto logged = st.logged_steps.find(step);
       if (logged != st.logged_steps.end() &&
           (logged->second.drawn != delta.drawn ||
@@ -262,8 +262,8 @@ void plan_steps(planner_actor* self) {
     }
 
     if (st.store) {
-      // Write-ahead: the delta is on disk before any constructor sees the
-      // plan it describes.
+      // Write-ahead: the delta is on disk before any constructor receives
+      // the plan it describes.
       auto started = clock_type::now();
       checkpoint::delta_record record;
       record.step = delta;
@@ -428,7 +428,7 @@ void write_snapshot(planner_actor* self) {
                st.snapshot_ms);
 }
 
-// Appends what `plan` drew, before anything sees the plan.
+// Returns what `plan` drew per source, for the delta log.
 checkpoint::step_delta delta_of(const std::vector<double>& before,
                                 const planner::step_plan& plan,
                                 const planner::mixture& after) {
@@ -521,26 +521,38 @@ void assign_source(planner_actor* self, uint32_t source) {
 
 void assign_shadow(planner_actor* self, uint32_t rank);
 
+// What a constructor needs to reach every source: the pools, their loader
+// nodes' CAF addresses and their payload endpoints, indexed by source.
+struct source_handle_lists {
+  std::vector<caf::actor> pools;
+  std::vector<std::string> loader_addresses;
+  std::vector<std::string> payload_endpoints;
+};
+
+source_handle_lists source_handles(planner_actor* self) {
+  auto& st = self->state;
+  source_handle_lists out;
+  for (const auto& slot : st.sources) {
+    out.pools.push_back(slot.pool);
+    out.loader_addresses.push_back(st.nodes[slot.node].info.address);
+    out.payload_endpoints.push_back(slot.payload_endpoint);
+  }
+  return out;
+}
+
 void assign_rank(planner_actor* self, uint32_t rank) {
   auto& st = self->state;
   auto node_id = pick_node(self, false, st.ranks[rank].shadow_node);
   if (node_id.empty())
     return;
-  std::vector<caf::actor> pools;
-  std::vector<std::string> loader_addresses;
-  std::vector<std::string> payload_endpoints;
-  for (const auto& slot : st.sources) {
-    pools.push_back(slot.pool);
-    loader_addresses.push_back(st.nodes[slot.node].info.address);
-    payload_endpoints.push_back(slot.payload_endpoint);
-  }
+  auto sources = source_handles(self);
   auto& slot = st.ranks[rank];
   slot.spawning = true;
   slot.node = node_id;
   st.log->info("rank={} assigned to node={}", rank, node_id);
   self->request(st.nodes[node_id].agent, spawn_timeout, spawn_rank_atom::value,
-                rank, pools, loader_addresses, payload_endpoints, st.pad_id,
-                false)
+                rank, sources.pools, sources.loader_addresses,
+                sources.payload_endpoints, st.pad_id, false)
       .then(
           [=](caf::actor& constructor, std::string& endpoint) {
             auto& s = self->state;
@@ -583,20 +595,13 @@ void assign_shadow(planner_actor* self, uint32_t rank) {
   auto node_id = pick_node(self, false, slot.node);
   if (node_id.empty())
     return;  // no second constructor node: the rank runs without a shadow
-  std::vector<caf::actor> pools;
-  std::vector<std::string> loader_addresses;
-  std::vector<std::string> payload_endpoints;
-  for (const auto& source : st.sources) {
-    pools.push_back(source.pool);
-    loader_addresses.push_back(st.nodes[source.node].info.address);
-    payload_endpoints.push_back(source.payload_endpoint);
-  }
+  auto sources = source_handles(self);
   slot.shadow_spawning = true;
   slot.shadow_node = node_id;
   st.log->info("rank={} shadow assigned to node={}", rank, node_id);
   self->request(st.nodes[node_id].agent, spawn_timeout, spawn_rank_atom::value,
-                rank, pools, loader_addresses, payload_endpoints, st.pad_id,
-                true)
+                rank, sources.pools, sources.loader_addresses,
+                sources.payload_endpoints, st.pad_id, true)
       .then(
           [=](caf::actor& shadow, std::string& endpoint) {
             auto& s = self->state;
