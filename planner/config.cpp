@@ -101,8 +101,14 @@ class checker {
 
   void check_keys(const YAML::Node& map, const std::string& prefix,
                   const std::set<std::string>& allowed) const {
+    std::set<std::string> seen;
     for (const auto& entry : map) {
       auto key = entry.first.as<std::string>();
+      // yaml-cpp keeps both entries of a repeated key and reads the first,
+      // which would silently ignore the later value.
+      if (!seen.insert(key).second)
+        fail(entry.first, prefix + key,
+             "duplicate key; the value given first would win, so remove one");
       if (allowed.count(key) == 0) {
         std::string list;
         for (const auto& name : allowed)
@@ -139,13 +145,20 @@ class checker {
   std::map<std::string, std::string> overridden_;
 };
 
-std::vector<std::string> expand_glob(const std::string& pattern) {
+// Returns the regular files `pattern` matches; `others` counts matches
+// that are not regular files (folders, for example), which are ignored.
+std::vector<std::string> expand_glob(const std::string& pattern,
+                                     size_t& others) {
   glob_t result{};
   std::vector<std::string> files;
+  others = 0;
   if (glob(pattern.c_str(), GLOB_NOSORT, nullptr, &result) == 0) {
-    for (size_t i = 0; i < result.gl_pathc; ++i)
+    for (size_t i = 0; i < result.gl_pathc; ++i) {
       if (fs::is_regular_file(result.gl_pathv[i]))
         files.emplace_back(result.gl_pathv[i]);
+      else
+        ++others;
+    }
   }
   globfree(&result);
   return files;
@@ -264,7 +277,14 @@ source_config parse_source(const YAML::Node& node, size_t index,
 
   std::set<std::string> shards;
   for (const auto& pattern : source.paths) {
-    auto matched = expand_glob(check.resolve(pattern));
+    size_t others = 0;
+    auto matched = expand_glob(check.resolve(pattern), others);
+    if (matched.empty() && others > 0)
+      check.fail(paths, prefix + "paths",
+                 "'" + check.resolve(pattern) + "' matches only " +
+                     std::to_string(others) +
+                     " folder(s) or other non-files; point the glob at the "
+                     "files inside");
     if (matched.empty())
       check.fail(paths, prefix + "paths",
                  "no file matches '" + check.resolve(pattern) +

@@ -292,3 +292,21 @@ TEST_CASE("config rejects unsafe shapes and names", "[config]") {
                                "sequence_length: 16777216\nrows_per_rank: 64"));
   CHECK_THAT(message, Catch::Contains("under 1024 MiB"));
 }
+
+TEST_CASE("config rejects duplicate keys", "[config]") {
+  config_fixture f;
+  auto message = f.error_of(config_fixture::valid_body() + "seed: 8\n");
+  CHECK_THAT(message, Catch::Contains("job.yaml:17: seed: duplicate key"));
+
+  message = f.error_of(replace(config_fixture::valid_body(), "    workers: 2\n",
+                               "    workers: 2\n    workers: 3\n"));
+  CHECK_THAT(message, Catch::Contains("sources.mail.workers: duplicate key"));
+}
+
+TEST_CASE("config names folders matched by glob", "[config]") {
+  config_fixture f;
+  std::filesystem::create_directories(f.dir.path() / "folder.jsonl");
+  auto message = f.error_of(replace(config_fixture::valid_body(),
+                                    "paths: mail/*.jsonl", "paths: folder.jsonl"));
+  CHECK_THAT(message, Catch::Contains("matches only 1 folder"));
+}
