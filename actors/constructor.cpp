@@ -104,6 +104,8 @@ void send_error(constructor_actor* self, const std::string& client, errc code,
 
 // Records that context-parallel rank `cp_rank` received `step`, and
 // reports the step to the planner once every cp rank received it.
+// NOTE: consumers of one cp rank (pipeline stages) share this mark, so the
+// fastest of them decides which batches are dropped.
 void note_progress(constructor_actor* self, uint32_t cp_rank, uint64_t step) {
   auto& st = self->state;
   auto& mine = st.served_by_cp[cp_rank];

@@ -125,6 +125,8 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
 
   self->set_down_handler([=](caf::down_msg& down) {
     auto& s = self->state;
+    // NOTE: a node does not wait for a restarted planner to re-register
+    // with; it stops, and the job is resumed from its checkpoint.
     if (down.source == s.setup.planner.address()) {
       s.log->error("node={} lost the planner ({}); stopping", id,
                    self->system().render(down.reason));

@@ -342,6 +342,8 @@ void release_up_to(planner_actor* self, int64_t step) {
 
 // Computes where a pool for `source` must start so that the stream goes
 // on exactly where the planner and the constructors need it.
+// NOTE: the new pool's node is trusted to see the same shard files; their
+// sizes and contents are not compared with those the old pool read.
 stream_position position_of(planner_actor* self, uint32_t source,
                             uint64_t needed, uint64_t announce_from) {
   auto& st = self->state;
