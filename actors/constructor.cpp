@@ -59,11 +59,10 @@ struct constructor_state {
   std::map<uint64_t, std::vector<batch_buffer>> built;
   // Clients waiting for (step, cp rank).
   std::map<std::pair<uint64_t, uint32_t>, std::vector<std::string>> waiting;
-  // Per context-parallel rank: the last step up to which every step was
-  // delivered, and steps delivered beyond it. Only this gap-free mark is
-  // reported, so the planner never releases a step still being built.
+  // Per context-parallel rank: the last step up to which its trainer
+  // reported holding every batch. The planner releases steps only below
+  // this mark, never one still being built or in a queue.
   std::vector<int64_t> served_by_cp;
-  std::vector<std::set<uint64_t>> delivered_ahead;
   bool received_plan = false;
   // Standby: plans kept, nothing built, until promoted or asked.
   bool standby = false;
@@ -102,21 +101,16 @@ void send_error(constructor_actor* self, const std::string& client, errc code,
   self->state.server->send(client, zmq::message_t(frame.data(), frame.size()));
 }
 
-// Records that context-parallel rank `cp_rank` received `step`, and
-// reports the step to the planner once every cp rank received it.
+// Records that context-parallel rank `cp_rank` holds every step up to
+// `step`, and reports the step to the planner once every cp rank does.
 // NOTE: consumers of one cp rank (pipeline stages) share this mark, so the
 // fastest of them decides which batches are dropped.
 void note_progress(constructor_actor* self, uint32_t cp_rank, uint64_t step) {
   auto& st = self->state;
+  // The step comes from the trainer, which holds every step up to it, so
+  // the mark only moves forward and never has gaps.
   auto& mine = st.served_by_cp[cp_rank];
-  auto& ahead = st.delivered_ahead[cp_rank];
-  if (static_cast<int64_t>(step) > mine)
-    ahead.insert(step);
-  while (!ahead.empty() &&
-         *ahead.begin() == static_cast<uint64_t>(mine + 1)) {
-    ahead.erase(ahead.begin());
-    ++mine;
-  }
+  mine = std::max(mine, static_cast<int64_t>(step));
   int64_t all = *std::min_element(st.served_by_cp.begin(),
                                   st.served_by_cp.end());
   if (all > st.served) {
@@ -136,7 +130,6 @@ void deliver(constructor_actor* self, uint64_t step, uint32_t cp_rank,
   auto& st = self->state;
   st.server->send(client, to_message(st.built.at(step).at(cp_rank)));
   st.batches_served++;
-  note_progress(self, cp_rank, step);
 }
 
 void finish_build(constructor_actor* self, uint64_t step) {
@@ -303,9 +296,10 @@ void start_build(constructor_actor* self, planner::rank_plan plan) {
 
 std::string endpoint_of(const constructor_setup& setup) {
   auto bind = setup.bind.empty() ? setup.config.bind : setup.bind;
-  int port = setup.config.base_port + static_cast<int>(setup.rank);
-  if (setup.shadow)
-    port += setup.config.ranks;
+  // A shadow binds any free port: trainers find it through the planner.
+  int port = setup.shadow
+                 ? 0
+                 : setup.config.base_port + static_cast<int>(setup.rank);
   return "tcp://" + bind + ":" + std::to_string(port);
 }
 
@@ -338,7 +332,6 @@ caf::behavior constructor_behavior(
   st.server = std::move(server);
   st.standby = setup->shadow;
   st.served_by_cp.assign(setup->config.topology.cp, -1);
-  st.delivered_ahead.resize(setup->config.topology.cp);
   const uint32_t rank = setup->rank;
   const uint32_t cp_size = static_cast<uint32_t>(setup->config.topology.cp);
 
@@ -352,12 +345,12 @@ caf::behavior constructor_behavior(
       return;
     }
     caf::anon_send(handle, pull_atom::value, client, request->step,
-                   request->rank, request->cp_rank);
+                   request->rank, request->cp_rank, request->received_before);
   });
   self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);
   st.log->info("rank={} {} serving at {} node={}", rank,
                setup->shadow ? "shadow constructor" : "constructor",
-               endpoint_of(*setup), setup->node_id);
+               st.server->endpoint(), setup->node_id);
 
   return {
       [=](plan_atom, planner::rank_plan& plan) {
@@ -383,6 +376,27 @@ caf::behavior constructor_behavior(
                               s.standby_plans.upper_bound(step));
       },
       [=](promote_atom) { activate(self, "promoted by the planner"); },
+      [=](demote_atom) {
+        // The trainers moved to the shadow, which is the primary now; this
+        // constructor stands by in its place, keeping its plans.
+        auto& s = self->state;
+        if (s.standby)
+          return;
+        s.standby = true;
+        for (auto& [step, build] : s.building)
+          s.standby_plans[step] = std::move(build.plan);
+        s.building.clear();
+        s.built.clear();
+        s.waiting.clear();
+        s.waiting_count = 0;
+        s.remote_fetches.clear();
+        s.log->info("rank={} constructor stands by as shadow", rank);
+      },
+      [=](leave_atom) {
+        // Not needed any more (a shadow whose rank moved on): stop without
+        // taking the node down.
+        self->quit();
+      },
       [=](fetch_atom, uint64_t step, uint64_t index) {
         // Retry of a failed fetch, with the current pool of its source.
         auto& s = self->state;
@@ -457,10 +471,14 @@ caf::behavior constructor_behavior(
         }
       },
       [=](pull_atom, const std::string& client, uint64_t step,
-          uint32_t requested_rank, uint32_t cp_rank) {
+          uint32_t requested_rank, uint32_t cp_rank, uint64_t received_before) {
         auto& s = self->state;
         // A trainer that comes to the shadow lost its primary.
         activate(self, "a trainer failed over to it");
+        // The trainer holds every step before `received_before`: that, not
+        // what was sent (a batch may die in a queue), is its progress.
+        if (received_before > 0 && cp_rank < cp_size && requested_rank == rank)
+          note_progress(self, cp_rank, received_before - 1);
         if (requested_rank != rank || cp_rank >= cp_size) {
           send_error(self, client, errc::invalid_config,
                      "this endpoint serves rank " + std::to_string(rank) +
@@ -510,17 +528,15 @@ caf::behavior constructor_behavior(
 
 }  // namespace
 
-std::string constructor_endpoint(const constructor_setup& setup) {
-  return endpoint_of(setup);
-}
-
 caf::actor spawn_constructor(caf::actor_system& system,
-                             constructor_setup setup) {
+                             constructor_setup setup, std::string* endpoint) {
   auto shared = std::make_shared<const constructor_setup>(std::move(setup));
   // Bind before spawning so that a taken port fails right here.
   auto server = std::make_shared<transport::router_server>(
       *shared->zmq_context, max_request_bytes);
-  server->bind(endpoint_of(*shared));
+  auto bound = server->bind(endpoint_of(*shared));
+  if (endpoint)
+    *endpoint = bound;
   return system.spawn(constructor_behavior, shared, server);
 }
 

@@ -30,18 +30,17 @@ struct constructor_setup {
   std::string bind;  // address to bind; config.bind when empty
   // A shadow keeps the plans of its rank without building them, and
   // starts building when promoted or when a trainer fails over to it. It
-  // listens on base_port + ranks + rank, beside the primaries' ports.
+  // listens on any free port; trainers learn it from the planner.
   bool shadow = false;
   std::shared_ptr<zmq::context_t> zmq_context;
 };
 
-// Returns the endpoint rank `setup.rank` is served at: tcp://bind:port
-// with port base_port + rank, or base_port + ranks + rank for a shadow.
-std::string constructor_endpoint(const constructor_setup& setup);
-
-// Spawns the constructor and binds its endpoint. Throws
-// overlord::error(io_error) when the port cannot be bound.
+// Spawns the constructor and binds its endpoint, tcp://bind:base_port+rank
+// (any free port for a shadow), and stores the bound endpoint in
+// `endpoint` when given. Throws overlord::error(io_error) when the port
+// cannot be bound.
 caf::actor spawn_constructor(caf::actor_system& system,
-                             constructor_setup setup);
+                             constructor_setup setup,
+                             std::string* endpoint = nullptr);
 
 }  // namespace overlord::actors

@@ -64,6 +64,8 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using assign_atom = caf::atom_constant<caf::atom("assign")>;
 // Planner -> shadow constructor: the primary is gone; serve from now on.
 using promote_atom = caf::atom_constant<caf::atom("promote")>;
+// Planner -> constructor: trainers moved to the shadow; stand by.
+using demote_atom = caf::atom_constant<caf::atom("demote")>;
 // Admin -> planner: every endpoint of a rank, primary first.
 using endpoints_atom = caf::atom_constant<caf::atom("endpoints")>;
 

@@ -213,9 +213,10 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
         setup.bind = s.setup.info.bind;
         setup.shadow = shadow;
         setup.zmq_context = s.setup.zmq_context;
-        auto endpoint = constructor_endpoint(setup);
+        std::string endpoint;
         try {
-          auto constructor = spawn_constructor(self->system(), setup);
+          auto constructor =
+              spawn_constructor(self->system(), setup, &endpoint);
           self->link_to(constructor);
           s.children.push_back(constructor);
           return {constructor, endpoint};

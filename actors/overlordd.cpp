@@ -237,9 +237,18 @@ int run(const options& opts) {
           config->checkpoint_dir);
     if (!opts.resume_dir.empty()) {
       uint64_t step = opts.from_step ? *opts.from_step : UINT64_MAX;
+      if (!opts.from_step) {
+        // Without a step: resume at the newest snapshot.
+        auto newest = store->load_snapshot(step);
+        step = newest ? newest->step : 0;
+      }
       restore = checkpoint::prepare_restore(*store, *config, step);
-      if (!opts.from_step)
-        restore->resume_step = restore->snapshot.step;
+      store->rewrite_deltas(restore->kept_records);
+      if (restore->dropped_weight_changes > 0)
+        log->warn("resume at step {} drops {} weight change(s) that the "
+                  "previous run logged for later steps; set them again if "
+                  "they are still wanted",
+                  step, restore->dropped_weight_changes);
     }
   } else if (!opts.log_level.empty()) {
     set_log_level(opts.log_level);

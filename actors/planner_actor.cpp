@@ -70,6 +70,7 @@ struct rank_slot {
   std::string shadow_node;
   std::string shadow_endpoint;
   bool shadow_spawning = false;
+  int shadow_failed_starts = 0;
 };
 
 struct weight_change {
@@ -350,12 +351,18 @@ stream_position position_of(planner_actor* self, uint32_t source,
   stream_position start;
   start.announce_from = announce_from;
   const auto& known = st.positions[source];
-  if (known.empty()) {
-    // Nothing announced since start-up: the beginning of the stream, or
-    // where the restored snapshot says.
-    if (st.restored_starts[source])
-      return *st.restored_starts[source];
-    return start;
+  bool before_known = !known.empty() && needed < known.begin()->first;
+  if (known.empty() || before_known) {
+    // Nothing announced since start-up, or the needed document came before
+    // a restore: the beginning of the stream, or the restored snapshot's
+    // position, which is at or before every document still needed.
+    if (st.restored_starts[source]) {
+      auto restored = *st.restored_starts[source];
+      restored.announce_from = announce_from;
+      return restored;
+    }
+    if (known.empty())
+      return start;
   }
 
   auto found = known.find(needed);
@@ -608,9 +615,13 @@ void assign_shadow(planner_actor* self, uint32_t rank) {
           [=](caf::actor& shadow, std::string& endpoint) {
             auto& s = self->state;
             auto& slot = s.ranks[rank];
-            slot.shadow_spawning = false;
-            if (slot.shadow_node != node_id || !s.nodes[node_id].alive)
+            if (slot.shadow_node != node_id || !s.nodes[node_id].alive) {
+              // The assignment changed while it started: stop it.
+              self->send(shadow, leave_atom::value);
               return;
+            }
+            slot.shadow_spawning = false;
+            slot.shadow_failed_starts = 0;
             slot.shadow = shadow;
             slot.shadow_endpoint = endpoint;
             if (slot.served >= 0)
@@ -623,10 +634,18 @@ void assign_shadow(planner_actor* self, uint32_t rank) {
           [=](caf::error& err) {
             auto& s = self->state;
             auto& slot = s.ranks[rank];
+            if (slot.shadow_node != node_id)
+              return;
             slot.shadow_spawning = false;
             slot.shadow_node.clear();
-            s.log->warn("rank={} shadow could not start on node={}: {}", rank,
-                        node_id, self->system().render(err));
+            // A rank runs without a shadow rather than retrying forever.
+            if (++slot.shadow_failed_starts == max_start_attempts)
+              s.log->error("rank={} shadow could not start {} times; the rank "
+                           "runs without one",
+                           rank, max_start_attempts);
+            else if (slot.shadow_failed_starts < max_start_attempts)
+              s.log->warn("rank={} shadow could not start on node={}: {}", rank,
+                          node_id, self->system().render(err));
           });
 }
 
@@ -660,7 +679,8 @@ void maybe_assign(planner_actor* self) {
     auto& slot = st.ranks[rank];
     if (!slot.constructor && !slot.spawning)
       assign_rank(self, rank);
-    else if (slot.constructor && !slot.shadow && !slot.shadow_spawning)
+    else if (slot.constructor && !slot.shadow && !slot.shadow_spawning &&
+             slot.shadow_failed_starts < max_start_attempts)
       assign_shadow(self, rank);
   }
 }
@@ -1089,11 +1109,24 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
         // that failed over to it) counts; a replaced one that is still
         // running must not move the window.
         auto sender = self->current_sender();
-        const auto& slot = s.ranks[rank];
+        auto& slot = s.ranks[rank];
         bool from_primary = slot.constructor && sender == slot.constructor.address();
         bool from_shadow = slot.shadow && sender == slot.shadow.address();
         if (!from_primary && !from_shadow)
           return;
+        if (from_shadow) {
+          // The trainers moved to the shadow while the primary still runs
+          // (it was slow or cut off): swap the roles, so the old primary
+          // stands by with the plans instead of building released steps.
+          std::swap(slot.constructor, slot.shadow);
+          std::swap(slot.node, slot.shadow_node);
+          std::swap(slot.endpoint, slot.shadow_endpoint);
+          self->send(slot.shadow, demote_atom::value);
+          s.failovers++;
+          s.log->warn("rank={} trainers moved to the shadow on node={}; it is "
+                      "the primary now, and node={} stands by",
+                      rank, slot.node, slot.shadow_node);
+        }
         auto& served = s.ranks[rank].served;
         served = std::max(served, static_cast<int64_t>(step));
         if (s.ranks[rank].shadow)

@@ -1,5 +1,7 @@
 #include "checkpoint/restore.hpp"
 
+#include <algorithm>
+#include <cstdint>
 #include <filesystem>
 
 #include "common/error.hpp"
@@ -69,14 +71,54 @@ restore_plan prepare_restore(const checkpoint_store& store,
                       "checkpoint directory");
   }
 
+  // A log written across earlier resumes can hold several records for one
+  // step; the later one is what the stream the trainers kept used.
   auto deltas = store.load_deltas();
   plan.torn_tail = deltas.torn_tail;
+  std::map<uint64_t, step_delta> steps;
+  std::map<uint64_t, std::vector<double>> weights;
   for (const auto& payload : deltas.payloads) {
     auto delta = decode_delta(payload, store.directory() + "/deltas.log");
-    if (delta.weights && delta.weights->from_step >= plan.snapshot.step)
-      plan.weight_changes[delta.weights->from_step] = delta.weights->weights;
-    if (delta.step && delta.step->step >= plan.snapshot.step)
-      plan.step_deltas.emplace(delta.step->step, *delta.step);
+    if (delta.step)
+      steps[delta.step->step] = *delta.step;
+    if (delta.weights)
+      weights[delta.weights->from_step] = delta.weights->weights;
+  }
+
+  for (const auto& [from_step, values] : weights) {
+    if (from_step >= resume_step) {
+      plan.dropped_weight_changes++;
+      continue;
+    }
+    if (from_step >= plan.snapshot.step)
+      plan.weight_changes[from_step] = values;
+  }
+  for (const auto& [step, delta] : steps)
+    if (step >= plan.snapshot.step && step < resume_step)
+      plan.step_deltas[step] = delta;
+
+  // Weight changes first within a step: they apply from that step on.
+  for (uint64_t step = 0;;) {
+    auto next_weights = weights.lower_bound(step);
+    auto next_step = steps.lower_bound(step);
+    uint64_t candidate = UINT64_MAX;
+    if (next_weights != weights.end())
+      candidate = std::min(candidate, next_weights->first);
+    if (next_step != steps.end())
+      candidate = std::min(candidate, next_step->first);
+    if (candidate == UINT64_MAX || candidate >= resume_step)
+      break;
+    if (next_weights != weights.end() && next_weights->first == candidate) {
+      delta_record record;
+      record.weights = weight_change{candidate, next_weights->second};
+      plan.kept_records.push_back(encode_delta(record));
+    }
+    if (next_step != steps.end() && next_step->first == candidate) {
+      delta_record record;
+      record.step = next_step->second;
+      plan.kept_records.push_back(encode_delta(record));
+    }
+    step = candidate + 1;
   }
   return plan;
 }

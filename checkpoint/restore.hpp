@@ -30,6 +30,12 @@ struct restore_plan {
   // What each logged step drew, to check the replay against.
   std::map<uint64_t, step_delta> step_deltas;
   bool torn_tail = false;
+  // The delta log as it must read after the resume: the records for steps
+  // before the resume step, the last one per step, in step order. What the
+  // abandoned run logged for later steps, weight changes included, is
+  // dropped with it.
+  std::vector<std::string> kept_records;
+  size_t dropped_weight_changes = 0;
 };
 
 // Loads what resuming at `resume_step` needs from `store`. Throws

@@ -195,6 +195,32 @@ uint64_t checkpoint_store::append_delta(const std::string& payload) {
   return framed.size();
 }
 
+void checkpoint_store::rewrite_deltas(const std::vector<std::string>& payloads) {
+  auto log = (fs::path(dir_) / delta_log_name).string();
+  auto temporary = log + ".tmp";
+  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                  0644);
+  if (fd < 0)
+    io_failure("cannot create", temporary);
+  std::string bytes;
+  for (const auto& payload : payloads)
+    bytes += frame_record(payload);
+  write_all(fd, bytes, temporary);
+  if (::fsync(fd) != 0) {
+    ::close(fd);
+    io_failure("cannot sync", temporary);
+  }
+  ::close(fd);
+  if (::rename(temporary.c_str(), log.c_str()) != 0)
+    io_failure("cannot rename to", log);
+  sync_directory(dir_);
+  // Appends go to the new file from now on.
+  ::close(delta_fd_);
+  delta_fd_ = ::open(log.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (delta_fd_ < 0)
+    io_failure("cannot open", log);
+}
+
 std::optional<loaded_snapshot> checkpoint_store::load_snapshot(
     uint64_t at_most) const {
   auto snapshots = list_snapshots(dir_);

@@ -52,6 +52,11 @@ class checkpoint_store {
   // naming the log when a record before the last one is damaged.
   loaded_deltas load_deltas() const;
 
+  // Replaces the delta log with `payloads`, atomically (temporary file,
+  // sync, rename). A resume uses it to drop what the abandoned run logged
+  // for steps at or after the resume step.
+  void rewrite_deltas(const std::vector<std::string>& payloads);
+
   const std::string& directory() const { return dir_; }
 
  private:

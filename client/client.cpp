@@ -92,7 +92,8 @@ bool batch_client::fail_over() {
   for (uint64_t step = next_step_; step < next_request_; ++step) {
     if (ahead_.count(step))
       continue;
-    auto frame = transport::encode_request({step, options_.rank, options_.cp_rank});
+    auto frame = transport::encode_request(
+        {step, options_.rank, options_.cp_rank, next_step_});
     socket_.send(zmq::buffer(frame), zmq::send_flags::none);
     ++in_flight_;
   }
@@ -104,7 +105,7 @@ batch_client::~batch_client() = default;
 void batch_client::top_up() {
   while (in_flight_ + ahead_.size() < options_.prefetch) {
     auto frame = transport::encode_request(
-        {next_request_, options_.rank, options_.cp_rank});
+        {next_request_, options_.rank, options_.cp_rank, next_step_});
     socket_.send(zmq::buffer(frame), zmq::send_flags::none);
     ++next_request_;
     ++in_flight_;

@@ -424,12 +424,9 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
     config.bind = check.scalar<std::string>(root["bind"], "bind", "string");
   if (root["base_port"])
     config.base_port = check.integer(root["base_port"], "base_port", 1, 65535);
-  // Primaries use base_port .. base_port + ranks - 1, shadows the next
-  // `ranks` ports.
-  if (config.base_port + 2 * config.ranks - 1 > 65535)
+  if (config.base_port + config.ranks - 1 > 65535)
     check.fail(root["base_port"], "base_port",
-               "base_port + 2 * ranks - 1 exceeds 65535 (ranks and their "
-               "shadows); lower base_port");
+               "base_port + ranks - 1 exceeds 65535; lower base_port");
   if (root["planner_port"])
     config.planner_port =
         check.integer(root["planner_port"], "planner_port", 0, 65535);
@@ -500,11 +497,10 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
                    std::to_string(batch_bytes >> 20) +
                    " MiB; keep them under 1024 MiB with fewer or shorter rows");
   if (config.planner_port != 0 && config.planner_port >= config.base_port &&
-      config.planner_port < config.base_port + 2 * config.ranks)
+      config.planner_port < config.base_port + config.ranks)
     check.fail(root["planner_port"], "planner_port",
                "port " + std::to_string(config.planner_port) +
-                   " is also a rank's or shadow's port (base_port .. base_port "
-                   "+ 2 * ranks - 1); choose another");
+                   " is also a rank's port (base_port + rank); choose another");
 
   if (root["cost_model"])
     parse_cost_model(root["cost_model"], check, config);

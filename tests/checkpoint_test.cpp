@@ -241,3 +241,54 @@ TEST_CASE("step planner save restore continues", "[checkpoint]") {
     }
   }
 }
+
+TEST_CASE("restore keeps last records before step", "[checkpoint]") {
+  temp_dir dir("ckpt-rewrite");
+  planner::job_config config;
+  config.seed = 1;
+  config.ranks = 1;
+  config.rows_per_rank = 1;
+  planner::source_config source;
+  source.name = "a";
+  config.sources = {source};
+
+  snapshot_record record;
+  record.step = 10;
+  record.settings = stream_settings(config);
+  record.weights = {1};
+  checkpoint_store store(dir.path().string());
+  store.write_snapshot(10, encode_snapshot(record));
+
+  auto step = [](uint64_t n, double drawn) {
+    delta_record r;
+    r.step = step_delta{n, {drawn}, 0};
+    return encode_delta(r);
+  };
+  auto weights = [](uint64_t from, double w) {
+    delta_record r;
+    r.weights = weight_change{from, {w}};
+    return encode_delta(r);
+  };
+  // A first run logged steps 10..14 and a weight change from 13; a resume
+  // at 12 logged steps 12..13 again with other amounts.
+  for (auto payload : {step(10, 1), step(11, 1), step(12, 1), weights(13, 5),
+                       step(13, 1), step(14, 1), step(12, 2), step(13, 2)})
+    store.append_delta(payload);
+
+  auto plan = prepare_restore(store, config, 14);
+  CHECK(plan.step_deltas.at(12).drawn == std::vector<double>{2});
+  CHECK(plan.step_deltas.at(13).drawn == std::vector<double>{2});
+  CHECK(plan.step_deltas.count(14) == 0);
+  CHECK(plan.weight_changes.at(13) == std::vector<double>{5});
+
+  auto earlier = prepare_restore(store, config, 12);
+  CHECK(earlier.dropped_weight_changes == 1);
+  CHECK(earlier.weight_changes.empty());
+
+  store.rewrite_deltas(earlier.kept_records);
+  auto loaded = store.load_deltas();
+  REQUIRE(loaded.payloads.size() == 2);  // steps 10 and 11
+  CHECK(decode_delta(loaded.payloads[1], "log").step->step == 11);
+  store.append_delta(step(12, 3));
+  CHECK(store.load_deltas().payloads.size() == 3);
+}

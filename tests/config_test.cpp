@@ -285,7 +285,7 @@ TEST_CASE("config rejects unsafe shapes and names", "[config]") {
   message = f.error_of(config_fixture::valid_body() +
                        "base_port: 6000\nplanner_port: 6001\n");
   CHECK_THAT(message, Catch::Contains("planner_port"));
-  CHECK_THAT(message, Catch::Contains("port 6001 is also a rank's"));
+  CHECK_THAT(message, Catch::Contains("port 6001 is also a rank's port"));
 
   message = f.error_of(replace(config_fixture::valid_body(),
                                "sequence_length: 128\nrows_per_rank: 2",

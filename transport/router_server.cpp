@@ -34,7 +34,8 @@ std::string router_server::bind(const std::string& endpoint) {
                                     "; choose a free port or stop the "
                                     "process that holds it");
   }
-  return router_.get(zmq::sockopt::last_endpoint);
+  endpoint_ = router_.get(zmq::sockopt::last_endpoint);
+  return endpoint_;
 }
 
 void router_server::start(frame_handler on_frame) {

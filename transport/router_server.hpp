@@ -36,6 +36,9 @@ class router_server {
   // when the address cannot be bound.
   std::string bind(const std::string& endpoint);
 
+  // The endpoint bound last, with the actual port.
+  const std::string& endpoint() const { return endpoint_; }
+
   // Starts the server thread, which passes frames to the handler.
   void start(frame_handler on_frame);
 
@@ -50,6 +53,7 @@ class router_server {
 
   zmq::context_t& context_;
   frame_handler on_frame_;
+  std::string endpoint_;
   std::string control_endpoint_;
   zmq::socket_t router_;
   zmq::socket_t control_in_;

@@ -8,8 +8,8 @@ namespace overlord::transport {
 
 std::string encode_request(const request& value) {
   flatbuffers::FlatBufferBuilder builder(64);
-  builder.Finish(
-      wire::CreateRequest(builder, value.step, value.rank, value.cp_rank));
+  builder.Finish(wire::CreateRequest(builder, value.step, value.rank,
+                                     value.cp_rank, value.received_before));
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()),
                      builder.GetSize());
 }
@@ -20,7 +20,8 @@ std::optional<request> decode_request(std::string_view frame) {
   if (!verifier.VerifyBuffer<wire::Request>(nullptr))
     return std::nullopt;
   auto* root = flatbuffers::GetRoot<wire::Request>(frame.data());
-  return request{root->step(), root->rank(), root->cp_rank()};
+  return request{root->step(), root->rank(), root->cp_rank(),
+                 root->received_before()};
 }
 
 std::string encode_error(uint8_t code, const std::string& message) {

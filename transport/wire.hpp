@@ -16,6 +16,7 @@ struct request {
   uint64_t step = 0;
   uint32_t rank = 0;
   uint32_t cp_rank = 0;
+  uint64_t received_before = 0;  // the client holds every earlier step
 };
 
 std::string encode_request(const request& value);
