@@ -2,6 +2,9 @@
 # Exact resume from differential checkpoints, with real processes:
 #   - a chain of five kill -9 / --resume cycles gives the digests of one
 #     uninterrupted run, on both ranks;
+#   - a resume with another number of ranks (same global_rows) keeps the
+#     global document stream: per step, the tokens and documents of each
+#     source summed over all ranks are unchanged;
 #   - a resume with a config that changes the stream is rejected with a
 #     message naming the setting;
 #   - a damaged snapshot is reported with its path.
@@ -67,6 +70,52 @@ for rank in 0 1; do
     cmp -s <(digests_of "$work/straight.rank$rank") <(digests_of "$work/chain.rank$rank")
 done
 check "chain resumed from snapshots" grep -q "restored .*snapshot-" "$work/chain.log"
+
+# Another data-parallel size: 2 ranks for steps 0..29, then 4 ranks from
+# step 20 on, with the same 8 global rows.
+sed -e 's/^rows_per_rank: 4/global_rows: 8/' "$work/job.yaml" >"$work/global.yaml"
+elastic_run() {
+  local dir=$1 ranks=$2 first=$3 count=$4
+  shift 4
+  local port
+  port=$(free_ports "$ranks")
+  "$overlordd" --role all --config "$work/global.yaml" --set base_port="$port" \
+    --set ranks="$ranks" --set checkpoint_dir="$dir" "$@" 2>>"$dir.log" &
+  local daemon=$!
+  local pulls=()
+  for ((rank = 0; rank < ranks; rank++)); do
+    "$pull" --endpoint "127.0.0.1:$((port + rank))" --rank "$rank" --first-step "$first" \
+      --steps "$count" --timeout 30 >"$dir.ranks$ranks.rank$rank" &
+    pulls+=($!)
+  done
+  local status=0
+  for pid in "${pulls[@]}"; do wait "$pid" || status=1; done
+  kill -9 "$daemon" 2>/dev/null || true
+  wait "$daemon" 2>/dev/null || true
+  return $status
+}
+elastic_run "$work/elastic" 2 0 30 || echo "2-rank run failed" >&2
+elastic_run "$work/elastic" 4 20 10 --resume "$work/elastic" --from-step 20 ||
+  echo "4-rank resume failed" >&2
+check "resume with 4 ranks keeps the global stream" /usr/bin/python3 - "$work/elastic" <<'PY'
+import glob, json, sys
+from collections import defaultdict
+def totals(pattern):
+    per_step = defaultdict(lambda: defaultdict(int))
+    for path in glob.glob(pattern):
+        for line in open(path):
+            r = json.loads(line)
+            for name, n in r["source_tokens"].items():
+                per_step[r["step"]]["tokens:" + name] += n
+            for name, n in r["sources"].items():
+                per_step[r["step"]]["documents:" + name] += n
+    return per_step
+two = totals(sys.argv[1] + ".ranks2.rank*")
+four = totals(sys.argv[1] + ".ranks4.rank*")
+assert sorted(four) == list(range(20, 30)), sorted(four)
+for step in range(20, 30):
+    assert dict(two[step]) == dict(four[step]), (step, dict(two[step]), dict(four[step]))
+PY
 
 # A resume whose config changes the stream is rejected.
 status=0
