@@ -47,6 +47,7 @@ struct constructor_state {
   static inline const char* name = "constructor";
 
   std::shared_ptr<const constructor_setup> setup;
+  caf::actor planner;  // replaced when a restarted planner is joined
   std::vector<caf::actor> pools;
   std::shared_ptr<spdlog::logger> log;
   std::vector<std::string> payload_endpoints;
@@ -115,8 +116,9 @@ void note_progress(constructor_actor* self, uint32_t cp_rank, uint64_t step) {
                                   st.served_by_cp.end());
   if (all > st.served) {
     st.served = all;
-    self->send(st.setup->planner, served_atom::value, st.setup->rank,
-               static_cast<uint64_t>(all));
+    if (st.planner)
+      self->send(st.planner, served_atom::value, st.setup->rank,
+                 static_cast<uint64_t>(all));
     // Keep batches a lagging consumer may still ask for: the plan window.
     auto keep = static_cast<uint64_t>(st.setup->config.plan_ahead);
     while (!st.built.empty() && st.built.begin()->first + keep <=
@@ -325,6 +327,7 @@ caf::behavior constructor_behavior(
     std::shared_ptr<transport::router_server> server) {
   auto& st = self->state;
   st.setup = setup;
+  st.planner = setup->planner;
   st.pools = setup->pools;
   st.payload_endpoints = setup->payload_endpoints;
   st.payload_endpoints.resize(st.pools.size());
@@ -391,6 +394,17 @@ caf::behavior constructor_behavior(
         s.waiting_count = 0;
         s.remote_fetches.clear();
         s.log->info("rank={} constructor stands by as shadow", rank);
+      },
+      [=](planner_atom, caf::actor planner) {
+        auto& s = self->state;
+        s.planner = std::move(planner);
+      },
+      [=](rejoin_atom) {
+        // What a restarted planner needs to adopt this constructor.
+        auto& s = self->state;
+        return rank_asset{rank, s.standby, s.served,
+                          caf::actor_cast<caf::actor>(self),
+                          s.server->endpoint()};
       },
       [=](leave_atom) {
         // Not needed any more (a shadow whose rank moved on): stop without

@@ -64,6 +64,12 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using assign_atom = caf::atom_constant<caf::atom("assign")>;
 // Planner -> shadow constructor: the primary is gone; serve from now on.
 using promote_atom = caf::atom_constant<caf::atom("promote")>;
+// Node agent -> itself: try to reach a restarted planner again.
+using reconnect_atom = caf::atom_constant<caf::atom("reconnect")>;
+// Node agent -> planner: what this node still runs after a planner restart.
+using rejoin_atom = caf::atom_constant<caf::atom("rejoin")>;
+// Node agent -> constructor: the planner to report to from now on.
+using planner_atom = caf::atom_constant<caf::atom("planner")>;
 // Planner -> constructor: trainers moved to the shadow; stand by.
 using demote_atom = caf::atom_constant<caf::atom("demote")>;
 // Admin -> planner: every endpoint of a rank, primary first.
@@ -79,6 +85,15 @@ struct node_info {
   uint32_t pid = 0;
   std::string address;  // host:port of its middleman, or "local"
   std::string bind;     // address its trainer-facing sockets bind to
+};
+
+// A constructor a node still runs when it joins a restarted planner.
+struct rank_asset {
+  uint32_t rank = 0;
+  bool shadow = false;
+  int64_t served = -1;  // last step its trainers reported holding
+  caf::actor constructor;
+  std::string endpoint;
 };
 
 // Where a replacement pool picks up a source's stream: documents from
@@ -112,6 +127,12 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, node_info& x) {
   return f(caf::meta::type_name("node_info"), x.id, x.role, x.pid, x.address,
            x.bind);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, rank_asset& x) {
+  return f(caf::meta::type_name("rank_asset"), x.rank, x.shadow, x.served,
+           x.constructor, x.endpoint);
 }
 
 template <class Inspector>

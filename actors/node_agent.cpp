@@ -1,5 +1,7 @@
 #include "actors/node_agent.hpp"
 
+#include <caf/io/all.hpp>
+
 #include <map>
 #include <mutex>
 #include <optional>
@@ -19,6 +21,9 @@ namespace overlord::actors {
 namespace {
 
 constexpr auto heartbeat_interval = std::chrono::seconds(1);
+// How long a node keeps serving and reconnecting after losing a remote
+// planner before it gives up.
+constexpr auto planner_wait = std::chrono::seconds(300);
 
 // Pools by source, read by the payload server thread.
 struct payload_routes {
@@ -37,7 +42,9 @@ struct agent_state {
   std::optional<planner::job_config> config;
   std::shared_ptr<const sources::gpt2_tokenizer> tokenizer;
   std::vector<caf::actor> children;
+  std::vector<caf::actor> constructors;
   std::set<std::string> connected;  // loader nodes reached directly
+  std::chrono::steady_clock::time_point planner_lost_at;
 
   // Payload serving to remote constructors: the ROUTER server, its bound
   // endpoint, and the pool of each source for the server thread.
@@ -125,14 +132,23 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
 
   self->set_down_handler([=](caf::down_msg& down) {
     auto& s = self->state;
-    // NOTE: a node does not wait for a restarted planner to re-register
-    // with; it stops, and the job is resumed from its checkpoint.
-    if (down.source == s.setup.planner.address()) {
+    if (down.source != s.setup.planner.address())
+      return;
+    if (s.setup.planner_address.empty()) {
       s.log->error("node={} lost the planner ({}); stopping", id,
                    self->system().render(down.reason));
       self->send(s.setup.supervisor, fatal_atom::value,
                  "node " + id + " lost the planner");
+      return;
     }
+    // Keep serving what is built, and wait for the planner to come back
+    // (restarted with --resume); then hand it what this node runs.
+    s.log->warn("node={} lost the planner ({}); serving built batches and "
+                "reconnecting to {}",
+                id, self->system().render(down.reason),
+                s.setup.planner_address);
+    s.planner_lost_at = std::chrono::steady_clock::now();
+    self->delayed_send(self, std::chrono::seconds(1), reconnect_atom::value);
   });
   self->monitor(st.setup.planner);
 
@@ -162,6 +178,74 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
 
   return {
       [=](join_atom, const std::string& address) { join(address); },
+      [=](reconnect_atom) {
+        auto& s = self->state;
+        auto colon = s.setup.planner_address.rfind(':');
+        auto host = s.setup.planner_address.substr(0, colon);
+        auto port = static_cast<uint16_t>(
+            std::stoi(s.setup.planner_address.substr(colon + 1)));
+        auto remote = self->system().middleman().remote_actor(host, port);
+        if (!remote) {
+          if (std::chrono::steady_clock::now() - s.planner_lost_at >
+              planner_wait) {
+            auto message = "node " + id + " found no planner at " +
+                           s.setup.planner_address + " for " +
+                           std::to_string(planner_wait.count()) + " s";
+            s.log->error("{}; stopping", message);
+            self->send(s.setup.supervisor, fatal_atom::value, message);
+            return;
+          }
+          self->delayed_send(self, std::chrono::seconds(1),
+                             reconnect_atom::value);
+          return;
+        }
+        s.setup.planner = *remote;
+        self->monitor(s.setup.planner);
+        s.log->info("node={} reached the planner again at {}", id,
+                    s.setup.planner_address);
+        for (const auto& constructor : s.constructors)
+          self->send(constructor, planner_atom::value, s.setup.planner);
+        // Join first (the planner answers with the plane), then report the
+        // constructors this node still runs.
+        self->request(s.setup.planner, std::chrono::seconds(30),
+                      join_atom::value, s.setup.info)
+            .then(
+                [=](planner::job_config&) {
+                  auto& st2 = self->state;
+                  auto assets = std::make_shared<std::vector<rank_asset>>();
+                  auto pending =
+                      std::make_shared<size_t>(st2.constructors.size());
+                  auto report = [=] {
+                    self->send(self->state.setup.planner, rejoin_atom::value,
+                               id, *assets);
+                  };
+                  if (*pending == 0) {
+                    report();
+                    return;
+                  }
+                  for (const auto& constructor : st2.constructors)
+                    self->request(constructor, std::chrono::seconds(5),
+                                  rejoin_atom::value)
+                        .then(
+                            [=](rank_asset& asset) {
+                              assets->push_back(std::move(asset));
+                              if (--*pending == 0)
+                                report();
+                            },
+                            [=](caf::error&) {
+                              if (--*pending == 0)
+                                report();
+                            });
+                },
+                [=](caf::error& err) {
+                  auto& st2 = self->state;
+                  st2.log->error("node={} could not join the restarted "
+                                 "planner: {}",
+                                 id, self->system().render(err));
+                  self->send(st2.setup.supervisor, fatal_atom::value,
+                             "node " + id + " could not rejoin the planner");
+                });
+      },
       [=](heartbeat_atom) {
         auto& s = self->state;
         self->send(s.setup.planner, heartbeat_atom::value, id);
@@ -181,9 +265,18 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
           auto pool_actor = spawn_source_pool(self->system(), std::move(pool));
           self->link_to(pool_actor);
           s.children.push_back(pool_actor);
+          caf::actor replaced;
           {
             std::lock_guard<std::mutex> guard(s.routes->mutex);
-            s.routes->pools[source] = pool_actor;
+            auto& route = s.routes->pools[source];
+            replaced = route;
+            route = pool_actor;
+          }
+          if (replaced) {
+            // A restarted planner starts its own pools; the old one's
+            // stream state is unknown to it.
+            self->unlink_from(replaced);
+            self->send_exit(replaced, caf::exit_reason::user_shutdown);
           }
           return {pool_actor, endpoint};
         } catch (const error& e) {
@@ -219,6 +312,7 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
               spawn_constructor(self->system(), setup, &endpoint);
           self->link_to(constructor);
           s.children.push_back(constructor);
+          s.constructors.push_back(constructor);
           return {constructor, endpoint};
         } catch (const error& e) {
           s.log->error("node={} cannot serve rank={}{}: {}", id, rank,

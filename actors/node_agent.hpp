@@ -17,6 +17,9 @@ namespace overlord::actors {
 
 struct agent_setup {
   node_info info;
+  // "host:port" of a remote planner, to reach it again after it restarts;
+  // empty when the planner runs in this process.
+  std::string planner_address;
   // Serve payloads to remote constructors over ZeroMQ at this endpoint
   // (port 0: any free port); empty in a one-process job, where
   // constructors fetch through CAF messages in memory.

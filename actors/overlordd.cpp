@@ -46,6 +46,9 @@ constexpr const char* usage =
     "  --node-id ID        name in logs and status (default ROLE-HOST-PID)\n"
     "  --resume DIR        resume the job from the checkpoint in DIR;\n"
     "                      planner and all only\n"
+    "  --recover           with --resume: the planner restarts under running\n"
+    "                      nodes, which keep serving; it resumes where their\n"
+    "                      trainers are\n"
     "  --from-step S       with --resume: the first step trainers need (the\n"
     "                      next_step of their saved state); default: the\n"
     "                      newest snapshot\n"
@@ -66,6 +69,7 @@ struct options {
   std::string log_level;
   std::string resume_dir;
   std::optional<uint64_t> from_step;
+  bool recover = false;
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -109,6 +113,8 @@ options parse_arguments(int argc, char** argv) {
       }
       if (out.payload_port < 0 || out.payload_port > 65535)
         usage_error("--payload-port " + text + " is out of range 0..65535");
+    } else if (flag == "--recover") {
+      out.recover = true;
     } else if (flag == "--resume") {
       out.resume_dir = value();
     } else if (flag == "--from-step") {
@@ -143,6 +149,8 @@ options parse_arguments(int argc, char** argv) {
                 " joins a planner");
   if (out.from_step && out.resume_dir.empty())
     usage_error("--from-step needs --resume DIR");
+  if (out.recover && (out.resume_dir.empty() || out.from_step))
+    usage_error("--recover needs --resume DIR and takes no --from-step");
   if (!runs_planner && !out.resume_dir.empty())
     usage_error("--resume is for --role planner or all");
   if (!runs_planner && (!out.config_path.empty() || !out.overrides.empty()))
@@ -235,7 +243,7 @@ int run(const options& opts) {
     if (!config->checkpoint_dir.empty())
       store = std::make_shared<checkpoint::checkpoint_store>(
           config->checkpoint_dir);
-    if (!opts.resume_dir.empty()) {
+    if (!opts.resume_dir.empty() && !opts.recover) {
       uint64_t step = opts.from_step ? *opts.from_step : UINT64_MAX;
       if (!opts.from_step) {
         // Without a step: resume at the newest snapshot.
@@ -265,7 +273,7 @@ int run(const options& opts) {
   if (config) {
     planner_handle = actors::spawn_planner(
         system, actors::planner_setup{*config, pad_id, supervisor_handle,
-                                      store, restore});
+                                      store, restore, opts.recover});
     everyone.push_back(planner_handle);
     if (config->planner_port > 0) {
       auto published = system.middleman().publish(
@@ -305,6 +313,7 @@ int run(const options& opts) {
                               std::to_string(getpid())
                         : opts.node_id;
     setup.planner = planner_handle;
+    setup.planner_address = opts.planner;
     setup.supervisor = supervisor_handle;
     setup.zmq_context = zmq_context;
     if (opts.role == "loader")

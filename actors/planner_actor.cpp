@@ -96,6 +96,14 @@ struct planner_state {
   uint64_t deltas_written = 0;
   double delta_ms_total = 0;
 
+  // Recovery after a planner restart: the planner waits for the nodes to
+  // report the constructors they still run and resumes where the slowest
+  // rank's trainers are.
+  bool recovering = false;
+  clock_type::time_point recover_started;
+  std::map<uint32_t, std::pair<std::string, rank_asset>> adopted_primaries;
+  std::map<uint32_t, std::pair<std::string, rank_asset>> adopted_shadows;
+
   planner::job_config config;
   int32_t pad_id = 0;
   caf::actor supervisor;
@@ -504,10 +512,11 @@ void assign_source(planner_actor* self, uint32_t source) {
             slot.announcing = false;
             slot.failed_starts = 0;
             for (const auto& rank : s.ranks)
-              if (rank.constructor)
-                self->send(rank.constructor, pool_update_atom::value, source,
-                           pool, s.nodes[node_id].info.address,
-                           payload_endpoint);
+              for (const auto& constructor : {rank.constructor, rank.shadow})
+                if (constructor)
+                  self->send(constructor, pool_update_atom::value, source,
+                             pool, s.nodes[node_id].info.address,
+                             payload_endpoint);
             maybe_assign(self);
             plan_ahead(self);
           },
@@ -651,6 +660,8 @@ void assign_shadow(planner_actor* self, uint32_t rank) {
 
 void maybe_assign(planner_actor* self) {
   auto& st = self->state;
+  if (st.recovering)
+    return;
   if (!st.assigned) {
     int loaders = 0, constructors = 0;
     for (const auto& [id, node] : st.nodes) {
@@ -1016,6 +1027,55 @@ void restore_from(planner_actor* self, const checkpoint::restore_plan& plan) {
                               : "");
 }
 
+// Ends a recovery: resumes at the step after the slowest reported rank's
+// last held step (or the newest snapshot when no rank was reported), and
+// adopts the reported constructors, which kept serving meanwhile.
+void finish_recovery(planner_actor* self) {
+  auto& st = self->state;
+  st.recovering = false;
+  uint64_t resume_step = UINT64_MAX;
+  for (const auto& [rank, entry] : st.adopted_primaries)
+    resume_step = std::min(resume_step,
+                           static_cast<uint64_t>(entry.second.served + 1));
+  try {
+    if (resume_step == UINT64_MAX) {
+      auto newest = st.store->load_snapshot(UINT64_MAX);
+      resume_step = newest ? newest->step : 0;
+    }
+    auto plan = checkpoint::prepare_restore(*st.store, st.config, resume_step);
+    st.store->rewrite_deltas(plan.kept_records);
+    restore_from(self, plan);
+  } catch (const error& e) {
+    st.log->error("recovery failed: {}", e.what());
+    self->send(st.supervisor, fatal_atom::value,
+               std::string("recovery failed: ") + e.what());
+    return;
+  }
+  for (const auto& [rank, entry] : st.adopted_primaries) {
+    if (rank >= st.ranks.size())
+      continue;
+    auto& slot = st.ranks[rank];
+    slot.constructor = entry.second.constructor;
+    slot.endpoint = entry.second.endpoint;
+    slot.node = entry.first;
+    slot.served = std::max(slot.served, entry.second.served);
+  }
+  for (const auto& [rank, entry] : st.adopted_shadows) {
+    if (rank >= st.ranks.size() || entry.first == st.ranks[rank].node)
+      continue;
+    auto& slot = st.ranks[rank];
+    slot.shadow = entry.second.constructor;
+    slot.shadow_endpoint = entry.second.endpoint;
+    slot.shadow_node = entry.first;
+  }
+  st.log->info("recovered: {} constructors adopted, resuming at step {}",
+               st.adopted_primaries.size() + st.adopted_shadows.size(),
+               resume_step);
+  st.assigned = true;
+  maybe_assign(self);
+  plan_ahead(self);
+}
+
 caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
   auto& st = self->state;
   st.config = std::move(setup.config);
@@ -1032,6 +1092,13 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
     st.weights.push_back(source.weight);
   if (setup.restore)
     restore_from(self, *setup.restore);
+  if (setup.recover) {
+    st.recovering = true;
+    st.recover_started = clock_type::now();
+    st.log->info("recovering: waiting up to {} ms for nodes to report their "
+                 "constructors",
+                 st.config.node_timeout_ms);
+  }
   st.log->info("planner started: {} sources, {} ranks x {} rows of {} tokens, "
                "mix_by {}, balancer {}, seed {}; waiting for {} loader and {} "
                "constructor nodes",
@@ -1079,6 +1146,25 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
         maybe_assign(self);
         plan_ahead(self);
       },
+      [=](rejoin_atom, const std::string& id, std::vector<rank_asset>& assets) {
+        auto& s = self->state;
+        if (!s.recovering) {
+          // Work was assigned already: constructors this node still runs
+          // are not needed.
+          for (auto& asset : assets)
+            self->send(asset.constructor, leave_atom::value);
+          return;
+        }
+        for (auto& asset : assets) {
+          s.log->info("node={} still runs the {} of rank={} (step {})", id,
+                      asset.shadow ? "shadow" : "constructor", asset.rank,
+                      asset.served + 1);
+          auto& table = asset.shadow ? s.adopted_shadows : s.adopted_primaries;
+          table[asset.rank] = {id, asset};
+        }
+        if (s.adopted_primaries.size() == s.ranks.size())
+          finish_recovery(self);
+      },
       [=](heartbeat_atom, const std::string& id) {
         auto found = self->state.nodes.find(id);
         if (found != self->state.nodes.end() && found->second.alive)
@@ -1096,6 +1182,8 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
           retire_node(self, id,
                       "no heartbeat for " +
                           std::to_string(s.config.node_timeout_ms) + " ms");
+        if (s.recovering && now - s.recover_started > timeout)
+          finish_recovery(self);
         maybe_assign(self);
         plan_ahead(self);
         refresh_stats(self);

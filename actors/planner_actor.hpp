@@ -26,6 +26,9 @@ struct planner_setup {
   // Set to resume a job: the planner restores the snapshot, replays to
   // the resume step without sending those plans, and goes on from there.
   std::optional<checkpoint::restore_plan> restore;
+  // Set after a planner restart (--resume DIR --recover): wait for the
+  // nodes to report what they still run and resume where the trainers are.
+  bool recover = false;
 };
 
 caf::actor spawn_planner(caf::actor_system& system, planner_setup setup);

@@ -2,6 +2,9 @@
 # Exact resume from differential checkpoints, with real processes:
 #   - a chain of five kill -9 / --resume cycles gives the digests of one
 #     uninterrupted run, on both ranks;
+#   - kill -9 of the planner of a running cluster, restarted with
+#     --resume --recover, loses and repeats nothing: the nodes keep serving
+#     and re-register, and the trainers' digests equal the straight run's;
 #   - a resume with another number of ranks (same global_rows) keeps the
 #     global document stream: per step, the tokens and documents of each
 #     source summed over all ranks are unchanged;
@@ -70,6 +73,51 @@ for rank in 0 1; do
     cmp -s <(digests_of "$work/straight.rank$rank") <(digests_of "$work/chain.rank$rank")
 done
 check "chain resumed from snapshots" grep -q "restored .*snapshot-" "$work/chain.log"
+
+# A cluster whose planner dies mid-run and comes back with --recover.
+planner_port=$(free_ports 1)
+base_port=$(free_ports 2)
+cluster=(--config "$work/job.yaml" --set base_port="$base_port"
+  --set planner_port="$planner_port" --set checkpoint_dir="$work/cluster")
+"$overlordd" --role planner "${cluster[@]}" 2>"$work/cluster.planner1.log" &
+planner=$!
+for _ in $(seq 100); do
+  grep -q "planner listening" "$work/cluster.planner1.log" && break
+  sleep 0.1
+done
+"$overlordd" --role loader --planner "127.0.0.1:$planner_port" --node-id loader-1 \
+  2>"$work/cluster.loader.log" &
+loader=$!
+"$overlordd" --role constructor --planner "127.0.0.1:$planner_port" --node-id constructor-1 \
+  2>"$work/cluster.constructor.log" &
+constructor=$!
+"$pull" --planner "127.0.0.1:$planner_port" --rank 1 --steps 80 --step-ms 20 --timeout 60 \
+  >"$work/cluster.rank1" 2>"$work/cluster.rank1.err" &
+p1=$!
+"$pull" --planner "127.0.0.1:$planner_port" --rank 0 --steps 80 --step-ms 20 --timeout 60 \
+  >"$work/cluster.rank0" 2>"$work/cluster.rank0.err" &
+p0=$!
+for _ in $(seq 300); do
+  [[ $(wc -l <"$work/cluster.rank0") -ge 30 ]] && break
+  sleep 0.05
+done
+kill -9 "$planner"
+wait "$planner" 2>/dev/null || true
+"$overlordd" --role planner "${cluster[@]}" --resume "$work/cluster" --recover \
+  2>"$work/cluster.planner2.log" &
+planner=$!
+status=0
+wait "$p0" || status=1
+wait "$p1" || status=1
+kill -TERM "$planner" "$loader" "$constructor" 2>/dev/null || true
+wait 2>/dev/null || true
+check "trainers finish across a planner restart" test "$status" -eq 0
+check "restarted planner adopted the constructors" \
+  grep -q "recovered: 2 constructors adopted" "$work/cluster.planner2.log"
+for rank in 0 1; do
+  check "rank $rank digests equal across a planner restart" \
+    cmp -s <(digests_of "$work/straight.rank$rank") <(digests_of "$work/cluster.rank$rank")
+done
 
 # Another data-parallel size: 2 ranks for steps 0..29, then 4 ranks from
 # step 20 on, with the same 8 global rows.
