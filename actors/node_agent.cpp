@@ -205,7 +205,7 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
                     s.setup.planner_address);
         for (const auto& constructor : s.constructors)
           self->send(constructor, planner_atom::value, s.setup.planner);
-        // Join first (the planner answers with the plane), then report the
+        // Join first (the planner replies with the plane), then report the
         // constructors this node still runs.
         self->request(s.setup.planner, std::chrono::seconds(30),
                       join_atom::value, s.setup.info)

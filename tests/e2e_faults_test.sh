@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Fault injection on a cluster of separate processes on loopback (planner,
-# two loader nodes, two constructor nodes, checkpoints on): in a bounded
-# loop over the victim (a loader node, a constructor node, the planner)
-# and the step after which it is killed with kill -9, both trainers pull
-# 200 steps through the planner. Each run must finish within its timeout
+# Fault injection on a cluster of separate processes on loopback: a
+# planner, two loader nodes and two constructor nodes, with checkpoints.
+# A bounded loop runs over the victim (a loader node, a constructor node,
+# the planner) and the step after which it is killed with kill -9, while
+# both trainers pull 200 steps through the planner. Each run must finish within its timeout
 # and give the digests of one uninterrupted --role all run. A killed
 # planner is restarted with --resume --recover; nothing else is cleaned up
 # by hand between runs.
