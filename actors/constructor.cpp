@@ -381,7 +381,7 @@ caf::behavior constructor_behavior(
       [=](promote_atom) { activate(self, "promoted by the planner"); },
       [=](demote_atom) {
         // The trainers moved to the shadow, which is the primary now; this
-        // constructor stands by in its place, keeping its plans.
+        // constructor waits in standby in its place, keeping its plans.
         auto& s = self->state;
         if (s.standby)
           return;
@@ -472,8 +472,8 @@ caf::behavior constructor_behavior(
         s.payload_endpoints[source] = payload_endpoint;
         s.log->info("rank={} fetches source={} from its new pool at {}", rank,
                     s.setup->config.sources[source].name, address);
-        // Requests open at the lost pool may never be answered: ask the new
-        // pool now. A late answer to an old request is ignored.
+        // Requests open at the lost pool may never get a reply, so ask the
+        // new pool now. A late reply to an old request is ignored.
         for (auto& [step, build] : s.building) {
           size_t index = 0;
           for (const auto& row : build.plan.rows)

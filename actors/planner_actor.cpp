@@ -7,6 +7,7 @@
 #include <chrono>
 #include <limits>
 #include <map>
+#include <optional>
 
 #include "actors/messages.hpp"
 #include "common/error.hpp"
@@ -351,7 +352,7 @@ void release_up_to(planner_actor* self, int64_t step) {
 
 // Computes where a pool for `source` must start so that the stream goes
 // on exactly where the planner and the constructors need it.
-// NOTE: the new pool's node is trusted to see the same shard files; their
+// NOTE: the new pool's node is trusted to see the same shard files. Their
 // sizes and contents are not compared with those the old pool read.
 stream_position position_of(planner_actor* self, uint32_t source,
                             uint64_t needed, uint64_t announce_from) {
@@ -539,8 +540,8 @@ void assign_source(planner_actor* self, uint32_t source) {
 
 void assign_shadow(planner_actor* self, uint32_t rank);
 
-// What a constructor needs to reach every source: the pools, their loader
-// nodes' CAF addresses and their payload endpoints, indexed by source.
+// The handles a constructor needs for every source, indexed by source:
+// the pools, their loader nodes' CAF addresses and payload endpoints.
 struct source_handle_lists {
   std::vector<caf::actor> pools;
   std::vector<std::string> loader_addresses;
@@ -990,7 +991,7 @@ caf::result<uint64_t> set_weights(
 // ---- Behaviour -----------------------------------------------------------
 
 // Restores the snapshot in `plan` and arranges the replay to its resume
-// step: pools start where the snapshot says, plans before the resume step
+// step: pools start at the snapshot's positions, plans before the resume step
 // are rebuilt but not sent, and every rank starts at the resume step.
 void restore_from(planner_actor* self, const checkpoint::restore_plan& plan) {
   auto& st = self->state;
@@ -1025,6 +1026,22 @@ void restore_from(planner_actor* self, const checkpoint::restore_plan& plan) {
                plan.torn_tail ? "; the delta log ended in a partial record "
                                 "from a crash, which was ignored"
                               : "");
+}
+
+// Returns why `rank` cannot be looked up (unknown rank, or no constructor
+// yet, which is worth retrying), or nothing when it can.
+std::optional<caf::error> lookup_problem(planner_actor* self, uint32_t rank) {
+  auto& s = self->state;
+  if (rank >= s.ranks.size())
+    return caf::make_error(caf::sec::invalid_argument,
+                           "rank " + std::to_string(rank) +
+                               " does not exist; the job has " +
+                               std::to_string(s.ranks.size()) + " ranks");
+  if (s.ranks[rank].endpoint.empty())
+    return caf::make_error(caf::sec::runtime_error,
+                           "rank " + std::to_string(rank) +
+                               " has no constructor yet; retry shortly");
+  return std::nullopt;
 }
 
 // Ends a recovery: resumes at the step after the slowest reported rank's
@@ -1194,7 +1211,7 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
         if (rank >= s.ranks.size())
           return;
         // Only the rank's constructor or its shadow (which serves trainers
-        // that failed over to it) counts; a replaced one that is still
+        // that failed over to it) counts. A replaced one that is still
         // running must not move the window.
         auto sender = self->current_sender();
         auto& slot = s.ranks[rank];
@@ -1205,7 +1222,7 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
         if (from_shadow) {
           // The trainers moved to the shadow while the primary still runs
           // (it was slow or cut off): swap the roles, so the old primary
-          // stands by with the plans instead of building released steps.
+          // waits in standby with the plans instead of building released steps.
           std::swap(slot.constructor, slot.shadow);
           std::swap(slot.node, slot.shadow_node);
           std::swap(slot.endpoint, slot.shadow_endpoint);
@@ -1229,32 +1246,16 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
       [=](status_atom) { return status_json(self); },
       [=](lookup_atom,
           uint32_t rank) -> caf::result<std::string, std::string> {
-        auto& s = self->state;
-        if (rank >= s.ranks.size())
-          return caf::make_error(caf::sec::invalid_argument,
-                                 "rank " + std::to_string(rank) +
-                                     " does not exist; the job has " +
-                                     std::to_string(s.ranks.size()) + " ranks");
-        const auto& slot = s.ranks[rank];
-        if (slot.endpoint.empty())
-          return caf::make_error(caf::sec::runtime_error,
-                                 "rank " + std::to_string(rank) +
-                                     " has no constructor yet; retry shortly");
+        if (auto problem = lookup_problem(self, rank))
+          return *problem;
+        const auto& slot = self->state.ranks[rank];
         return {slot.endpoint, slot.node};
       },
       [=](endpoints_atom, uint32_t rank)
           -> caf::result<std::vector<std::string>> {
-        auto& s = self->state;
-        if (rank >= s.ranks.size())
-          return caf::make_error(caf::sec::invalid_argument,
-                                 "rank " + std::to_string(rank) +
-                                     " does not exist; the job has " +
-                                     std::to_string(s.ranks.size()) + " ranks");
-        const auto& slot = s.ranks[rank];
-        if (slot.endpoint.empty())
-          return caf::make_error(caf::sec::runtime_error,
-                                 "rank " + std::to_string(rank) +
-                                     " has no constructor yet; retry shortly");
+        if (auto problem = lookup_problem(self, rank))
+          return *problem;
+        const auto& slot = self->state.ranks[rank];
         std::vector<std::string> out{slot.endpoint};
         if (!slot.shadow_endpoint.empty())
           out.push_back(slot.shadow_endpoint);

@@ -112,8 +112,8 @@ struct held_payload {
 };
 
 // A fetch for a document the pool has not read yet (right after it
-// started in place of a lost pool, or after a resume). It is answered as
-// soon as the document is read, instead of failing and being retried.
+// started in place of a lost pool, or after a resume). The reply goes out
+// as soon as the document is read, instead of failing and being retried.
 struct deferred_fetch {
   uint64_t step = 0;
   uint64_t sequence = 0;
@@ -349,7 +349,7 @@ const std::pair<const int32_t*, const int32_t*>* piece_tokens(
   return &s.last_range;
 }
 
-// Answers one fetch, now or (for a document not read yet) later.
+// Replies to one fetch now, or later for a document not read yet.
 // Fetches waiting for documents not read yet; more than this means the
 // requests are not ours (a real plan never runs that far ahead).
 constexpr size_t max_deferred_fetches = 1 << 16;
@@ -382,7 +382,7 @@ void answer_fetch(pool_actor* self, deferred_fetch fetch) {
     fetch.promise.deliver(std::vector<int32_t>(tokens->first, tokens->second));
 }
 
-// Answers deferred fetches whose documents have been read since.
+// Replies to deferred fetches whose documents have been read since.
 void answer_deferred(pool_actor* self) {
   auto& s = self->state;
   if (s.deferred.empty())

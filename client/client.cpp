@@ -55,7 +55,7 @@ void batch_client::connect(const std::string& endpoint) {
                                           "; use tcp://HOST:PORT");
   }
   // Replies still on their way to the old socket are dropped with it;
-  // fail_over() asks again for every step not received.
+  // fail_over() requests every step not received again.
   socket_ = std::move(socket);
   monitor_ = std::move(monitor);
   endpoint_ = endpoint;

@@ -59,7 +59,7 @@ class batch_client {
   batch_client& operator=(const batch_client&) = delete;
 
   // Returns the batch of the next step. Throws overlord::error with code
-  // timeout when the server does not answer within the timeout, and with
+  // timeout when the server sends no reply within the timeout, and with
   // the server's code when it replies with an error.
   received_batch next();
 

@@ -16,7 +16,7 @@ enum class errc : uint8_t {
   invalid_input = 2,   // fix or skip the input data
   io_error = 3,        // the file system or a peer failed; retry may help
   not_found = 4,       // a named file, source or key does not exist
-  timeout = 5,         // a peer did not answer in time; retry or check it
+  timeout = 5,         // a peer sent no reply in time; retry or check it
   unavailable = 6,     // the service is shutting down or not ready yet
   internal = 7,        // a bug: report it
 };

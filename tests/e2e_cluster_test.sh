@@ -130,7 +130,8 @@ check "set-weights names the step" grep -q "weights apply from step" "$work/set.
 check "set-weights is recorded" /usr/bin/python3 -c '
 import json, sys
 changes = json.load(open(sys.argv[1]))["weight_changes"]
-assert len(changes) == 1 and changes[0]["weights"]["mail"] == 1.0, changes' "$work/status2.json"
+assert len(changes) == 1, changes
+assert changes[0]["weights"]["mail"] == 1.0, changes' "$work/status2.json"
 check "unknown source is rejected" bash -c \
   "! '$ctl' --planner 127.0.0.1:$planner_port set-weights news=1 2>&1 | grep -v . ; \
    '$ctl' --planner 127.0.0.1:$planner_port set-weights news=1 2>&1 | grep -q \"unknown source 'news'\""

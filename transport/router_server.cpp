@@ -58,7 +58,7 @@ void router_server::stop() {
     if (!running_)
       return;
     running_ = false;
-    // An empty routing id tells the server thread to stop.
+    // An empty routing id stops the server thread.
     control_out_.send(zmq::message_t(), zmq::send_flags::sndmore);
     control_out_.send(zmq::message_t(), zmq::send_flags::none);
   }
