@@ -58,6 +58,10 @@ using lookup_atom = caf::atom_constant<caf::atom("lookup")>;
 using set_weights_atom = caf::atom_constant<caf::atom("setweights")>;
 // Admin -> planner: move a node's work elsewhere and stop it.
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
+// Planner -> source pool: run this many workers from now on.
+using resize_atom = caf::atom_constant<caf::atom("resize")>;
+// Planner -> itself: re-evaluate pool sizes.
+using scale_atom = caf::atom_constant<caf::atom("scale")>;
 // Planner -> itself: periodic liveness check.
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 // Planner -> itself: assign work to the nodes present.
@@ -85,6 +89,7 @@ struct node_info {
   uint32_t pid = 0;
   std::string address;  // host:port of its middleman, or "local"
   std::string bind;     // address its trainer-facing sockets bind to
+  uint32_t cores = 0;   // hardware threads, the default worker budget
 };
 
 // A constructor a node still runs when it joins a restarted planner.
@@ -126,7 +131,7 @@ struct shard_output {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, node_info& x) {
   return f(caf::meta::type_name("node_info"), x.id, x.role, x.pid, x.address,
-           x.bind);
+           x.bind, x.cores);
 }
 
 template <class Inspector>

@@ -12,6 +12,7 @@
 #include <csignal>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -306,6 +307,7 @@ int run(const options& opts) {
     actors::agent_setup setup;
     setup.info.role = opts.role;
     setup.info.pid = static_cast<uint32_t>(getpid());
+    setup.info.cores = std::thread::hardware_concurrency();
     setup.info.address = address;
     setup.info.bind = opts.role == "all" ? config->bind : opts.bind;
     setup.info.id = opts.node_id.empty()

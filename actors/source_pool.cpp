@@ -135,6 +135,11 @@ struct pool_state {
   std::shared_ptr<spdlog::logger> log;
   std::vector<caf::actor> workers;
   size_t next_worker = 0;
+  std::vector<std::string> shard_names;
+  // Reads in flight per worker; a worker taken out of service stops once
+  // its last read is back.
+  std::map<caf::actor_addr, size_t> worker_load;
+  std::vector<caf::actor> retiring;
 
   // Shards are dispatched in (epoch, position) order and released in the
   // same order, whichever worker finishes first.
@@ -268,6 +273,55 @@ void release_finished(pool_actor* self) {
   dispatch(self);
 }
 
+// Stops a worker taken out of service once it has no read in flight.
+void read_returned(pool_actor* self, const caf::actor& worker) {
+  auto& st = self->state;
+  auto load = st.worker_load.find(worker.address());
+  if (load != st.worker_load.end() && load->second > 0)
+    load->second--;
+  auto retired = std::find(st.retiring.begin(), st.retiring.end(), worker);
+  if (retired != st.retiring.end() &&
+      (load == st.worker_load.end() || load->second == 0)) {
+    self->unlink_from(worker);
+    self->send_exit(worker, caf::exit_reason::user_shutdown);
+    st.worker_load.erase(worker.address());
+    st.retiring.erase(retired);
+  }
+}
+
+caf::actor spawn_worker(pool_actor* self) {
+  auto& st = self->state;
+  return self->spawn<caf::detached + caf::linked>(source_worker, st.setup,
+                                                  st.shard_names);
+}
+
+// Grows or shrinks the pool. Which worker reads a shard never changes
+// the stream: results are put back into (epoch, position) order.
+void resize_pool(pool_actor* self, int count) {
+  auto& st = self->state;
+  const auto& source = st.setup->config.sources[st.setup->source];
+  count = std::clamp(count, source.min_workers, source.max_workers);
+  const auto before = st.workers.size();
+  while (st.workers.size() < static_cast<size_t>(count))
+    st.workers.push_back(spawn_worker(self));
+  while (st.workers.size() > static_cast<size_t>(count)) {
+    auto worker = st.workers.back();
+    st.workers.pop_back();
+    auto load = st.worker_load.find(worker.address());
+    if (load == st.worker_load.end() || load->second == 0) {
+      self->unlink_from(worker);
+      self->send_exit(worker, caf::exit_reason::user_shutdown);
+      st.worker_load.erase(worker.address());
+    } else {
+      st.retiring.push_back(worker);
+    }
+  }
+  if (st.workers.size() != before)
+    st.log->info("source={} pool resized: {} -> {} workers", source.name,
+                 before, st.workers.size());
+  dispatch(self);
+}
+
 void dispatch(pool_actor* self) {
   auto& st = self->state;
   const auto& config = st.setup->config;
@@ -290,21 +344,25 @@ void dispatch(pool_actor* self) {
       st.dispatch_order.clear();
     }
 
-    auto& worker = st.workers[st.next_worker];
+    st.next_worker %= st.workers.size();
+    auto worker = st.workers[st.next_worker];
     st.next_worker = (st.next_worker + 1) % st.workers.size();
     st.outstanding++;
+    st.worker_load[worker.address()]++;
     self->request(worker, caf::infinite, read_atom::value, epoch, position,
                   shard)
         .then(
             [=](shard_output& output) {
               auto& s = self->state;
               s.outstanding--;
+              read_returned(self, worker);
               s.finished.emplace(std::make_pair(output.epoch, output.position),
                                  std::move(output));
               release_finished(self);
             },
             [=](caf::error& err) {
               self->state.outstanding--;
+              read_returned(self, worker);
               fail_pool(self, self->system().render(err));
             });
   }
@@ -426,10 +484,9 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
         static_cast<uint32_t>(source.shards.size()), st.setup->config.seed,
         source.name, start.epoch);
 
-  auto names = shard_display_names(source.shards);
+  st.shard_names = shard_display_names(source.shards);
   for (int i = 0; i < source.workers; ++i)
-    st.workers.push_back(self->spawn<caf::detached + caf::linked>(
-        source_worker, st.setup, names));
+    st.workers.push_back(spawn_worker(self));
   st.log->info(
       "source={} pool started: {} workers, {} shards, format {}, from "
       "sequence {} (epoch {}, shard position {}, record {})",
@@ -480,6 +537,7 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
           free_released(self);
         }
       },
+      [=](resize_atom, int32_t workers) { resize_pool(self, workers); },
       [=](stats_atom) {
         auto& s = self->state;
         counters stats;

@@ -56,8 +56,8 @@ struct autoscale_config {
   double headroom = 1.5;
   // How often the planner re-evaluates pool sizes.
   int interval_ms = 500;
-  // Workers all pools on one loader node may use together; 0 takes the
-  // node's hardware threads.
+  // Cores the pools of one loader node may keep busy together; 0 takes
+  // the node's hardware threads.
   int cpu_budget = 0;
   // A scheduled weight change this many steps ahead is already planned
   // for, so pools grow before the demand arrives.
