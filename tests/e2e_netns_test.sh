@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Multi-host run on one machine: every node gets its own network namespace
+# Multi-host runs on one machine: every node gets its own network namespace
 # with its own address on 10.213.0.0/24, joined through a bridge that sits
 # in a namespace of its own, so the test changes nothing in the host's
-# network. A planner, two loader nodes and two constructor nodes listen on
-# those addresses (with --insecure, since nothing here uses TLS), and two
-# trainers pull from a fifth namespace. Mid-run, loader-1 is cut off the
-# network by taking its bridge port down: unlike kill -9, the process keeps
-# running and no TCP connection closes, so only the missing heartbeats
-# reveal the loss. Checks that
-#   - the trainers finish, and both ranks' digests equal those of one
-#     --role all process (the uncut reference);
-#   - the planner took loader-1 as lost while its process still ran;
-#   - nodes talked over the namespace addresses, not loopback.
+# network. A planner, two loader nodes and two constructor nodes are
+# started the way deploy/slurm/overlord-node starts them on a cluster
+# (binding eth0's address, with --insecure), and two trainers pull from a
+# fifth namespace. Checks that
+#   - with loader-1 cut off the network mid-run (its bridge port taken
+#     down), the trainers finish and both ranks' digests equal those of one
+#     --role all process. Unlike kill -9, a cut closes no TCP connection and
+#     the process keeps running, so only missing heartbeats reveal the loss;
+#   - after kill -9 of the planner mid-run, starting it again with the same
+#     command recovers the job from its checkpoints (overlord-planner-start
+#     adds --resume --recover), and the digests are again unchanged;
+#   - nodes listen on their namespace addresses, not on loopback.
 # Needs root and `ip netns`; prints SKIPPED and passes without them.
 set -euo pipefail
 source tests/e2e_lib.sh
@@ -26,8 +28,14 @@ command -v ip >/dev/null 2>&1 || skip "the ip command (iproute2) is missing"
 
 overlordd=$PWD/actors/overlordd
 pull=$PWD/tools/overlord_pull
+node_script=$PWD/deploy/slurm/overlord-node
 data=$(demo_data_dir)
 work=$(mktemp -d "${TEST_TMPDIR:-/tmp}/e2e-netns.XXXXXX")
+
+# overlord-node finds overlordd and overlord-planner-start in OVERLORD_BIN.
+mkdir "$work/bin"
+ln -s "$overlordd" "$work/bin/overlordd"
+ln -s "$PWD/deploy/bin/overlord-planner-start" "$work/bin/overlord-planner-start"
 
 # Namespace names are global on the host, so they carry this shell's pid
 # and a random number. Interface names only need to be unique inside the
@@ -39,13 +47,20 @@ pids=()
 passed=0
 failed=0
 
-cleanup() {
-  local pid ns
-  # SIGTERM first, so that `timeout` passes it on to the client it runs.
+# Stops every process this test started, SIGTERM first so that `timeout`
+# passes it on to the client it runs.
+stop_processes() {
+  local pid
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   sleep 0.2
   for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  pids=()
+}
+
+cleanup() {
+  local ns
+  stop_processes
   # Deleting a namespace deletes the veth ends inside it and so their peers.
   for ns in "${namespaces[@]}"; do ip netns delete "$ns" 2>/dev/null || true; done
 }
@@ -74,6 +89,16 @@ wait_for_line() {
     sleep 0.1
   done
   echo "timed out waiting for '$pattern' in $file" >&2
+  return 1
+}
+
+# Waits up to 60 s until file $2 has at least $1 lines.
+wait_for_lines() {
+  local count=$1 file=$2
+  for _ in $(seq 600); do
+    [[ $(wc -l <"$file") -ge $count ]] && return 0
+    sleep 0.1
+  done
   return 1
 }
 
@@ -116,9 +141,63 @@ spawn() {
   pids+=($!)
 }
 
+# Starts an Overlord process with deploy/slurm/overlord-node on host $2,
+# for run $1, with role $3; further arguments go to overlordd.
+spawn_node() {
+  local run=$1 host=$2 role=$3
+  shift 3
+  spawn "$host" env OVERLORD_BIN="$work/bin" OVERLORD_IFACE=eth0 OVERLORD_NODE_ID="$host" \
+    OVERLORD_PLANNER="$planner_ip:7070" OVERLORD_JOB="$work/job.yaml" \
+    OVERLORD_STATE="$work/$run.state" "$node_script" "$role" "$@" 2>>"$work/$run.$host.log"
+}
+
+# The planner of run $1. A short node_timeout_ms makes it give up on a cut
+# loader after 2 s of missing heartbeats instead of the default 5 s.
+spawn_planner() {
+  spawn_node "$1" planner planner --set planner_port=7070 --set base_port=5555 \
+    --set loader_nodes=2 --set constructor_nodes=2 --set node_timeout_ms=2000
+}
+
+# Starts the planner and four nodes of run $1.
+start_cluster() {
+  local run=$1 host
+  # overlord-node and overlord-planner-start exec overlordd, so $! is the
+  # daemon's pid.
+  spawn_planner "$run"
+  eval "${run}_planner=$!"
+  wait_for_line 100 "planner listening" "$work/$run.planner.log" ||
+    fail "planner did not start; see $work/$run.planner.log"
+  for host in loader-1 loader-2; do
+    spawn_node "$run" "$host" loader
+    eval "${run}_${host/-/_}=$!"
+  done
+  for host in constructor-1 constructor-2; do
+    spawn_node "$run" "$host" constructor
+  done
+}
+
+# Starts both trainers of run $1 against the planner; sets p0 and p1.
+start_trainers() {
+  local run=$1
+  spawn trainer timeout 240 "$pull" --planner "$planner_ip:7070" --rank 1 --steps $steps \
+    --timeout 60 --step-ms 20 >"$work/$run.rank1" 2>"$work/$run.rank1.err"
+  p1=$!
+  spawn trainer timeout 240 "$pull" --planner "$planner_ip:7070" --rank 0 --steps $steps \
+    --timeout 60 --step-ms 20 >"$work/$run.rank0" 2>"$work/$run.rank0.err"
+  p0=$!
+}
+
+# Waits for both trainers; sets status0 and status1.
+wait_trainers() {
+  status0=0
+  status1=0
+  wait "$p0" || status0=$?
+  wait "$p1" || status1=$?
+}
+
 write_demo_config "$work/job.yaml" "$data"
-# At 20 ms per step, the run goes on for more than twice the node timeout
-# after the cut.
+# At 20 ms per step, a run goes on for more than twice the node timeout
+# after its failure.
 steps=300
 
 # --- Reference: one --role all process on the trainer's loopback ---------
@@ -135,67 +214,55 @@ wait "$p1" || fail "reference run failed for rank 1; see $work/all.log"
 kill -TERM "$all"
 wait "$all" || true
 
-# --- Cluster: planner, 2 loaders, 2 constructors on their own hosts ------
-# A short node_timeout_ms makes the planner give up on the cut loader after
-# 2 s of missing heartbeats instead of the default 5 s.
-spawn planner "$overlordd" --role planner --config "$work/job.yaml" --insecure \
-  --set bind="$planner_ip" --set planner_port=7070 --set base_port=5555 \
-  --set loader_nodes=2 --set constructor_nodes=2 --set node_timeout_ms=2000 \
-  2>"$work/planner.log"
-wait_for_line 100 "planner listening" "$work/planner.log" || fail "planner did not start"
-
-declare -A node_pid
-for node in loader-1:10.213.0.11 loader-2:10.213.0.12; do
-  name=${node%%:*}
-  spawn "$name" "$overlordd" --role loader --planner "$planner_ip:7070" --insecure \
-    --bind "${node#*:}" --port 7071 --payload-port 7072 --node-id "$name" \
-    2>"$work/$name.log"
-  node_pid[$name]=$!
-done
-for node in constructor-1:10.213.0.21 constructor-2:10.213.0.22; do
-  name=${node%%:*}
-  spawn "$name" "$overlordd" --role constructor --planner "$planner_ip:7070" --insecure \
-    --bind "${node#*:}" --port 7073 --node-id "$name" 2>"$work/$name.log"
-  node_pid[$name]=$!
-done
-
-spawn trainer timeout 240 "$pull" --planner "$planner_ip:7070" --rank 1 --steps $steps \
-  --timeout 60 --step-ms 20 >"$work/cut.rank1" 2>"$work/cut.rank1.err"
-p1=$!
-spawn trainer timeout 240 "$pull" --planner "$planner_ip:7070" --rank 0 --steps $steps \
-  --timeout 60 --step-ms 20 >"$work/cut.rank0" 2>"$work/cut.rank0.err"
-p0=$!
-
-# Cut loader-1 off once rank 0 has received 40 batches.
-for _ in $(seq 600); do
-  [[ $(wc -l <"$work/cut.rank0") -ge 40 ]] && break
-  sleep 0.1
-done
-check "rank 0 reached step 40 before the cut" test "$(wc -l <"$work/cut.rank0")" -ge 40
+# --- Run 1: loader-1 cut off the network mid-run --------------------------
+start_cluster cut
+start_trainers cut
+check "cut: rank 0 reached step 40 first" wait_for_lines 40 "$work/cut.rank0"
 ip -n "$switch_ns" link set p-loader-1 down
-status0=0
-status1=0
-wait "$p0" || status0=$?
-wait "$p1" || status1=$?
+wait_trainers
 
-check "trainers finish after a loader is cut off" test "$status0" -eq 0 -a "$status1" -eq 0
-check "loader-1 still runs behind the cut" kill -0 "${node_pid[loader-1]}"
-check "planner took the cut loader as lost" \
-  grep -q "node=loader-1 role=loader left the job" "$work/planner.log"
-check "loader-2 stayed in the job" \
-  bash -c "! grep -q 'node=loader-2 role=loader left the job' '$work/planner.log'"
-check "loader-1 served payloads on its own address" \
-  grep -q "serves payloads at tcp://10.213.0.11:7072" "$work/loader-1.log"
-check "constructors fetched from loaders directly" \
+check "cut: trainers finish" test "$status0" -eq 0 -a "$status1" -eq 0
+check "cut: loader-1 still runs behind the cut" kill -0 "$cut_loader_1"
+check "cut: planner took loader-1 as lost" \
+  grep -q "node=loader-1 role=loader left the job" "$work/cut.planner.log"
+check "cut: loader-2 stayed in the job" \
+  bash -c "! grep -q 'node=loader-2 role=loader left the job' '$work/cut.planner.log'"
+check "cut: planner listened on its address" \
+  grep -q "planner listening on $planner_ip:7070" "$work/cut.planner.log"
+check "cut: loader-1 served payloads on its address" \
+  grep -q "serves payloads at tcp://10.213.0.11:7072" "$work/cut.loader-1.log"
+check "cut: constructors fetched from loaders directly" \
   grep -q "connected directly to node at 10.213.0.1[12]:7071" \
-  "$work/constructor-1.log" "$work/constructor-2.log"
-check "constructors served on their own addresses" \
+  "$work/cut.constructor-1.log" "$work/cut.constructor-2.log"
+check "cut: constructors served on their addresses" \
   grep -qE "serving at tcp://10\.213\.0\.2[12]:5555" \
-  "$work/constructor-1.log" "$work/constructor-2.log"
-check "rank 0 received every step" test "$(wc -l <"$work/cut.rank0")" -eq $steps
-check "rank 1 received every step" test "$(wc -l <"$work/cut.rank1")" -eq $steps
-check "rank 0 stream unchanged by the cut" same_digests "$work/all.rank0" "$work/cut.rank0"
-check "rank 1 stream unchanged by the cut" same_digests "$work/all.rank1" "$work/cut.rank1"
+  "$work/cut.constructor-1.log" "$work/cut.constructor-2.log"
+check "cut: rank 0 received every step" test "$(wc -l <"$work/cut.rank0")" -eq $steps
+check "cut: rank 1 received every step" test "$(wc -l <"$work/cut.rank1")" -eq $steps
+check "cut: rank 0 stream unchanged" same_digests "$work/all.rank0" "$work/cut.rank0"
+check "cut: rank 1 stream unchanged" same_digests "$work/all.rank1" "$work/cut.rank1"
+
+stop_processes
+ip -n "$switch_ns" link set p-loader-1 up
+
+# --- Run 2: planner killed mid-run and started again ----------------------
+start_cluster restart
+start_trainers restart
+check "restart: rank 0 reached step 40 first" wait_for_lines 40 "$work/restart.rank0"
+kill -9 "$restart_planner"
+wait "$restart_planner" 2>/dev/null || true
+spawn_planner restart
+wait_trainers
+
+check "restart: trainers finish" test "$status0" -eq 0 -a "$status1" -eq 0
+check "restart: second start recovered" \
+  grep -q "holds a snapshot; recovering the running job" "$work/restart.planner.log"
+check "restart: planner adopted the constructors" \
+  grep -q "recovered: .* constructors adopted" "$work/restart.planner.log"
+check "restart: rank 0 received every step" test "$(wc -l <"$work/restart.rank0")" -eq $steps
+check "restart: rank 1 received every step" test "$(wc -l <"$work/restart.rank1")" -eq $steps
+check "restart: rank 0 stream unchanged" same_digests "$work/all.rank0" "$work/restart.rank0"
+check "restart: rank 1 stream unchanged" same_digests "$work/all.rank1" "$work/restart.rank1"
 
 echo "$passed passed, $failed failed"
 if [[ $failed -ne 0 ]]; then
