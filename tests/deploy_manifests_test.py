@@ -542,7 +542,9 @@ class DeployFilesTest(unittest.TestCase):
             started = False
             for _ in range(300):
                 with open(log_path) as file:
-                    if "node started" in file.read():
+                    # The line reads "node started: role=all ..." or, with the
+                    # node id in front, "node=ID started: role=all ...".
+                    if "started: role=all" in file.read():
                         started = True
                         break
                 if daemon.poll() is not None:
