@@ -65,6 +65,10 @@ cleanup() {
   for ns in "${namespaces[@]}"; do ip netns delete "$ns" 2>/dev/null || true; done
 }
 trap cleanup EXIT
+# Bazel stops a test that runs out of time with SIGTERM; exiting on it runs
+# the EXIT trap, so no namespace outlives the test.
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 check() {
   local name=$1
@@ -103,6 +107,14 @@ wait_for_lines() {
 }
 
 # --- Network: one namespace per host, all on one bridge -----------------
+# Namespaces of earlier runs whose shell was killed outright (SIGKILL runs
+# no trap) are named ovlPID-...; delete those whose PID is gone.
+for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }'); do
+  if [[ $ns =~ ^ovl([0-9]+)-[0-9]+- ]] && ! kill -0 "${BASH_REMATCH[1]}" 2>/dev/null; then
+    ip netns delete "$ns" 2>/dev/null || true
+  fi
+done
+
 ip netns add "$switch_ns" 2>/dev/null ||
   skip "cannot create a network namespace ('ip netns add' failed)"
 namespaces+=("$switch_ns")
