@@ -194,7 +194,17 @@ class Checker:
                     self.problem(path, f"{where}: selector {key}={value} does not match the pod labels")
 
         # Sidecars are init containers that keep running (restartPolicy Always).
-        sidecars = [c for c in pod.get("initContainers") or [] if c.get("restartPolicy") == "Always"]
+        # overlordd runs until stopped, so as a plain init container it would
+        # keep the pod's other containers from ever starting.
+        sidecars = []
+        for container in pod.get("initContainers") or []:
+            if container.get("restartPolicy") == "Always":
+                sidecars.append(container)
+                continue
+            argv = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
+            if any(program_of(token) == "overlordd" for token in argv):
+                self.problem(path, f"{where} init container {container.get('name')}: runs overlordd "
+                                   f"without restartPolicy: Always, so the pod never gets past it")
         for container in containers + sidecars:
             self.check_container(path, where, container)
         self.check_node_counts(path, where, kind, spec, containers + sidecars)
@@ -626,6 +636,10 @@ class DeployFilesTest(unittest.TestCase):
     def test_object_without_kind(self):
         self.edit("kubernetes/corpus.yaml", "kind: PersistentVolumeClaim\n", "")
         self.assert_problem("corpus.yaml", "object without kind")
+
+    def test_sidecar_without_restart_policy(self):
+        self.edit("kubernetes/trainer.yaml", "          restartPolicy: Always\n", "")
+        self.assert_problem("trainer.yaml", "init container constructor", "restartPolicy: Always")
 
     def test_unit_without_exec_start(self):
         self.edit("systemd/overlord-planner.service", "ExecStart=", "ExecStartPost=")
