@@ -199,10 +199,10 @@ void warn_if_exposed(const options& opts, const std::string& bind,
                      const std::shared_ptr<spdlog::logger>& log) {
   if (!opts.insecure || is_loopback(bind))
     return;
-  log->warn("listening on {} without TLS or authentication (--insecure): "
-            "anyone who reaches this address can join the job and read its "
-            "batches; keep it on a private network",
-            bind);
+  log->warn("role={} listening on {} without TLS or authentication "
+            "(--insecure): anyone who reaches this address can join the job "
+            "and read its batches; keep it on a private network",
+            opts.role, bind);
 }
 
 // Waits for a fatal error, a drain, a signal or the end of a watched
