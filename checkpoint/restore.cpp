@@ -26,6 +26,9 @@ std::vector<std::pair<std::string, std::string>> stream_settings(
     out.emplace_back(prefix + "name", source.name);
     out.emplace_back(prefix + "format", planner::to_string(source.format));
     out.emplace_back(prefix + "text_field", source.text_field);
+    if (source.format == planner::source_format::indexed)
+      out.emplace_back(prefix + "append_eos",
+                       source.append_eos ? "true" : "false");
     // Shards by file name, so moving the data folder keeps the stream.
     uint64_t hash = planner::stable_hash("");
     for (const auto& shard : source.shards)

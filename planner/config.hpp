@@ -14,7 +14,7 @@ namespace overlord::planner {
 
 enum class bad_input_policy { skip, fail };
 enum class mix_unit { tokens, documents };
-enum class source_format { jsonl, text };
+enum class source_format { jsonl, text, indexed };
 
 struct source_config {
   std::string name;
@@ -23,11 +23,16 @@ struct source_config {
   std::string text_field = "text";
   // Globs as written in the config, and the files they matched (sorted,
   // absolute). The shard order of an epoch is a seeded shuffle of `shards`.
+  // For indexed sources the globs match PREFIX.idx files and `shards`
+  // holds the prefixes.
   std::vector<std::string> paths;
   std::vector<std::string> shards;
   // Relative mixture weight; only ratios between sources matter.
   double weight = 1;
   int workers = 1;
+  // Indexed sources only: append the EOS id to every document. False means
+  // the dataset's documents already end with it.
+  bool append_eos = true;
 };
 
 // How the trainers are parallelised. Only one rank per data-parallel
