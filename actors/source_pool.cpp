@@ -313,6 +313,11 @@ void release_finished(pool_actor* self) {
     }
     const uint32_t row_tokens =
         static_cast<uint32_t>(st.setup->config.sequence_length);
+    // A pool that starts inside a shard skips its first `record`
+    // documents, across as many ranges as they fill.
+    // TODO: a restart deep inside a large indexed dataset reads it again
+    // from the first range; keeping the document index in the stream
+    // position would let it start at the right range.
     const auto count = static_cast<uint32_t>(output.documents.size());
     const uint32_t skip = std::min(st.skip_records, count);
     for (uint32_t index = skip; index < count; ++index) {

@@ -1,8 +1,8 @@
 // Single-core read throughput of an indexed source against the JSON Lines
-// source it was converted from: every demo mail shard read and tokenized
-// as a source worker does, then the same documents written with
-// indexed_writer and read back from the memory-mapped dataset in ranges
-// of 1024 documents, as a worker reads them.
+// source it was converted from. The bench reads and tokenizes every demo
+// mail shard as a source worker does. It then writes the same documents
+// with indexed_writer and reads them back from the memory-mapped dataset
+// in ranges of 1024 documents, as a worker reads them.
 //
 // usage: indexed_bench DATA_DIR WORK_DIR
 // Prints figures, then one JSON line.

@@ -24,7 +24,7 @@ struct source_config {
   // Globs as written in the config, and the files they matched (sorted,
   // absolute). The shard order of an epoch is a seeded shuffle of `shards`.
   // For indexed sources the globs match PREFIX.idx files and `shards`
-  // holds the prefixes.
+  // contains the prefixes.
   std::vector<std::string> paths;
   std::vector<std::string> shards;
   // Relative mixture weight; only ratios between sources matter.

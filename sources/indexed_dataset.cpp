@@ -46,7 +46,8 @@ bool is_float_dtype(token_dtype dtype) {
   return dtype == token_dtype::float32 || dtype == token_dtype::float64;
 }
 
-// A read-only mapping of a whole file; size 0 maps nothing.
+// Maps a whole file read-only and stores its size. An empty file maps
+// nothing and returns nullptr.
 const unsigned char* map_file(const std::string& path, uint64_t& size) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -308,8 +309,8 @@ indexed_dataset::problem indexed_dataset::read_document(
                               " bytes of tokens exceed max_document_bytes"};
   }
 
-  const size_t kept = tokens.size();
-  tokens.reserve(kept + total_bytes / item);
+  const size_t original_size = tokens.size();
+  tokens.reserve(original_size + total_bytes / item);
   for (auto sequence = static_cast<uint64_t>(begin);
        sequence < static_cast<uint64_t>(end); ++sequence) {
     const auto count = static_cast<uint64_t>(sequence_length(sequence));
@@ -340,7 +341,7 @@ indexed_dataset::problem indexed_dataset::read_document(
         break;  // rejected by open()
     }
     if (good != count) {
-      tokens.resize(kept);
+      tokens.resize(original_size);
       return {"bad_document", "token " + std::to_string(bad_value) +
                                   " in sequence " + std::to_string(sequence) +
                                   " is outside the vocabulary [0, " +

@@ -75,17 +75,18 @@ class indexed_dataset {
   uint64_t document_count() const { return document_index_count_ - 1; }
   uint64_t bin_bytes() const { return bin_size_; }
 
-  // What is wrong with one document; `kind` is empty for a good one.
+  // The defect of one document. `kind` is empty for a good document.
   struct problem {
     std::string kind;  // "bad_document" or "oversize"
     std::string detail;
   };
 
-  // Appends the token ids of document `index` to `tokens`. On a bad
-  // document (index past the end, inverted or out-of-range document
-  // indices, a negative length, a sequence outside .bin, a value outside
-  // [0, vocab_size), more than max_bytes bytes in .bin) it returns the
-  // problem and leaves `tokens` as it was.
+  // Appends the token ids of document `index` to `tokens`. A document is
+  // bad when its index is past the end, its document indices are inverted
+  // or out of range, a sequence has a negative length or lies outside .bin,
+  // a value is outside [0, vocab_size), or it has more than max_bytes
+  // bytes in .bin. For a bad document it returns the defect and leaves
+  // `tokens` as it was.
   problem read_document(uint64_t index, uint64_t vocab_size, uint64_t max_bytes,
                         std::vector<int32_t>& tokens) const;
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Converts the demo mail corpus to an indexed dataset with
 # overlord_to_indexed and checks that overlordd serves the same batches
-# from it as from the JSON Lines it came from: equal content digests (the
-# sample keys differ by design) with 1 worker, and equal full digests with
-# 1 and 3 workers. Also checks a corrupt copy under on_bad_input: fail.
+# from it as from the JSON Lines it came from. The content digests must
+# match, because only the sample keys differ. The indexed source must give
+# equal full digests with 1 and 3 workers, and a truncated copy must stop
+# a job under on_bad_input: fail.
 set -euo pipefail
 source tests/e2e_lib.sh
 
@@ -27,9 +28,9 @@ check() {
   fi
 }
 
-# One JSON Lines shard with every mail record, so that the source order is
-# the file order with or without conversion (a source's shards are
-# shuffled per epoch; an indexed dataset is one shard).
+# One JSON Lines shard with every mail record. A source's shards are
+# shuffled per epoch and an indexed dataset is one shard, so only a
+# one-shard source has the same document order after conversion.
 for shard in "$data"/mail/*.jsonl; do
   cat "$shard"
   [[ -z $(tail -c 1 "$shard") ]] || echo
@@ -90,7 +91,8 @@ assert len(idx) == 34 + sequences * 12 + indices * 8
 lengths = struct.unpack_from(f"<{sequences}i", idx, 34)
 pointers = struct.unpack_from(f"<{sequences}q", idx, 34 + 4 * sequences)
 documents = struct.unpack_from(f"<{indices}q", idx, 34 + 12 * sequences)
-assert documents[0] == 0 and documents[-1] == sequences
+assert documents[0] == 0, documents[0]
+assert documents[-1] == sequences, (documents[-1], sequences)
 assert sum(lengths) == summary["tokens"]
 bin_size = len(open(prefix + ".bin", "rb").read())
 assert pointers[-1] + 2 * lengths[-1] == bin_size == 2 * summary["tokens"]
