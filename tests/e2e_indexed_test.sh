@@ -3,8 +3,8 @@
 # overlord_to_indexed and checks that overlordd serves the same batches
 # from it as from the JSON Lines it came from. The content digests must
 # match, because only the sample keys differ. The indexed source must give
-# equal full digests with 1 and 3 workers, and a truncated copy must stop
-# a job under on_bad_input: fail.
+# equal full digests with 1 and 3 workers and after a kill -9 and resume,
+# and a truncated copy must stop a job under on_bad_input: fail.
 set -euo pipefail
 source tests/e2e_lib.sh
 
@@ -13,7 +13,7 @@ pull=tools/overlord_pull
 convert=tools/overlord_to_indexed
 data=$(demo_data_dir)
 work=$(mktemp -d "${TEST_TMPDIR:-/tmp}/e2e-indexed.XXXXXX")
-steps=100
+steps=130
 passed=0
 failed=0
 
@@ -98,29 +98,35 @@ bin_size = len(open(prefix + ".bin", "rb").read())
 assert pointers[-1] + 2 * lengths[-1] == bin_size == 2 * summary["tokens"]
 PY
 
+# run_job NAME CONFIG FIRST COUNT SIGNAL [overlordd flags...]: serves
+# steps FIRST..FIRST+COUNT-1 to both ranks, then stops the daemon with
+# SIGNAL (TERM must give exit status 0).
 run_job() {
-  local name=$1 config=$2
-  shift 2
+  local name=$1 config=$2 first=$3 count=$4 signal=$5
+  shift 5
   local port
   port=$(free_ports 2)
   "$overlordd" --role all --config "$config" --set base_port="$port" "$@" \
-    2>"$work/$name.log" &
+    2>>"$work/$name.log" &
   local daemon=$!
   local status=0
-  "$pull" --endpoint "127.0.0.1:$port" --rank 0 --steps $steps --timeout 60 \
-    >"$work/$name.rank0.jsonl" &
+  "$pull" --endpoint "127.0.0.1:$port" --rank 0 --first-step "$first" \
+    --steps "$count" --timeout 60 >>"$work/$name.rank0.jsonl" &
   local pull0=$!
-  "$pull" --endpoint "127.0.0.1:$((port + 1))" --rank 1 --steps $steps --timeout 60 \
-    >"$work/$name.rank1.jsonl" || status=1
+  "$pull" --endpoint "127.0.0.1:$((port + 1))" --rank 1 --first-step "$first" \
+    --steps "$count" --timeout 60 >>"$work/$name.rank1.jsonl" || status=1
   wait "$pull0" || status=1
-  kill -TERM "$daemon"
+  local running=yes
+  kill "-$signal" "$daemon" 2>/dev/null || running=no
   local daemon_status=0
-  wait "$daemon" || daemon_status=$?
-  if [[ $status -ne 0 ]]; then
+  wait "$daemon" 2>/dev/null || daemon_status=$?
+  if [[ $running == no || $status -ne 0 ]]; then
     cat "$work/$name.log" >&2
-    fail "$name: overlord_pull failed"
+    fail "$name: overlord_pull failed (overlordd still running: $running, exit status $daemon_status)"
   fi
-  [[ $daemon_status -eq 0 ]] || fail "$name: overlordd exited with $daemon_status after SIGTERM"
+  if [[ $signal == TERM && $daemon_status -ne 0 ]]; then
+    fail "$name: overlordd exited with $daemon_status after SIGTERM"
+  fi
 }
 
 # Prints field $2 of every line of an overlord_pull output file.
@@ -131,12 +137,22 @@ for line in open(sys.argv[1]):
     print(json.loads(line)[sys.argv[2]])' "$1" "$2"
 }
 
-run_job jsonl "$work/jsonl.yaml"
-run_job indexed_one "$work/indexed.yaml" --set sources.mail.workers=1
-run_job indexed_three "$work/indexed.yaml" --set sources.mail.workers=3
+run_job jsonl "$work/jsonl.yaml" 0 $steps TERM
+run_job indexed_one "$work/indexed.yaml" 0 $steps TERM --set sources.mail.workers=1
+run_job indexed_three "$work/indexed.yaml" 0 $steps TERM --set sources.mail.workers=3
+
+# Killed at step 93 and resumed from the snapshot of step 90, by which
+# more than 1024 mail documents were drawn. The new pool therefore starts
+# inside the second range of the dataset.
+resume=93
+run_job resumed "$work/indexed.yaml" 0 $resume KILL --set sources.mail.workers=3 \
+  --set checkpoint_every=10 --set checkpoint_dir="$work/checkpoints"
+run_job resumed "$work/indexed.yaml" $resume $((steps - resume)) TERM \
+  --set sources.mail.workers=3 --set checkpoint_every=10 \
+  --resume "$work/checkpoints" --from-step $resume
 
 for rank in 0 1; do
-  for name in jsonl indexed_one indexed_three; do
+  for name in jsonl indexed_one indexed_three resumed; do
     field_of "$work/$name.rank$rank.jsonl" content_digest >"$work/$name.rank$rank.content"
     field_of "$work/$name.rank$rank.jsonl" digest >"$work/$name.rank$rank.digest"
   done
@@ -146,15 +162,25 @@ for rank in 0 1; do
     cmp "$work/jsonl.rank$rank.content" "$work/indexed_one.rank$rank.content"
   check "rank $rank indexed 1 and 3 workers agree" \
     cmp "$work/indexed_one.rank$rank.digest" "$work/indexed_three.rank$rank.digest"
+  check "rank $rank resumed run agrees" \
+    cmp "$work/indexed_one.rank$rank.digest" "$work/resumed.rank$rank.digest"
 done
+check "resume restored a snapshot" grep -q "restored .*snapshot-" "$work/resumed.log"
+check "resumed pool starts past the first range" /usr/bin/python3 - "$work/resumed.log" <<'PY'
+import re, sys
+starts = re.findall(r"source=mail pool started: .* record (\d+)\)", open(sys.argv[1]).read())
+assert len(starts) == 2, starts
+assert int(starts[-1]) >= 1024, f"resumed at record {starts[-1]}"
+PY
 
-# The run reads past the first range of 1024 documents, so the ranges
-# were released in order across workers.
+# The mail documents started before step 90 are more than the first range
+# of 1024, so the runs read several ranges and the resume started past
+# the first one.
 check "more than one range read" /usr/bin/python3 - "$work"/indexed_three.rank*.jsonl <<'PY'
 import json, sys
 mail = sum(json.loads(line)["sources"].get("mail", 0)
-           for path in sys.argv[1:] for line in open(path))
-assert mail > 1024, f"only {mail} mail documents started"
+           for path in sys.argv[1:] for line in list(open(path))[:90])
+assert mail > 1024, f"only {mail} mail documents started before step 90"
 PY
 
 check "pool logs format indexed" grep -q "format indexed" "$work/indexed_one.log"
