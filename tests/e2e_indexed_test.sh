@@ -185,6 +185,18 @@ PY
 
 check "pool logs format indexed" grep -q "format indexed" "$work/indexed_one.log"
 
+# A token id outside the vocabulary in document 0 is skipped under
+# on_bad_input: skip, and the job goes on.
+mkdir -p "$work/bad"
+cp "$work/tokens/mail.idx" "$work/bad/mail.idx"
+cp "$work/tokens/mail.bin" "$work/bad/mail.bin"
+printf '\xff\xff' | dd of="$work/bad/mail.bin" bs=1 seek=0 conv=notrunc status=none
+write_job "$work/bad.yaml" indexed "$work/bad/mail.idx"
+run_job bad "$work/bad.yaml" 0 2 TERM
+check "bad document is logged" \
+  grep -q "skipped bad_document mail:0: token 65535 in sequence 0 is outside the vocabulary" \
+  "$work/bad.log"
+
 # A truncated data file stops a job with on_bad_input: fail, naming the file.
 mkdir -p "$work/cut"
 cp "$work/tokens/mail.idx" "$work/cut/mail.idx"
