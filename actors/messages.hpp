@@ -123,6 +123,9 @@ struct tokenized_document {
 struct shard_output {
   uint32_t epoch = 0;
   uint32_t position = 0;  // index in the epoch's shard order
+  // Which read of the shard this is: indexed datasets are read in ranges
+  // of documents, other shards in one read (part 0).
+  uint32_t part = 0;
   std::vector<tokenized_document> documents;
   std::vector<std::string> skipped_kinds;
   uint64_t busy_us = 0;  // time the worker spent reading and tokenizing
@@ -155,7 +158,7 @@ typename Inspector::result_type inspect(Inspector& f, tokenized_document& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, shard_output& x) {
   return f(caf::meta::type_name("shard_output"), x.epoch, x.position,
-           x.documents, x.skipped_kinds, x.busy_us);
+           x.part, x.documents, x.skipped_kinds, x.busy_us);
 }
 
 // Registers the custom message types with an actor system config.
@@ -189,7 +192,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, source_config& x) {
   return f(caf::meta::type_name("source_config"), x.name, x.format,
            x.text_field, x.paths, x.shards, x.weight, x.weight_schedule,
-           x.workers, x.min_workers, x.max_workers);
+           x.workers, x.min_workers, x.max_workers, x.append_eos);
 }
 
 template <class Inspector>

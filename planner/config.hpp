@@ -16,7 +16,7 @@ namespace overlord::planner {
 
 enum class bad_input_policy { skip, fail };
 enum class mix_unit { tokens, documents };
-enum class source_format { jsonl, text };
+enum class source_format { jsonl, text, indexed };
 
 struct source_config {
   std::string name;
@@ -25,6 +25,8 @@ struct source_config {
   std::string text_field = "text";
   // Globs as written in the config, and the files they matched (sorted,
   // absolute). The shard order of an epoch is a seeded shuffle of `shards`.
+  // For indexed sources the globs match PREFIX.idx files and `shards`
+  // contains the prefixes.
   std::vector<std::string> paths;
   std::vector<std::string> shards;
   // Relative mixture weight; only ratios between sources matter. A
@@ -47,6 +49,9 @@ struct source_config {
   int workers = 1;
   int min_workers = 1;
   int max_workers = 64;
+  // Indexed sources only: append the EOS id to every document. False means
+  // the dataset's documents already end with it.
+  bool append_eos = true;
 };
 
 // How the planner sizes source pools from observed demand and latency.
