@@ -21,7 +21,9 @@
 #include "actors/node_agent.hpp"
 #include "actors/planner_actor.hpp"
 #include "common/error.hpp"
+#include "common/job_metrics.hpp"
 #include "common/log.hpp"
+#include "common/metrics_server.hpp"
 #include "planner/config.hpp"
 #include "sources/tokenizer.hpp"
 
@@ -53,6 +55,10 @@ constexpr const char* usage =
     "                      next_step of their saved state); default: the\n"
     "                      newest snapshot\n"
     "  --log-level LEVEL   trace, debug, info, warn or error\n"
+    "  --log-format FORMAT text (default) or json: one JSON object per line\n"
+    "  --metrics-port PORT serve Prometheus metrics at /metrics and a health\n"
+    "                      check at /healthz over HTTP on this port, on the\n"
+    "                      node's bind address (default 0: off)\n"
     "\n"
     "CAF's wire protocol between nodes has no authentication: keep planner\n"
     "and node ports on a private network.\n";
@@ -67,6 +73,8 @@ struct options {
   int payload_port = 0;
   std::string node_id;
   std::string log_level;
+  std::string log_format = "text";
+  int metrics_port = 0;
   std::string resume_dir;
   std::optional<uint64_t> from_step;
   bool recover = false;
@@ -113,6 +121,20 @@ options parse_arguments(int argc, char** argv) {
       }
       if (out.payload_port < 0 || out.payload_port > 65535)
         usage_error("--payload-port " + text + " is out of range 0..65535");
+    } else if (flag == "--metrics-port") {
+      auto text = value();
+      try {
+        out.metrics_port = std::stoi(text);
+      } catch (const std::exception&) {
+        usage_error("--metrics-port expects a number, got '" + text + "'");
+      }
+      if (out.metrics_port < 0 || out.metrics_port > 65535)
+        usage_error("--metrics-port " + text + " is out of range 0..65535");
+    } else if (flag == "--log-format") {
+      out.log_format = value();
+      if (out.log_format != "text" && out.log_format != "json")
+        usage_error("--log-format expects text or json, got '" +
+                    out.log_format + "'");
     } else if (flag == "--recover") {
       out.recover = true;
     } else if (flag == "--resume") {
@@ -185,26 +207,28 @@ std::pair<std::string, uint16_t> split_host_port(const std::string& text) {
 // Waits for a fatal error, a drain, a signal or the end of a watched
 // actor (the node agent or the planner). Returns the exit code.
 int supervise(caf::scoped_actor& supervisor,
-              const std::shared_ptr<spdlog::logger>& log) {
+              const std::shared_ptr<spdlog::logger>& log,
+              const std::string& node_id) {
   int exit_code = 0;
   bool running = true;
   while (running) {
     supervisor->receive(
         [&](caf::down_msg& down) {
-          log->error("stopping: an actor of this node ended ({})",
-                     supervisor->system().render(down.reason));
+          log->error("node={} stopping: an actor of this node ended ({})",
+                     node_id, supervisor->system().render(down.reason));
           exit_code = 1;
           running = false;
         },
         [&](overlord::actors::fatal_atom, const std::string& message) {
-          log->error("stopping: {}", message);
+          log->error("node={} stopping: {}", node_id, message);
           exit_code = 1;
           running = false;
         },
         [&](overlord::actors::leave_atom) { running = false; },
         caf::after(std::chrono::milliseconds(200)) >> [&] {
           if (stop_signal != 0) {
-            log->info("received signal {}; shutting down", stop_signal.load());
+            log->info("node={} received signal {}; shutting down", node_id,
+                      stop_signal.load());
             running = false;
           }
         });
@@ -214,7 +238,12 @@ int supervise(caf::scoped_actor& supervisor,
 
 int run(const options& opts) {
   using namespace overlord;
+  set_log_format(opts.log_format);
   auto log = get_logger("actors");
+  const std::string node_id =
+      opts.node_id.empty()
+          ? opts.role + "-" + host_name() + "-" + std::to_string(getpid())
+          : opts.node_id;
 
   caf::actor_system_config system_config;
   actors::add_message_types(system_config);
@@ -262,6 +291,18 @@ int run(const options& opts) {
     set_log_level(opts.log_level);
   }
 
+  // The planner's process listens where the config says; other nodes on
+  // --bind.
+  const std::string bind_address = config ? config->bind : opts.bind;
+  metrics::metrics_server metrics_http;
+  if (opts.metrics_port > 0) {
+    metrics_http.start(bind_address, opts.metrics_port);
+    metrics::record_node(node_id, opts.role);
+    metrics::set_health(false, "starting");
+    log->info("node={} serves metrics at http://{}:{}/metrics", node_id,
+              bind_address, opts.metrics_port);
+  }
+
   caf::actor_system system{system_config};
   caf::scoped_actor supervisor{system};
   auto supervisor_handle = caf::actor_cast<caf::actor>(supervisor);
@@ -289,6 +330,8 @@ int run(const options& opts) {
       address = config->bind + ":" + std::to_string(*published);
       log->info("planner listening on {} (CAF middleman, no authentication)",
                 address);
+      if (opts.role == "planner")
+        metrics::set_health(true, "planner listening on " + address);
     }
   } else {
     auto [host, port] = split_host_port(opts.planner);
@@ -308,10 +351,7 @@ int run(const options& opts) {
     setup.info.pid = static_cast<uint32_t>(getpid());
     setup.info.address = address;
     setup.info.bind = opts.role == "all" ? config->bind : opts.bind;
-    setup.info.id = opts.node_id.empty()
-                        ? opts.role + "-" + host_name() + "-" +
-                              std::to_string(getpid())
-                        : opts.node_id;
+    setup.info.id = node_id;
     setup.planner = planner_handle;
     setup.planner_address = opts.planner;
     setup.supervisor = supervisor_handle;
@@ -340,10 +380,11 @@ int run(const options& opts) {
   }
   if (config)
     supervisor->monitor(planner_handle);
-  log->info("node started: role={} pid={} address={}", opts.role, getpid(),
-            address);
+  log->info("node={} started: role={} pid={} address={}", node_id, opts.role,
+            getpid(), address);
 
-  int exit_code = supervise(supervisor, log);
+  int exit_code = supervise(supervisor, log, node_id);
+  metrics::set_health(false, "stopping");
   for (auto& actor : everyone)
     caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
   everyone.clear();

@@ -11,6 +11,7 @@
 
 #include "actors/messages.hpp"
 #include "common/error.hpp"
+#include "common/job_metrics.hpp"
 #include "common/log.hpp"
 #include "planner/step_planner.hpp"
 
@@ -37,6 +38,7 @@ struct node_entry {
   uint64_t join_order = 0;
   bool alive = true;
   bool draining = false;
+  std::string log_levels;  // as the node last reported them
 
   bool loads() const { return info.role == "loader" || info.role == "all"; }
   bool constructs() const {
@@ -279,12 +281,14 @@ void plan_steps(planner_actor* self) {
       record.step = delta;
       st.delta_bytes = st.store->append_delta(checkpoint::encode_delta(record));
       st.deltas_written++;
-      st.delta_ms_total += std::chrono::duration<double, std::milli>(
-                               clock_type::now() - started)
-                               .count();
+      auto seconds =
+          std::chrono::duration<double>(clock_type::now() - started).count();
+      st.delta_ms_total += seconds * 1000;
+      metrics::record_checkpoint("delta", st.delta_bytes, seconds);
     }
 
     st.planned_steps++;
+    metrics::record_planned_step(plan.step, plan.imbalance);
     st.padding_tokens += plan.padding_tokens;
     st.carried_pieces += plan.carried_pieces;
     st.last_imbalance = plan.imbalance;
@@ -441,6 +445,8 @@ void write_snapshot(planner_actor* self) {
                        clock_type::now() - started)
                        .count();
   st.last_snapshot_step = static_cast<int64_t>(record.step);
+  metrics::record_checkpoint("snapshot", st.snapshot_bytes,
+                             st.snapshot_ms / 1000);
   st.log->info("step={} snapshot written to {}: {} bytes in {:.2f} ms",
                record.step, st.store->directory(), st.snapshot_bytes,
                st.snapshot_ms);
@@ -717,6 +723,7 @@ void retire_node(planner_actor* self, const std::string& id,
       continue;
     slot = source_slot{};
     moved += " source=" + source_name(self, source);
+    metrics::record_failover("loader");
   }
   for (uint32_t rank = 0; rank < st.ranks.size(); ++rank) {
     auto& slot = st.ranks[rank];
@@ -739,6 +746,7 @@ void retire_node(planner_actor* self, const std::string& id,
       slot.shadow_node.clear();
       slot.shadow_endpoint.clear();
       self->send(slot.constructor, promote_atom::value);
+      metrics::record_failover("shadow_promote");
       st.log->warn("rank={} promoted its shadow on node={} at {}", rank,
                    slot.node, slot.endpoint);
       moved += " rank=" + std::to_string(rank) + "(to its shadow)";
@@ -748,6 +756,7 @@ void retire_node(planner_actor* self, const std::string& id,
     slot = rank_slot{};
     slot.served = served;
     moved += " rank=" + std::to_string(rank);
+    metrics::record_failover("constructor");
   }
   st.log->warn("node={} role={} left the job: {}; reassigning{}", id,
                found->second.info.role, reason,
@@ -768,6 +777,8 @@ std::string status_json(planner_actor* self) {
   json.Int64(st.released);
   json.Key("assigned");
   json.Bool(st.assigned);
+  json.Key("log_levels");
+  json.String(describe_log_levels().c_str());
 
   json.Key("nodes");
   json.StartArray();
@@ -788,6 +799,8 @@ std::string status_json(planner_actor* self) {
     else if (node.draining)
       state = "draining";
     json.String(state);
+    json.Key("log_levels");
+    json.String(node.log_levels.c_str());
     json.Key("sources");
     json.StartArray();
     for (uint32_t s = 0; s < st.sources.size(); ++s)
@@ -986,6 +999,69 @@ caf::result<uint64_t> set_weights(
   apply_weights(self, weights, from_step);
   plan_ahead(self);
   return from_step;
+}
+
+// Sets `logger` to `level` on node `node_id`, or on the planner's process
+// and every running node when `node_id` is empty. Replies once every node
+// answered, naming the nodes; fails naming those that did not answer.
+caf::result<std::string> set_log_levels(planner_actor* self,
+                                        const std::string& node_id,
+                                        const std::string& logger,
+                                        const std::string& level) {
+  auto& st = self->state;
+  try {
+    check_logger_level(logger, level);
+  } catch (const error& e) {
+    return caf::make_error(caf::sec::invalid_argument, std::string(e.what()));
+  }
+  std::vector<std::string> targets;
+  for (const auto& [id, node] : st.nodes)
+    if (node.alive && (node_id.empty() || id == node_id))
+      targets.push_back(id);
+  if (!node_id.empty() && targets.empty())
+    return caf::make_error(caf::sec::invalid_argument,
+                           "no running node with id " + node_id +
+                               "; overlordctl status lists the nodes");
+  st.log->info("logger={} level={} requested for {}", logger, level,
+               node_id.empty() ? "the planner and every node"
+                               : "node=" + node_id);
+  std::string done = "logger " + logger + " set to " + level + " on";
+  if (node_id.empty()) {
+    set_logger_level(logger, level);
+    done += " the planner";
+  }
+  if (targets.empty())
+    return done;
+
+  auto promise = self->make_response_promise();
+  auto pending = std::make_shared<size_t>(targets.size());
+  auto reached = std::make_shared<std::string>(done);
+  auto failures = std::make_shared<std::string>();
+  auto finish = [=]() mutable {
+    if (--*pending > 0)
+      return;
+    if (failures->empty())
+      promise.deliver(*reached);
+    else
+      promise.deliver(caf::make_error(
+          caf::sec::runtime_error,
+          *reached + "; failed on" + *failures + "; retry those nodes"));
+  };
+  for (const auto& id : targets)
+    self->request(st.nodes[id].agent, std::chrono::seconds(5),
+                  log_level_atom::value, logger, level)
+        .then(
+            [=](std::string& levels) mutable {
+              self->state.nodes[id].log_levels = levels;
+              *reached += " node=" + id;
+              finish();
+            },
+            [=](caf::error& err) mutable {
+              *failures += " node=" + id + " (" + self->system().render(err) +
+                           ")";
+              finish();
+            });
+  return promise;
 }
 
 // ---- Behaviour -----------------------------------------------------------
@@ -1228,6 +1304,7 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
           std::swap(slot.endpoint, slot.shadow_endpoint);
           self->send(slot.shadow, demote_atom::value);
           s.failovers++;
+          metrics::record_failover("shadow_promote");
           s.log->warn("rank={} trainers moved to the shadow on node={}; it is "
                       "the primary now, and node={} stands by",
                       rank, slot.node, slot.shadow_node);
@@ -1264,6 +1341,15 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
       [=](set_weights_atom,
           const std::vector<std::pair<std::string, double>>& changes) {
         return set_weights(self, changes);
+      },
+      [=](log_level_atom, const std::string& node_id, const std::string& logger,
+          const std::string& level) {
+        return set_log_levels(self, node_id, logger, level);
+      },
+      [=](log_level_atom, const std::string& id, const std::string& levels) {
+        auto found = self->state.nodes.find(id);
+        if (found != self->state.nodes.end())
+          found->second.log_levels = levels;
       },
       [=](drain_atom, const std::string& id) -> caf::result<std::string> {
         auto& s = self->state;

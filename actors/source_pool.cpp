@@ -9,6 +9,7 @@
 
 #include "actors/messages.hpp"
 #include "common/error.hpp"
+#include "common/job_metrics.hpp"
 #include "common/log.hpp"
 #include "planner/rng.hpp"
 #include "sources/reader.hpp"
@@ -57,6 +58,7 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
       setup->config.on_bad_input == planner::bad_input_policy::fail;
   options.max_document_bytes =
       static_cast<uint64_t>(setup->config.max_document_bytes);
+  auto& series = metrics::series_of_source(source.name);
 
   return {
       [=](read_atom, uint32_t epoch, uint32_t position,
@@ -76,7 +78,9 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
                                  "source=" + source.name + " " + e.what());
         }
 
+        auto read_done = std::chrono::steady_clock::now();
         for (auto& record : read.skipped) {
+          metrics::record_bad_input(source.name, record.kind);
           auto count = ++self->state.skipped;
           if (count <= skip_log_burst || count % skip_log_every == 0)
             log->warn("source={} skipped {} {}: {} (skipped so far by this "
@@ -86,12 +90,30 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
           out.skipped_kinds.push_back(record.kind);
         }
 
+        // Each document's latency: its share of the shard's read time plus
+        // its own tokenization.
+        const double read_share =
+            read.documents.empty()
+                ? 0
+                : std::chrono::duration<double>(read_done - started).count() /
+                      read.documents.size();
         for (auto& doc : read.documents) {
+          auto tokenize_started = std::chrono::steady_clock::now();
           tokenized_document tokenized;
           tokenized.tokens = setup->tokenizer->encode(doc.text,
                                                       self->state.cache);
           tokenized.replaced_invalid_utf8 = has_invalid_utf8(doc.text);
           tokenized.tokens.push_back(setup->tokenizer->eos_id());
+          series.documents.add();
+          series.bytes.add(static_cast<double>(doc.text.size()));
+          series.tokens.add(static_cast<double>(tokenized.tokens.size()));
+          series.document_seconds.observe(
+              read_share + std::chrono::duration<double>(
+                               std::chrono::steady_clock::now() -
+                               tokenize_started)
+                               .count());
+          if (tokenized.replaced_invalid_utf8)
+            metrics::record_bad_input(source.name, "invalid_utf8");
           tokenized.key = std::move(doc.key);
           out.documents.push_back(std::move(tokenized));
         }
@@ -99,6 +121,11 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
             std::chrono::duration_cast<std::chrono::microseconds>(
                 std::chrono::steady_clock::now() - started)
                 .count());
+        log->debug("source={} shard={} epoch={} read: {} documents, {} "
+                   "skipped, {:.2f} ms",
+                   source.name, shard_names[shard], epoch,
+                   out.documents.size(), out.skipped_kinds.size(),
+                   out.busy_us / 1000.0);
         return out;
       },
   };
@@ -194,6 +221,20 @@ std::vector<planner::document_meta> take_announcements(pool_actor* self,
 void dispatch(pool_actor* self);
 void answer_deferred(pool_actor* self);
 
+// Updates the buffer gauges of /metrics.
+void record_buffer(pool_actor* self) {
+  auto& st = self->state;
+  uint64_t buffered_bytes = 0;
+  for (const auto& meta : st.unannounced)
+    buffered_bytes += uint64_t{meta.tokens} * sizeof(int32_t);
+  uint64_t held_bytes = 0;
+  for (const auto& [sequence, held] : st.payloads)
+    held_bytes += held.tokens.size() * sizeof(int32_t);
+  metrics::record_source_buffer(
+      st.setup->config.sources[st.setup->source].name, st.unannounced.size(),
+      buffered_bytes, held_bytes);
+}
+
 void release_finished(pool_actor* self) {
   auto& st = self->state;
   const auto& source = st.setup->config.sources[st.setup->source];
@@ -266,6 +307,7 @@ void release_finished(pool_actor* self) {
     st.waiting.deliver(take_announcements(self, st.waiting_count));
   }
   dispatch(self);
+  record_buffer(self);
 }
 
 void dispatch(pool_actor* self) {
@@ -436,6 +478,7 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
       source.name, source.workers, source.shards.size(),
       planner::to_string(source.format), start.first_sequence, start.epoch,
       start.shard_position, start.record);
+  metrics::record_source_workers(source.name, source.workers);
   dispatch(self);
 
   return {
@@ -445,6 +488,7 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
         if (!s.unannounced.empty()) {
           auto out = take_announcements(self, max_count);
           dispatch(self);
+          record_buffer(self);
           return out;
         }
         // Nothing ready yet: reply once a shard comes back.
@@ -478,6 +522,7 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
                        s.setup->config.sources[s.setup->source].name, step,
                        sequence_floor);
           free_released(self);
+          record_buffer(self);
         }
       },
       [=](stats_atom) {
