@@ -204,6 +204,13 @@ std::pair<std::string, uint16_t> split_host_port(const std::string& text) {
   return {text.substr(0, colon), static_cast<uint16_t>(port)};
 }
 
+// The node's id: --node-id, or ROLE-HOST-PID.
+std::string node_id_of(const options& opts) {
+  if (!opts.node_id.empty())
+    return opts.node_id;
+  return opts.role + "-" + host_name() + "-" + std::to_string(getpid());
+}
+
 // Waits for a fatal error, a drain, a signal or the end of a watched
 // actor (the node agent or the planner). Returns the exit code.
 int supervise(caf::scoped_actor& supervisor,
@@ -240,10 +247,7 @@ int run(const options& opts) {
   using namespace overlord;
   set_log_format(opts.log_format);
   auto log = get_logger("actors");
-  const std::string node_id =
-      opts.node_id.empty()
-          ? opts.role + "-" + host_name() + "-" + std::to_string(getpid())
-          : opts.node_id;
+  const std::string node_id = node_id_of(opts);
 
   caf::actor_system_config system_config;
   actors::add_message_types(system_config);
@@ -291,8 +295,8 @@ int run(const options& opts) {
     set_log_level(opts.log_level);
   }
 
-  // The planner's process listens where the config says; other nodes on
-  // --bind.
+  // The planner's process listens on the config's bind address, other
+  // nodes on --bind.
   const std::string bind_address = config ? config->bind : opts.bind;
   metrics::metrics_server metrics_http;
   if (opts.metrics_port > 0) {
@@ -405,7 +409,7 @@ int main(int argc, char** argv) {
   }
   try {
     int code = run(opts);
-    overlord::get_logger("actors")->info("node stopped");
+    overlord::get_logger("actors")->info("node stopped: node={}", node_id_of(opts));
     return code;
   } catch (const overlord::error& e) {
     std::cerr << "overlordd: " << e.what() << "\n";

@@ -1003,7 +1003,7 @@ caf::result<uint64_t> set_weights(
 
 // Sets `logger` to `level` on node `node_id`, or on the planner's process
 // and every running node when `node_id` is empty. Replies once every node
-// answered, naming the nodes; fails naming those that did not answer.
+// has replied, naming the nodes, or fails naming those that did not.
 caf::result<std::string> set_log_levels(planner_actor* self,
                                         const std::string& node_id,
                                         const std::string& logger,

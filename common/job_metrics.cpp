@@ -7,9 +7,9 @@ namespace overlord::metrics {
 
 namespace {
 
-// Bucket upper bounds in seconds or as ratios; chosen to span what the
-// demo jobs show (tokenizing takes tens of microseconds to tens of
-// milliseconds per document) with room on both sides.
+// Bucket upper bounds, in seconds or as ratios. On the demo corpora a
+// document takes from tens of microseconds to tens of milliseconds, and
+// the bounds leave room on both sides.
 const std::vector<double> document_seconds_bounds = {
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
     0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5};
@@ -86,7 +86,8 @@ void record_source_buffer(const std::string& source, uint64_t documents,
   label_set labels{{"source", source}};
   reg().get_gauge("overlord_source_buffered_documents",
                   "Documents tokenized and not yet announced to the "
-                  "planner (bounded by buffer_documents).",
+                  "planner: up to buffer_documents plus the documents of "
+                  "the shards in flight.",
                   labels)
       .set(static_cast<double>(documents));
   reg().get_gauge("overlord_source_buffered_bytes",

@@ -43,11 +43,11 @@ std::string describe_log_levels();
 // Throws overlord::error(invalid_config) for another name.
 void set_log_format(const std::string& format);
 
-// The key=value pairs of a log message, in order, first occurrence of a
-// key only. A key is lower-case letters, digits and '_' at the start of a
-// word; the value runs to the next space, without trailing ',', ';', ':'
-// or ')'. Keys that a JSON line sets itself (time, level, logger,
-// message) are left out.
+// Extracts the key=value pairs of a log message in order, keeping the
+// first occurrence of each key. A key is lower-case letters, digits and
+// '_' at the start of a word. Its value runs to the next space, without
+// trailing ',', ';', ':' or ')'. Keys that a JSON line sets itself (time,
+// level, logger, message) are left out.
 std::vector<std::pair<std::string, std::string>> extract_fields(
     std::string_view message);
 

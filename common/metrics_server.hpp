@@ -1,8 +1,8 @@
 // The HTTP endpoint of an overlordd process, served with cpp-httplib on a
-// thread of its own:
+// thread of its own.
 //   GET /metrics  the process registry in the Prometheus text format
 //   GET /healthz  200 "ok" while the node is healthy, else 503 and why
-// Owned by main(); stop() (or the destructor) joins the thread.
+// main() owns the server, and stop() or the destructor joins the thread.
 #pragma once
 
 #include <memory>
@@ -15,9 +15,9 @@ class Server;
 
 namespace overlord::metrics {
 
-// Sets what /healthz returns. `reason` says why a node is unhealthy (for
-// example "waiting for the planner"), or what it does when healthy.
-// Thread-safe; the process starts unhealthy ("starting").
+// Sets what /healthz returns. `reason` explains an unhealthy state (for
+// example "lost the planner") or describes a healthy one. Thread-safe.
+// The process starts unhealthy, with the reason "starting".
 void set_health(bool healthy, const std::string& reason);
 
 // Returns whether the process is healthy, and the reason last set.

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Metrics and log controls on a cluster of separate processes on loopback:
 # a planner, two loader nodes and one constructor node, each serving
-# /metrics and /healthz on its own port, scraped every second by Debian's
-# prometheus server, which listens on 127.0.0.1 with a temporary config and
-# storage and scrapes only these loopback targets. Checks through
+# /metrics and /healthz on its own port. Debian's prometheus server
+# listens on 127.0.0.1 with a temporary config and storage, and scrapes
+# only these loopback targets, every second. Checks through
 # Prometheus' HTTP API that
 #   - every node is scraped and exports its own overlord_* series (and not
 #     those of other roles);
@@ -221,7 +221,7 @@ loaders="instance=~\"127.0.0.1:($m_loader1|$m_loader2)\""
 constructor="instance=\"127.0.0.1:$m_constructor\""
 
 # Series appear once a scrape after the pull has landed.
-# A trainer reports what it holds with each request, so the step a rank
+# A trainer reports the steps it has received with each request, so the step a rank
 # reached lags the last batch by up to the prefetch depth.
 check "ranks reach step 50" wait_prom "overlord_rank_step{$constructor} >= 50" 15 2
 for series in \

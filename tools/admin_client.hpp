@@ -39,8 +39,8 @@ class admin_client {
   std::string drain(const std::string& node_id);
 
   // Sets `logger` ("sources", ..., or "all") to `level` on one node, or on
-  // the planner and every node when `node_id` is empty; returns the
-  // planner's reply naming the nodes reached.
+  // the planner and every node when `node_id` is empty. Returns the
+  // planner's reply, which names the nodes reached.
   std::string set_log_level(const std::string& node_id,
                             const std::string& logger,
                             const std::string& level);
