@@ -58,7 +58,8 @@ constexpr const char* usage =
     "  --log-format FORMAT text (default) or json: one JSON object per line\n"
     "  --metrics-port PORT serve Prometheus metrics at /metrics and a health\n"
     "                      check at /healthz over HTTP on this port, on the\n"
-    "                      node's bind address (default 0: off)\n"
+    "                      node's bind address (default: metrics_port of\n"
+    "                      the config for planner and all, else 0: off)\n"
     "\n"
     "CAF's wire protocol between nodes has no authentication: keep planner\n"
     "and node ports on a private network.\n";
@@ -74,7 +75,7 @@ struct options {
   std::string node_id;
   std::string log_level;
   std::string log_format = "text";
-  int metrics_port = 0;
+  std::optional<int> metrics_port;  // overrides metrics_port of the config
   std::string resume_dir;
   std::optional<uint64_t> from_step;
   bool recover = false;
@@ -128,7 +129,7 @@ options parse_arguments(int argc, char** argv) {
       } catch (const std::exception&) {
         usage_error("--metrics-port expects a number, got '" + text + "'");
       }
-      if (out.metrics_port < 0 || out.metrics_port > 65535)
+      if (*out.metrics_port < 0 || *out.metrics_port > 65535)
         usage_error("--metrics-port " + text + " is out of range 0..65535");
     } else if (flag == "--log-format") {
       out.log_format = value();
@@ -298,13 +299,16 @@ int run(const options& opts) {
   // The planner's process listens on the config's bind address, other
   // nodes on --bind.
   const std::string bind_address = config ? config->bind : opts.bind;
+  int metrics_port = config ? config->metrics_port : 0;
+  if (opts.metrics_port)
+    metrics_port = *opts.metrics_port;
   metrics::metrics_server metrics_http;
-  if (opts.metrics_port > 0) {
-    metrics_http.start(bind_address, opts.metrics_port);
+  if (metrics_port > 0) {
+    metrics_http.start(bind_address, metrics_port);
     metrics::record_node(node_id, opts.role);
     metrics::set_health(false, "starting");
     log->info("node={} serves metrics at http://{}:{}/metrics", node_id,
-              bind_address, opts.metrics_port);
+              bind_address, metrics_port);
   }
 
   caf::actor_system system{system_config};
@@ -409,7 +413,8 @@ int main(int argc, char** argv) {
   }
   try {
     int code = run(opts);
-    overlord::get_logger("actors")->info("node stopped: node={}", node_id_of(opts));
+    overlord::get_logger("actors")->info("node stopped: node={}",
+                                         node_id_of(opts));
     return code;
   } catch (const overlord::error& e) {
     std::cerr << "overlordd: " << e.what() << "\n";

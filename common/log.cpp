@@ -127,8 +127,8 @@ std::string describe_log_levels() {
     auto level = default_level;
     if (auto existing = spdlog::get(name))
       level = existing->level();
-    else if (auto found = logger_levels.find(name); found != logger_levels.end())
-      level = found->second;
+    else if (logger_levels.count(name))
+      level = logger_levels.at(name);
     auto text = spdlog::level::to_string_view(level);
     out += (out.empty() ? "" : " ") + name + "=" +
            std::string(text.data(), text.size());
@@ -142,8 +142,9 @@ void set_log_format(const std::string& format) {
                 "unknown log format '" + format + "': use text or json");
   std::lock_guard<std::mutex> guard(registry_mutex);
   json_format = format == "json";
-  spdlog::apply_all(
-      [](const std::shared_ptr<spdlog::logger>& logger) { apply_format(*logger); });
+  spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& logger) {
+    apply_format(*logger);
+  });
 }
 
 std::vector<std::pair<std::string, std::string>> extract_fields(
@@ -168,7 +169,8 @@ std::vector<std::pair<std::string, std::string>> extract_fields(
     while (value_end < message.size() && message[value_end] != ' ')
       ++value_end;
     auto key = std::string(message.substr(i, key_end - i));
-    auto value = std::string(message.substr(key_end + 1, value_end - key_end - 1));
+    auto value =
+        std::string(message.substr(key_end + 1, value_end - key_end - 1));
     while (!value.empty() && std::string_view(",;:)").find(value.back()) !=
                                  std::string_view::npos)
       value.pop_back();

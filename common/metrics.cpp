@@ -121,7 +121,8 @@ registry::family& registry::family_of(const std::string& name,
     for (const auto& label : labels) {
       if (!valid_name(label.first, true) ||
           (type == metric_type::histogram && label.first == "le"))
-        throw error(errc::internal, "metric " + name + ": invalid label name '" +
+        throw error(errc::internal, "metric " + name +
+                                        ": invalid label name '" +
                                         label.first + "'");
       created.label_names.push_back(label.first);
     }

@@ -17,7 +17,8 @@ bool healthy_now = false;
 std::string health_reason = "starting";
 
 // The content type Prometheus expects for the text exposition format.
-constexpr const char* exposition_type = "text/plain; version=0.0.4; charset=utf-8";
+constexpr const char* exposition_type =
+    "text/plain; version=0.0.4; charset=utf-8";
 
 }  // namespace
 
@@ -35,7 +36,8 @@ std::pair<bool, std::string> health() {
   return {healthy_now, health_reason};
 }
 
-metrics_server::metrics_server() : server_(std::make_unique<httplib::Server>()) {}
+metrics_server::metrics_server()
+    : server_(std::make_unique<httplib::Server>()) {}
 
 metrics_server::~metrics_server() { stop(); }
 
@@ -58,7 +60,8 @@ int metrics_server::start(const std::string& address, int port) {
                     std::to_string(port) +
                     ": the address is not local or the port is taken; choose "
                     "another --metrics-port");
-  thread_ = std::thread([server = server_.get()] { server->listen_after_bind(); });
+  thread_ = std::thread(
+      [server = server_.get()] { server->listen_after_bind(); });
   return bound;
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Metrics and log controls on a cluster of separate processes on loopback:
 # a planner, two loader nodes and one constructor node, each serving
-# /metrics and /healthz on its own port. Debian's prometheus server
+# /metrics and /healthz on its own port (the planner's set by the config
+# key metrics_port, the nodes' by --metrics-port). Debian's prometheus server
 # listens on 127.0.0.1 with a temporary config and storage, and scrapes
 # only these loopback targets, every second. Checks through
 # Prometheus' HTTP API that
@@ -143,7 +144,7 @@ prom_port=$(free_ports 1)
 "$overlordd" --role planner --config "$work/job.yaml" --set base_port="$base_port" \
   --set planner_port="$planner_port" --set loader_nodes=2 --set constructor_nodes=1 \
   --set buffer_documents=32 --set checkpoint_dir="$work/checkpoints" \
-  --set checkpoint_every=10 --metrics-port "$m_planner" 2>"$work/planner.log" &
+  --set checkpoint_every=10 --set metrics_port="$m_planner" 2>"$work/planner.log" &
 planner_pid=$!
 pids+=("$planner_pid")
 for _ in $(seq 100); do
