@@ -287,7 +287,7 @@ int run(const options& opts) {
       restore = checkpoint::prepare_restore(*store, *config, step);
       store->rewrite_deltas(restore->kept_records);
       if (restore->dropped_weight_changes > 0)
-        log->warn("resume at step {} drops {} weight change(s) that the "
+        log->warn("resume at step={} drops {} weight change(s) that the "
                   "previous run logged for later steps; set them again if "
                   "they are still wanted",
                   step, restore->dropped_weight_changes);
@@ -375,8 +375,9 @@ int run(const options& opts) {
       auto published = system.middleman().publish(
           agent, static_cast<uint16_t>(opts.port), opts.bind.c_str(), true);
       if (!published) {
-        log->error("cannot listen on {}:{}: {}; choose another --port",
-                   opts.bind, opts.port, system.render(published.error()));
+        log->error("node={} cannot listen on {}:{}: {}; choose another --port",
+                   node_id, opts.bind, opts.port,
+                   system.render(published.error()));
         for (auto& actor : everyone)
           caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
         return 1;

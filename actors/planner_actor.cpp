@@ -1097,7 +1097,7 @@ void restore_from(planner_actor* self, const checkpoint::restore_plan& plan) {
   for (auto& rank : st.ranks)
     rank.served = static_cast<int64_t>(plan.resume_step) - 1;
   st.released = static_cast<int64_t>(plan.resume_step) - 1;
-  st.log->info("restored {} (step {}); replaying to step {}{}",
+  st.log->info("restored {} (step={}); replaying to step={}{}",
                plan.snapshot_path, snapshot.step, plan.resume_step,
                plan.torn_tail ? "; the delta log ended in a partial record "
                                 "from a crash, which was ignored"
@@ -1161,7 +1161,7 @@ void finish_recovery(planner_actor* self) {
     slot.shadow_endpoint = entry.second.endpoint;
     slot.shadow_node = entry.first;
   }
-  st.log->info("recovered: {} constructors adopted, resuming at step {}",
+  st.log->info("recovered: {} constructors adopted, resuming at step={}",
                st.adopted_primaries.size() + st.adopted_shadows.size(),
                resume_step);
   st.assigned = true;

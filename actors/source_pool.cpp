@@ -194,6 +194,10 @@ struct pool_state {
   double latency_us = 0;
   std::map<std::string, uint64_t> skipped_by_kind;
   bool failed = false;
+  // Token bytes of the unannounced documents and of every held payload,
+  // for /metrics.
+  uint64_t buffered_bytes = 0;
+  uint64_t held_bytes = 0;
 };
 
 using pool_actor = caf::stateful_actor<pool_state>;
@@ -213,6 +217,7 @@ std::vector<planner::document_meta> take_announcements(pool_actor* self,
   std::vector<planner::document_meta> out;
   while (!st.unannounced.empty() && out.size() < max_count) {
     out.push_back(std::move(st.unannounced.front()));
+    st.buffered_bytes -= uint64_t{out.back().tokens} * sizeof(int32_t);
     st.unannounced.pop_front();
   }
   return out;
@@ -224,15 +229,9 @@ void answer_deferred(pool_actor* self);
 // Updates the buffer gauges of /metrics.
 void record_buffer(pool_actor* self) {
   auto& st = self->state;
-  uint64_t buffered_bytes = 0;
-  for (const auto& meta : st.unannounced)
-    buffered_bytes += uint64_t{meta.tokens} * sizeof(int32_t);
-  uint64_t held_bytes = 0;
-  for (const auto& [sequence, held] : st.payloads)
-    held_bytes += held.tokens.size() * sizeof(int32_t);
   metrics::record_source_buffer(
       st.setup->config.sources[st.setup->source].name, st.unannounced.size(),
-      buffered_bytes, held_bytes);
+      st.buffered_bytes, st.held_bytes);
 }
 
 void release_finished(pool_actor* self) {
@@ -276,11 +275,14 @@ void release_finished(pool_actor* self) {
       held_payload held;
       size_t pieces = (meta.tokens + row_tokens - 1) / row_tokens;
       held.tokens = std::move(doc.tokens);
+      st.held_bytes += held.tokens.size() * sizeof(int32_t);
       held.fetched.assign(pieces, false);
       held.unfetched = pieces;
       st.payloads[meta.sequence] = std::move(held);
-      if (meta.sequence >= st.announce_from)
+      if (meta.sequence >= st.announce_from) {
+        st.buffered_bytes += uint64_t{meta.tokens} * sizeof(int32_t);
         st.unannounced.push_back(std::move(meta));
+      }
     }
     st.released_in_epoch += output.documents.size();
     st.skip_records = 0;
@@ -443,8 +445,10 @@ void free_released(pool_actor* self) {
     const auto& held = it->second;
     bool done = held.unfetched == 0 &&
                 static_cast<int64_t>(held.last_step) <= st.released_step;
-    if (done || it->first < st.sequence_floor)
+    if (done || it->first < st.sequence_floor) {
+      st.held_bytes -= it->second.tokens.size() * sizeof(int32_t);
       it = st.payloads.erase(it);
+    }
     else
       ++it;
   }

@@ -254,6 +254,10 @@ for series in \
   check "series present: $series" wait_prom "$series" 10
 done
 
+# Every buffered document's tokens are among those a pool holds.
+check "held bytes cover buffered bytes" wait_prom \
+  "overlord_source_held_bytes{$loaders} - overlord_source_buffered_bytes{$loaders} >= 0" 10 4
+
 # A node exports only what it runs.
 check "loader exports no rank series" \
   test "$(prom_sum "overlord_rank_step{$loaders}")" = none
