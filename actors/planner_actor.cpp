@@ -1025,27 +1025,43 @@ caf::result<std::string> set_log_levels(planner_actor* self,
   st.log->info("logger={} level={} requested for {}", logger, level,
                node_id.empty() ? "the planner and every node"
                                : "node=" + node_id);
-  std::string done = "logger " + logger + " set to " + level + " on";
+  auto reached = std::make_shared<std::vector<std::string>>();
+  auto failures = std::make_shared<std::vector<std::string>>();
   if (node_id.empty()) {
     set_logger_level(logger, level);
-    done += " the planner";
+    reached->push_back("the planner");
   }
+  // Joins the names with ", ", the planner first and the nodes sorted, so
+  // the reply does not depend on the order in which the nodes reply.
+  auto list = [](std::vector<std::string> items) {
+    auto nodes_begin = items.begin();
+    if (!items.empty() && items.front() == "the planner")
+      ++nodes_begin;
+    std::sort(nodes_begin, items.end());
+    std::string out;
+    for (const auto& item : items)
+      out += (out.empty() ? "" : ", ") + item;
+    return out.empty() ? std::string("no node") : out;
+  };
+  auto summary = [=] {
+    std::string text = "logger " + logger + " set to " + level + " on " +
+                       list(*reached);
+    if (!failures->empty())
+      text += "; failed on " + list(*failures) + "; retry those nodes";
+    return text;
+  };
   if (targets.empty())
-    return done;
+    return summary();
 
   auto promise = self->make_response_promise();
   auto pending = std::make_shared<size_t>(targets.size());
-  auto reached = std::make_shared<std::string>(done);
-  auto failures = std::make_shared<std::string>();
   auto finish = [=]() mutable {
     if (--*pending > 0)
       return;
     if (failures->empty())
-      promise.deliver(*reached);
+      promise.deliver(summary());
     else
-      promise.deliver(caf::make_error(
-          caf::sec::runtime_error,
-          *reached + "; failed on" + *failures + "; retry those nodes"));
+      promise.deliver(caf::make_error(caf::sec::runtime_error, summary()));
   };
   for (const auto& id : targets)
     self->request(st.nodes[id].agent, std::chrono::seconds(5),
@@ -1053,12 +1069,12 @@ caf::result<std::string> set_log_levels(planner_actor* self,
         .then(
             [=](std::string& levels) mutable {
               self->state.nodes[id].log_levels = levels;
-              *reached += " node=" + id;
+              reached->push_back("node=" + id);
               finish();
             },
             [=](caf::error& err) mutable {
-              *failures += " node=" + id + " (" + self->system().render(err) +
-                           ")";
+              failures->push_back("node=" + id + " (" +
+                                  self->system().render(err) + ")");
               finish();
             });
   return promise;

@@ -289,6 +289,10 @@ check "no sources debug lines before the change" no_source_debug "$work/loader-1
   >"$work/loglevel.out" 2>&1 || true
 check "log-level names the node it reached" \
   grep -q "logger sources set to debug on node=loader-1" "$work/loglevel.out"
+"$ctl" --planner "127.0.0.1:$planner_port" log-level transport info >"$work/everywhere.out" 2>&1 || true
+check "log-level without --node reaches every node" grep -q \
+  "logger transport set to info on the planner, node=constructor-1, node=loader-1, node=loader-2$" \
+  "$work/everywhere.out"
 "$ctl" --planner "127.0.0.1:$planner_port" log-level bogus debug >"$work/bogus.out" 2>&1 || true
 check "unknown logger is rejected" grep -q "unknown logger 'bogus'" "$work/bogus.out"
 "$ctl" --planner "127.0.0.1:$planner_port" log-level --node nobody sources debug \
