@@ -6,6 +6,7 @@
 #include "actors/messages.hpp"
 #include "actors/node_links.hpp"
 #include "common/error.hpp"
+#include "common/job_metrics.hpp"
 #include "common/log.hpp"
 #include "transport/batch_builder.hpp"
 #include "transport/payload_client.hpp"
@@ -43,6 +44,12 @@ struct pending_build {
 
 using batch_buffer = std::shared_ptr<flatbuffers::DetachedBuffer>;
 
+// A trainer request for a step not built yet.
+struct waiting_request {
+  std::string client;
+  std::chrono::steady_clock::time_point since;
+};
+
 struct constructor_state {
   static inline const char* name = "constructor";
 
@@ -59,7 +66,8 @@ struct constructor_state {
   // Built batches by step, one per context-parallel rank.
   std::map<uint64_t, std::vector<batch_buffer>> built;
   // Clients waiting for (step, cp rank).
-  std::map<std::pair<uint64_t, uint32_t>, std::vector<std::string>> waiting;
+  std::map<std::pair<uint64_t, uint32_t>, std::vector<waiting_request>>
+      waiting;
   // Per context-parallel rank: the last step up to which its trainer
   // reported holding every batch. The planner releases steps only below
   // this mark, never one still being built or in a queue.
@@ -116,6 +124,7 @@ void note_progress(constructor_actor* self, uint32_t cp_rank, uint64_t step) {
                                   st.served_by_cp.end());
   if (all > st.served) {
     st.served = all;
+    metrics::record_rank_step(st.setup->rank, all + 1);
     if (st.planner)
       self->send(st.planner, served_atom::value, st.setup->rank,
                  static_cast<uint64_t>(all));
@@ -132,6 +141,7 @@ void deliver(constructor_actor* self, uint64_t step, uint32_t cp_rank,
   auto& st = self->state;
   st.server->send(client, to_message(st.built.at(step).at(cp_rank)));
   st.batches_served++;
+  metrics::record_batch_served(st.setup->rank);
 }
 
 void finish_build(constructor_actor* self, uint64_t step) {
@@ -173,9 +183,15 @@ void finish_build(constructor_actor* self, uint64_t step) {
     auto list = std::move(clients->second);
     st.waiting.erase(clients);
     st.waiting_count -= list.size();
-    for (const auto& client : list)
-      deliver(self, step, cp_rank, client);
+    auto now = std::chrono::steady_clock::now();
+    for (const auto& request : list) {
+      metrics::record_rank_wait(
+          st.setup->rank,
+          std::chrono::duration<double>(now - request.since).count());
+      deliver(self, step, cp_rank, request.client);
+    }
   }
+  metrics::record_prefetch_depth(st.setup->rank, st.waiting_count);
 }
 
 const planner::piece* piece_at(const pending_build& build, size_t index) {
@@ -217,6 +233,7 @@ void retry_later(constructor_actor* self, uint64_t step, size_t index,
                  uint32_t source, uint64_t sequence, const std::string& reason) {
   auto& s = self->state;
   s.fetch_retries++;
+  metrics::record_fetch_retry(s.setup->rank);
   // A lost pool fails every open fetch at once: log one line a second.
   auto now = std::chrono::steady_clock::now();
   s.retries_since_log++;
@@ -461,6 +478,10 @@ caf::behavior constructor_behavior(
             retry_later(self, fetch.step, fetch.index, p->source, p->sequence,
                         "no answer from the payload server");
         }
+        if (!s.standby) {
+          metrics::record_rank_step(rank, s.served + 1);
+          metrics::record_prefetch_depth(rank, s.waiting_count);
+        }
         self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);
       },
       [=](pool_update_atom, uint32_t source, caf::actor pool,
@@ -525,8 +546,10 @@ caf::behavior constructor_behavior(
                          "clients' prefetch");
           return;
         }
-        s.waiting[{step, cp_rank}].push_back(client);
+        s.waiting[{step, cp_rank}].push_back(
+            {client, std::chrono::steady_clock::now()});
         s.waiting_count++;
+        metrics::record_prefetch_depth(rank, s.waiting_count);
       },
       [=](stats_atom) {
         auto& s = self->state;

@@ -78,6 +78,9 @@ using planner_atom = caf::atom_constant<caf::atom("planner")>;
 using demote_atom = caf::atom_constant<caf::atom("demote")>;
 // Admin -> planner: every endpoint of a rank, primary first.
 using endpoints_atom = caf::atom_constant<caf::atom("endpoints")>;
+// Admin -> planner -> node agents: set a logger's level; node agents
+// reply with, and report after joining, their loggers' levels.
+using log_level_atom = caf::atom_constant<caf::atom("loglevel")>;
 
 // Named counters an actor reports for status and logs.
 using counters = std::map<std::string, uint64_t>;

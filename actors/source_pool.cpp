@@ -10,6 +10,7 @@
 
 #include "actors/messages.hpp"
 #include "common/error.hpp"
+#include "common/job_metrics.hpp"
 #include "common/log.hpp"
 #include "planner/rng.hpp"
 #include "sources/indexed_dataset.hpp"
@@ -129,6 +130,7 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
       setup->config.on_bad_input == planner::bad_input_policy::fail;
   options.max_document_bytes =
       static_cast<uint64_t>(setup->config.max_document_bytes);
+  auto& series = metrics::series_of_source(source.name);
 
   return {
       [=](read_atom, uint32_t epoch, uint32_t position, uint32_t shard,
@@ -153,7 +155,9 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
                                  "source=" + source.name + " " + e.what());
         }
 
+        auto read_done = std::chrono::steady_clock::now();
         for (auto& record : read.skipped) {
+          metrics::record_bad_input(source.name, record.kind);
           auto count = ++self->state.skipped;
           if (count <= skip_log_burst || count % skip_log_every == 0)
             log->warn("source={} skipped {} {}: {} (skipped so far by this "
@@ -163,12 +167,30 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
           out.skipped_kinds.push_back(record.kind);
         }
 
+        // Each document's latency: its share of the shard's read time plus
+        // its own tokenization.
+        const double read_share =
+            read.documents.empty()
+                ? 0
+                : std::chrono::duration<double>(read_done - started).count() /
+                      read.documents.size();
         for (auto& doc : read.documents) {
+          auto tokenize_started = std::chrono::steady_clock::now();
           tokenized_document tokenized;
           tokenized.tokens = setup->tokenizer->encode(doc.text,
                                                       self->state.cache);
           tokenized.replaced_invalid_utf8 = has_invalid_utf8(doc.text);
           tokenized.tokens.push_back(setup->tokenizer->eos_id());
+          series.documents.add();
+          series.bytes.add(static_cast<double>(doc.text.size()));
+          series.tokens.add(static_cast<double>(tokenized.tokens.size()));
+          series.document_seconds.observe(
+              read_share + std::chrono::duration<double>(
+                               std::chrono::steady_clock::now() -
+                               tokenize_started)
+                               .count());
+          if (tokenized.replaced_invalid_utf8)
+            metrics::record_bad_input(source.name, "invalid_utf8");
           tokenized.key = std::move(doc.key);
           out.documents.push_back(std::move(tokenized));
         }
@@ -176,6 +198,11 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
             std::chrono::duration_cast<std::chrono::microseconds>(
                 std::chrono::steady_clock::now() - started)
                 .count());
+        log->debug("source={} shard={} epoch={} read: {} documents, {} "
+                   "skipped, {:.2f} ms",
+                   source.name, shard_names[shard], epoch,
+                   out.documents.size(), out.skipped_kinds.size(),
+                   out.busy_us / 1000.0);
         return out;
       },
   };
@@ -261,6 +288,10 @@ struct pool_state {
   double latency_us = 0;
   std::map<std::string, uint64_t> skipped_by_kind;
   bool failed = false;
+  // Token bytes of the unannounced documents and of every held payload,
+  // for /metrics.
+  uint64_t buffered_bytes = 0;
+  uint64_t held_bytes = 0;
 };
 
 using pool_actor = caf::stateful_actor<pool_state>;
@@ -280,6 +311,7 @@ std::vector<planner::document_meta> take_announcements(pool_actor* self,
   std::vector<planner::document_meta> out;
   while (!st.unannounced.empty() && out.size() < max_count) {
     out.push_back(std::move(st.unannounced.front()));
+    st.buffered_bytes -= uint64_t{out.back().tokens} * sizeof(int32_t);
     st.unannounced.pop_front();
   }
   return out;
@@ -296,6 +328,14 @@ uint32_t shard_reads(pool_actor* self, uint32_t shard) {
   if (st.shard_reads[shard] == 0)
     st.shard_reads[shard] = reads_per_shard(source, shard);
   return st.shard_reads[shard];
+}
+
+// Updates the buffer gauges of /metrics.
+void record_buffer(pool_actor* self) {
+  auto& st = self->state;
+  metrics::record_source_buffer(
+      st.setup->config.sources[st.setup->source].name, st.unannounced.size(),
+      st.buffered_bytes, st.held_bytes);
 }
 
 void release_finished(pool_actor* self) {
@@ -344,10 +384,13 @@ void release_finished(pool_actor* self) {
         st.invalid_utf8_documents++;
       held_payload held;
       held.tokens = std::move(doc.tokens);
+      st.held_bytes += held.tokens.size() * sizeof(int32_t);
       held.unfetched = held.tokens.size();
       st.payloads[meta.sequence] = std::move(held);
-      if (meta.sequence >= st.announce_from)
+      if (meta.sequence >= st.announce_from) {
+        st.buffered_bytes += uint64_t{meta.tokens} * sizeof(int32_t);
         st.unannounced.push_back(std::move(meta));
+      }
     }
     st.released_in_epoch += output.documents.size();
     st.released_in_shard += count;
@@ -384,6 +427,7 @@ void release_finished(pool_actor* self) {
     st.waiting.deliver(take_announcements(self, st.waiting_count));
   }
   dispatch(self);
+  record_buffer(self);
 }
 
 // Stops a worker taken out of service once it has no read in flight.
@@ -429,9 +473,12 @@ void resize_pool(pool_actor* self, int count) {
       st.retiring.push_back(worker);
     }
   }
-  if (st.workers.size() != before)
+  if (st.workers.size() != before) {
     st.log->info("source={} pool resized: {} -> {} workers", source.name,
                  before, st.workers.size());
+    metrics::record_source_workers(source.name,
+                                   static_cast<int>(st.workers.size()));
+  }
   dispatch(self);
 }
 
@@ -577,8 +624,10 @@ void free_released(pool_actor* self) {
     const auto& held = it->second;
     bool done = held.unfetched == 0 &&
                 static_cast<int64_t>(held.last_step) <= st.released_step;
-    if (done || it->first < st.sequence_floor)
+    if (done || it->first < st.sequence_floor) {
+      st.held_bytes -= it->second.tokens.size() * sizeof(int32_t);
       it = st.payloads.erase(it);
+    }
     else
       ++it;
   }
@@ -611,6 +660,7 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
       source.name, source.workers, source.shards.size(),
       planner::to_string(source.format), start.first_sequence, start.epoch,
       start.shard_position, start.record);
+  metrics::record_source_workers(source.name, source.workers);
   dispatch(self);
 
   return {
@@ -620,6 +670,7 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
         if (!s.unannounced.empty()) {
           auto out = take_announcements(self, max_count);
           dispatch(self);
+          record_buffer(self);
           return out;
         }
         // Nothing ready yet: reply once a shard comes back.
@@ -653,6 +704,7 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
                        s.setup->config.sources[s.setup->source].name, step,
                        sequence_floor);
           free_released(self);
+          record_buffer(self);
         }
       },
       [=](resize_atom, int32_t workers) { resize_pool(self, workers); },

@@ -28,6 +28,7 @@ const std::set<std::string> top_level_keys = {
     "bind",         "base_port",        "on_bad_input",       "mix_by",
     "tokenizer",    "plan_ahead",       "buffer_documents",   "max_document_bytes",
     "log_level",    "autoscale",        "sources",
+    "metrics_port",
 };
 
 const std::set<std::string> topology_keys = {"dp", "tp", "pp", "cp",
@@ -681,6 +682,18 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
   if (root["planner_port"])
     config.planner_port =
         check.integer(root["planner_port"], "planner_port", 0, 65535);
+  if (root["metrics_port"]) {
+    config.metrics_port =
+        check.integer(root["metrics_port"], "metrics_port", 0, 65535);
+    bool rank_port = config.metrics_port >= config.base_port &&
+                     config.metrics_port < config.base_port + config.ranks;
+    if (config.metrics_port != 0 &&
+        (rank_port || config.metrics_port == config.planner_port))
+      check.fail(root["metrics_port"], "metrics_port",
+                 "port " + std::to_string(config.metrics_port) +
+                     " is also the planner's or a rank's port; choose "
+                     "another");
+  }
   if (root["loader_nodes"])
     config.loader_nodes =
         check.integer(root["loader_nodes"], "loader_nodes", 1, 1 << 16);

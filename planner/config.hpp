@@ -106,6 +106,12 @@ struct job_config {
   // Port of the planner's CAF middleman, which nodes join and overlordctl
   // talks to; 0 keeps a one-process job private.
   int planner_port = 0;
+  // Port of the planner's process's /metrics and /healthz endpoint, on
+  // `bind`. 0 serves none, and overlordd --metrics-port overrides it.
+  // It is left out of job_config's inspect(), so nodes never receive it:
+  // processes on one host need different ports, so nodes take only
+  // --metrics-port.
+  int metrics_port = 0;
   // The planner assigns work once this many loader and constructor nodes
   // have joined (a --role all process counts as both).
   int loader_nodes = 1;

@@ -361,3 +361,22 @@ TEST_CASE("config rejects append_eos on text sources", "[config]") {
                                     "    format: text\n    append_eos: true\n"));
   CHECK_THAT(message, Catch::Contains("sources.books.append_eos"));
 }
+
+TEST_CASE("config metrics port", "[config]") {
+  config_fixture f;
+  auto path =
+      f.write_config(config_fixture::valid_body() + "metrics_port: 9400\n");
+  CHECK(load_config(path, {}).metrics_port == 9400);
+  CHECK(load_config(f.write_config(config_fixture::valid_body()), {})
+            .metrics_port == 0);
+
+  auto message = f.error_of(config_fixture::valid_body() +
+                            "base_port: 6000\nmetrics_port: 6001\n");
+  CHECK_THAT(message, Catch::Contains("metrics_port: port 6001 is also the "
+                                      "planner's or a rank's port"));
+  message = f.error_of(config_fixture::valid_body() +
+                       "planner_port: 7070\nmetrics_port: 7070\n");
+  CHECK_THAT(message, Catch::Contains("metrics_port"));
+  message = f.error_of(config_fixture::valid_body() + "metrics_port: 70000\n");
+  CHECK_THAT(message, Catch::Contains("metrics_port"));
+}
