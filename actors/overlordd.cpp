@@ -12,6 +12,7 @@
 #include <csignal>
 #include <iostream>
 #include <string>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -42,6 +43,8 @@ constexpr const char* usage =
     "  --set KEY=VALUE     override a config value; sources by name, e.g.\n"
     "                      --set sources.mail.workers=4\n"
     "  --planner HOST:PORT the planner to join; loader and constructor only\n"
+    "  --join-timeout-ms MS keep trying to reach the planner this long at\n"
+    "                      start, for nodes started before it (default 30000)\n"
     "  --bind ADDR         address this node listens on (default 127.0.0.1)\n"
     "  --port PORT         port of this node's middleman (default: any free)\n"
     "  --payload-port PORT port a loader node serves payloads on over\n"
@@ -71,6 +74,7 @@ struct options {
   std::string config_path;
   std::vector<overlord::planner::config_override> overrides;
   std::string planner;
+  int join_timeout_ms = 30000;
   std::string bind = "127.0.0.1";
   int port = 0;
   int payload_port = 0;
@@ -125,6 +129,15 @@ options parse_arguments(int argc, char** argv) {
       }
       if (out.payload_port < 0 || out.payload_port > 65535)
         usage_error("--payload-port " + text + " is out of range 0..65535");
+    } else if (flag == "--join-timeout-ms") {
+      auto text = value();
+      try {
+        out.join_timeout_ms = std::stoi(text);
+      } catch (const std::exception&) {
+        usage_error("--join-timeout-ms expects a number, got '" + text + "'");
+      }
+      if (out.join_timeout_ms < 0)
+        usage_error("--join-timeout-ms must be >= 0");
     } else if (flag == "--insecure") {
       out.insecure = true;
     } else if (flag == "--metrics-port") {
@@ -368,7 +381,24 @@ int run(const options& opts) {
     }
   } else {
     auto [host, port] = split_host_port(opts.planner);
+    // Nodes are often started together with, or before, the planner:
+    // retry with a growing pause until the join timeout.
+    auto give_up = std::chrono::steady_clock::now() +
+                   std::chrono::milliseconds(opts.join_timeout_ms);
+    auto pause = std::chrono::milliseconds(200);
     auto remote = system.middleman().remote_actor(host, port);
+    for (int attempt = 1; !remote && stop_signal == 0 &&
+                          std::chrono::steady_clock::now() + pause < give_up;
+         ++attempt) {
+      if (attempt == 1 || attempt % 10 == 0)
+        log->warn("planner at {} not reachable yet ({}); retrying for up to "
+                  "{} ms",
+                  opts.planner, system.render(remote.error()),
+                  opts.join_timeout_ms);
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds(2000));
+      remote = system.middleman().remote_actor(host, port);
+    }
     if (!remote) {
       log->error("cannot reach the planner at {}: {}; check --planner and "
                  "that the planner runs",
