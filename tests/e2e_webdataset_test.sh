@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Runs overlordd on a text source plus the image-text demo shards with 1
+# and with 3 workers per source, pulls 30 steps on both ranks, and checks
+# that images arrive with their patch positions and that the digests are
+# identical across worker counts.
+set -euo pipefail
+source tests/e2e_lib.sh
+
+overlordd=actors/overlordd
+pull=tools/overlord_pull
+data=$(demo_data_dir)
+compgen -G "$data/images/images-*.tar" >/dev/null ||
+  fail "no image shards in $data/images; run scripts/fetch-demo-data"
+work=$(mktemp -d "${TEST_TMPDIR:-/tmp}/e2e.XXXXXX")
+steps=30
+
+cat >"$work/job.yaml" <<YAML
+seed: 77
+sequence_length: 1024
+rows_per_rank: 4
+ranks: 2
+buffer_documents: 128
+mix_by: documents
+tokenizer: $data/gpt2
+sources:
+  - name: sotu
+    format: text
+    paths: $data/sotu/*.txt
+    weight: 1
+  - name: images
+    format: webdataset
+    paths: $data/images/images-*.tar
+    image_max_pixels: 65536
+    patch_size: 16
+    weight: 4
+YAML
+
+run_job() {
+  local name=$1 workers=$2
+  local port
+  port=$(free_ports 2)
+  "$overlordd" --role all --config "$work/job.yaml" --set base_port="$port" \
+    --set sources.sotu.workers="$workers" --set sources.images.workers="$workers" \
+    2>"$work/$name.log" &
+  local daemon=$!
+  local status=0
+  "$pull" --endpoint "127.0.0.1:$port" --rank 0 --steps $steps --timeout 60 \
+    >"$work/$name.rank0.jsonl" &
+  local pull0=$!
+  "$pull" --endpoint "127.0.0.1:$((port + 1))" --rank 1 --steps $steps --timeout 60 \
+    >"$work/$name.rank1.jsonl" || status=1
+  wait "$pull0" || status=1
+  kill -TERM "$daemon"
+  local daemon_status=0
+  wait "$daemon" || daemon_status=$?
+  if [[ $status -ne 0 ]]; then
+    cat "$work/$name.log" >&2
+    fail "$name: overlord_pull failed"
+  fi
+  [[ $daemon_status -eq 0 ]] || fail "$name: overlordd exited with $daemon_status after SIGTERM"
+  for rank in 0 1; do
+    digests_of "$work/$name.rank$rank.jsonl" >"$work/$name.rank$rank.digests"
+    [[ $(wc -l <"$work/$name.rank$rank.digests") -eq $steps ]] ||
+      fail "$name: rank $rank received $(wc -l <"$work/$name.rank$rank.digests") of $steps batches"
+  done
+}
+
+run_job one_worker 1
+run_job three_workers 3
+
+passed=0
+failed=0
+for rank in 0 1; do
+  if cmp -s "$work/one_worker.rank$rank.digests" "$work/three_workers.rank$rank.digests"; then
+    passed=$((passed + 1))
+  else
+    echo "rank $rank digests differ between 1 and 3 workers:" >&2
+    diff "$work/one_worker.rank$rank.digests" "$work/three_workers.rank$rank.digests" | head -5 >&2
+    failed=$((failed + 1))
+  fi
+done
+
+# Images arrive: every batch line counts its images, at most 256 patches
+# each (65536 pixels / 16^2), and both sources contribute.
+/usr/bin/python3 - "$work"/one_worker.rank*.jsonl <<'PY' && passed=$((passed + 1)) || failed=$((failed + 1))
+import json, sys
+images = 0
+for path in sys.argv[1:]:
+    for number, line in enumerate(open(path)):
+        record = json.loads(line)
+        assert record["images"] == record["sources"]["images"], \
+            f"{path}:{number + 1}: {record['images']} images for {record['sources']['images']} image documents"
+        assert record["image_patches"] <= 256 * record["images"]
+        assert record["image_patches"] < record["source_tokens"]["images"] or record["images"] == 0
+        images += record["images"]
+assert images > 50, f"only {images} images in all batches"
+print(f"{images} images arrived")
+PY
+
+grep -q "source=images pool started" "$work/one_worker.log" && passed=$((passed + 1)) ||
+  { echo "no pool start logged for the image source" >&2; failed=$((failed + 1)); }
+
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]
+rm -rf "$work"
