@@ -97,6 +97,46 @@ assert images > 50, f"only {images} images in all batches"
 print(f"{images} images arrived")
 PY
 
+# The Python client's view: pixels are zero-copy float32 [c, h, w] arrays,
+# and the positions they name hold the image token without loss.
+port=$(free_ports 2)
+"$overlordd" --role all --config "$work/job.yaml" --set base_port="$port" \
+  2>"$work/python.log" &
+daemon=$!
+# Rank 1 keeps pace, so rank 0 is not held back by plan_ahead.
+"$pull" --endpoint "127.0.0.1:$((port + 1))" --rank 1 --steps 8 --timeout 60 >/dev/null &
+pull1=$!
+PYTHONPATH="$PWD/client/python" /usr/bin/python3 - "$port" "$work/one_worker.rank0.digests" <<'PY' && passed=$((passed + 1)) || failed=$((failed + 1))
+import math, sys
+import numpy as np
+import overlord
+port, reference = int(sys.argv[1]), open(sys.argv[2]).read().split()
+client = overlord.Client(endpoint=f"tcp://127.0.0.1:{port}", rank=0, timeout=60)
+seen = 0
+for step in range(8):
+    batch = next(client)
+    assert batch["digest"] == reference[step], f"step {step}: digest differs from overlord_pull"
+    for image in batch["images"]:
+        pixels = image["pixels"]
+        assert pixels.dtype == np.float32
+        assert pixels.shape == (image["channels"], image["height"], image["width"])
+        assert not pixels.flags.writeable
+        assert type(pixels.base).__name__ == "BatchBuffer", type(pixels.base)
+        assert image["patches"] == math.ceil(image["height"] / 16) * math.ceil(image["width"] / 16)
+        begin = image["row_offset"]
+        span = slice(begin, begin + image["patches"])
+        assert (batch["tokens"][image["row"], span] == 50257).all()
+        assert (batch["labels"][image["row"], span] == -100).all()
+        assert (batch["loss_mask"][image["row"], span] == 0).all()
+        assert np.isfinite(pixels).all() and pixels.std() > 0
+        seen += 1
+assert seen > 5, f"only {seen} images in 8 steps"
+print(f"python client: {seen} images checked")
+PY
+wait "$pull1" || { echo "rank 1 pull failed during the Python check" >&2; failed=$((failed + 1)); }
+kill -TERM "$daemon"
+wait "$daemon" || true
+
 grep -q "source=images pool started" "$work/one_worker.log" && passed=$((passed + 1)) ||
   { echo "no pool start logged for the image source" >&2; failed=$((failed + 1)); }
 
