@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs overlordd on a text source plus the image-text demo shards with 1
 # and with 3 workers per source, pulls 30 steps on both ranks, and checks
-# that images arrive with their patch positions and that the digests are
-# identical across worker counts.
+# that images arrive with their patch positions, that the Python client
+# views them, and that the digests are identical across worker counts and
+# with separate planner, loader and constructor processes.
 set -euo pipefail
 source tests/e2e_lib.sh
 
@@ -76,6 +77,47 @@ for rank in 0 1; do
   else
     echo "rank $rank digests differ between 1 and 3 workers:" >&2
     diff "$work/one_worker.rank$rank.digests" "$work/three_workers.rank$rank.digests" | head -5 >&2
+    failed=$((failed + 1))
+  fi
+done
+
+# Separate planner, loader and constructor processes: images travel from
+# the loader to the constructor over ZeroMQ, and the stream is unchanged.
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+base_port=$(free_ports 4)  # two ranks and their shadows
+planner_port=$(free_ports 1)
+"$overlordd" --role planner --config "$work/job.yaml" --set base_port="$base_port" \
+  --set planner_port="$planner_port" 2>"$work/split.planner.log" &
+pids+=($!)
+for _ in $(seq 100); do
+  grep -q "planner listening" "$work/split.planner.log" && break
+  sleep 0.1
+done
+"$overlordd" --role loader --planner "127.0.0.1:$planner_port" --node-id loader-1 \
+  2>"$work/split.loader.log" &
+pids+=($!)
+"$overlordd" --role constructor --planner "127.0.0.1:$planner_port" --node-id constructor-1 \
+  2>"$work/split.constructor.log" &
+pids+=($!)
+"$pull" --planner "127.0.0.1:$planner_port" --rank 1 --steps $steps --timeout 60 \
+  >"$work/split.rank1.jsonl" 2>"$work/split.rank1.err" &
+split_pull=$!
+"$pull" --planner "127.0.0.1:$planner_port" --rank 0 --steps $steps --timeout 60 \
+  >"$work/split.rank0.jsonl" 2>"$work/split.rank0.err" || true
+wait "$split_pull" || true
+for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+pids=()
+for rank in 0 1; do
+  if cmp -s "$work/one_worker.rank$rank.digests" <(digests_of "$work/split.rank$rank.jsonl"); then
+    passed=$((passed + 1))
+  else
+    echo "rank $rank digests differ between one process and separate nodes:" >&2
+    cat "$work/split.rank$rank.err" "$work/split.constructor.log" | tail -20 >&2
     failed=$((failed + 1))
   fi
 done
