@@ -38,7 +38,7 @@ struct piece {
   uint32_t offset = 0;  // first token of the slice within the document
   uint32_t length = 0;
   uint32_t document_tokens = 0;
-  // Image positions at the start of the document; the piece holds them
+  // Image positions at the start of the document, which are in the piece
   // when it starts the document.
   uint32_t patches = 0;
   bool atomic = false;  // the whole document, which must not be split

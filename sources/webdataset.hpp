@@ -20,7 +20,7 @@
 
 namespace overlord::sources {
 
-// What happens to a shard with bad samples.
+// Policy for a shard with bad samples.
 enum class bad_input_action {
   skip,        // drop each bad sample, keep the rest
   quarantine,  // drop every sample of the shard

@@ -110,8 +110,8 @@ TEST_CASE("context-parallel batches keep overlapping images", "[image_batch]") {
   image_row fixture;
   fixture.layout.cp_size = 2;
   auto rows = fixture.lay_out();
-  // Chunks of 4 positions: cp rank 0 holds chunks 0 and 3 (positions 0-3
-  // and 12-15), cp rank 1 chunks 1 and 2 (4-11). The image covers 3-6.
+  // Chunks of 4 positions: cp rank 0 receives chunks 0 and 3 (positions
+  // 0-3 and 12-15), cp rank 1 chunks 1 and 2 (4-11). The image covers 3-6.
   for (uint32_t cp_rank = 0; cp_rank < 2; ++cp_rank) {
     auto buffer = transport::serialize_batch(fixture.plan, fixture.layout,
                                              rows, cp_rank);

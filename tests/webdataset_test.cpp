@@ -63,9 +63,9 @@ std::vector<std::string> kinds_of(const std::vector<overlord::sources::bad_recor
 struct bad_case {
   const char* name;
   const char* kind;
-  const char* where;  // expected start of the record's `where`
+  const char* where;  // expected `where` of the first record
   member_list bad_members;
-  size_t kept = 2;  // good samples left under skip
+  size_t samples_kept = 2;  // good samples left under skip
 };
 
 }  // namespace
@@ -143,7 +143,7 @@ TEST_CASE("webdataset bad shards under each policy", "[webdataset]") {
     {
       auto result = read_image_text_shard(
           path, "shard.tar", policy(bad_input_action::skip), small_images());
-      REQUIRE(result.samples.size() == item.kept);
+      REQUIRE(result.samples.size() == item.samples_kept);
       CHECK(result.samples.front().key == "shard.tar:000001");
       CHECK(result.samples.back().key == "shard.tar:000009");
       REQUIRE(!result.skipped.empty());
