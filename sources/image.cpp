@@ -18,10 +18,13 @@ namespace overlord::sources {
 
 namespace {
 
-// Interleaved 8-bit RGB pixels straight from the decoder.
+// Interleaved 8-bit RGB pixels straight from the decoder, and the size
+// the file declares (larger when the decoder already scaled it down).
 struct rgb_image {
   uint32_t height = 0;
   uint32_t width = 0;
+  uint32_t source_height = 0;
+  uint32_t source_width = 0;
   std::vector<uint8_t> pixels;
 };
 
@@ -66,8 +69,25 @@ void on_jpeg_message(j_common_ptr info, int level) {
     (*info->err->format_message)(info, failure->warning);
 }
 
+// Returns the largest power-of-two reduction (at most 8, libjpeg's
+// limit) after which an image of `height` x `width` still covers the
+// target size, so the area filter has at least one source pixel per
+// output pixel.
+unsigned jpeg_scale_denominator(uint32_t height, uint32_t width,
+                                std::pair<uint32_t, uint32_t> target) {
+  unsigned denominator = 1;
+  while (denominator < 8) {
+    const unsigned next = denominator * 2;
+    if ((height + next - 1) / next < target.first ||
+        (width + next - 1) / next < target.second)
+      break;
+    denominator = next;
+  }
+  return denominator;
+}
+
 void decode_jpeg(const std::string& bytes, const std::string& where,
-                 rgb_image& out) {
+                 const image_options& options, rgb_image& out) {
   jpeg_decompress_struct info;
   jpeg_failure failure;
   info.err = jpeg_std_error(&failure.manager);
@@ -86,10 +106,23 @@ void decode_jpeg(const std::string& bytes, const std::string& where,
     jpeg_destroy_decompress(&info);
     reject(where, "CMYK JPEG images are not supported; convert to RGB");
   }
+  try {
+    check_source_size(info.image_height, info.image_width, where);
+  } catch (...) {
+    jpeg_destroy_decompress(&info);
+    throw;
+  }
+  out.source_height = info.image_height;
+  out.source_width = info.image_width;
+  // libjpeg-turbo can decode at 1/2, 1/4 or 1/8 size in the DCT domain,
+  // which saves most of the work when the image is shrunk a lot anyway.
+  info.scale_num = 1;
+  info.scale_denom = jpeg_scale_denominator(
+      info.image_height, info.image_width,
+      fit_size(info.image_height, info.image_width, options));
   info.out_color_space = JCS_RGB;
   jpeg_start_decompress(&info);
   try {
-    check_source_size(info.output_height, info.output_width, where);
     out.height = info.output_height;
     out.width = info.output_width;
     out.pixels.resize(static_cast<size_t>(out.height) * out.width * 3);
@@ -131,8 +164,8 @@ void decode_png(const std::string& bytes, const std::string& where,
   // composites transparent pixels onto this background.
   image.format = PNG_FORMAT_RGB;
   const png_color white = {255, 255, 255};
-  out.height = image.height;
-  out.width = image.width;
+  out.height = out.source_height = image.height;
+  out.width = out.source_width = image.width;
   out.pixels.resize(PNG_IMAGE_SIZE(image));
   if (!png_image_finish_read(&image, &white, out.pixels.data(), 0, nullptr)) {
     std::string message = image.message;
@@ -258,14 +291,17 @@ decoded_image decode_image(const std::string& bytes, const std::string& where,
 
   rgb_image source;
   if (starts_with(bytes, jpeg_signature, sizeof(jpeg_signature)))
-    decode_jpeg(bytes, where, source);
+    decode_jpeg(bytes, where, options, source);
   else if (starts_with(bytes, png_signature, sizeof(png_signature)))
     decode_png(bytes, where, source);
   else
     reject(where, "not a JPEG or PNG file (" + std::to_string(bytes.size()) +
                       " bytes with an unknown signature)");
 
-  auto [height, width] = fit_size(source.height, source.width, options);
+  // The size depends on the declared size only, not on how far the
+  // decoder already reduced the image.
+  auto [height, width] =
+      fit_size(source.source_height, source.source_width, options);
   std::vector<float> resized;
   if (height == source.height && width == source.width)
     resized.assign(source.pixels.begin(), source.pixels.end());

@@ -57,7 +57,9 @@ std::vector<float> resize_area(const std::vector<uint8_t>& pixels,
                                uint32_t out_height, uint32_t out_width);
 
 // Decodes `bytes` (JPEG or PNG, recognised by their signature), resizes
-// and normalises them. Throws overlord::error(errc::invalid_input) with
+// and normalises them. A JPEG much larger than the target is decoded at
+// 1/2, 1/4 or 1/8 size by libjpeg first, then area-filtered to the size
+// fit_size gives for its declared dimensions. Throws overlord::error(errc::invalid_input) with
 // `where` (shard and member) in the message when the data is not a
 // readable JPEG or PNG image or exceeds max_source_pixels.
 decoded_image decode_image(const std::string& bytes, const std::string& where,
