@@ -3,7 +3,8 @@
 # and with 3 workers per source and pulls 30 steps on both ranks. Checks
 # that images arrive with their patch positions and that the Python client
 # views them. Digests must be identical across worker counts and with
-# separate planner, loader and constructor processes.
+# separate planner, loader and constructor processes. A truncated shard is
+# quarantined or stops the daemon, per on_bad_input.
 set -euo pipefail
 source tests/e2e_lib.sh
 
@@ -182,6 +183,68 @@ wait "$daemon" || true
 
 grep -q "source=images pool started" "$work/one_worker.log" && passed=$((passed + 1)) ||
   { echo "no pool start logged for the image source" >&2; failed=$((failed + 1)); }
+
+# A truncated shard next to a good one: quarantine drops it and serves the
+# rest, fail stops the daemon with the shard and byte offset.
+mkdir -p "$work/bad"
+cp "$data/images/images-0000.tar" "$work/bad/"
+head -c 1000000 "$data/images/images-0001.tar" >"$work/bad/images-0001.tar"
+cat >"$work/bad.yaml" <<YAML
+seed: 5
+sequence_length: 1024
+rows_per_rank: 2
+ranks: 1
+buffer_documents: 64
+tokenizer: $data/gpt2
+on_bad_input: quarantine
+sources:
+  - name: images
+    format: webdataset
+    paths: $work/bad/*.tar
+    image_max_pixels: 65536
+    patch_size: 16
+YAML
+port=$(free_ports 1)
+"$overlordd" --role all --config "$work/bad.yaml" --set base_port="$port" 2>"$work/quarantine.log" &
+daemon=$!
+if "$pull" --endpoint "127.0.0.1:$port" --rank 0 --steps 20 --timeout 60 >"$work/quarantine.jsonl"; then
+  passed=$((passed + 1))
+else
+  echo "pull failed with a quarantined shard" >&2
+  failed=$((failed + 1))
+fi
+kill -TERM "$daemon"
+wait "$daemon" || true
+for text in "skipped truncated_tar images-0001.tar@" "skipped quarantined images-0001.tar"; do
+  if grep -qF "$text" "$work/quarantine.log"; then
+    passed=$((passed + 1))
+  else
+    echo "quarantine log lacks '$text':" >&2
+    tail -5 "$work/quarantine.log" >&2
+    failed=$((failed + 1))
+  fi
+done
+# Only samples of the good shard reach the batches.
+if /usr/bin/python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    assert json.loads(line)["images"] > 0' "$work/quarantine.jsonl"; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+fi
+
+status=0
+timeout 60 "$overlordd" --role all --config "$work/bad.yaml" --set base_port="$port" \
+  --set on_bad_input=fail 2>"$work/fail.log" || status=$?
+if [[ $status -ne 0 && $status -ne 124 ]] && grep -qF "images-0001.tar@" "$work/fail.log" &&
+    grep -qF "truncated_tar" "$work/fail.log"; then
+  passed=$((passed + 1))
+else
+  echo "on_bad_input: fail exited with $status:" >&2
+  tail -5 "$work/fail.log" >&2
+  failed=$((failed + 1))
+fi
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
