@@ -82,7 +82,8 @@ def variants(original_bytes):
     image = image.convert("RGB")
     width, height = image.size
     yield "The original scan.", "jpg", original_bytes
-    for side in (1536, 1024, 768, 512, 384, 256, 160):
+    # The photographs are 1024 pixels on the longer side.
+    for side in (1024, 896, 768, 512, 384, 256, 160):
         for quality in (95, 80, 60, 40):
             yield (f"Resized to {side} pixels on the longer side, JPEG quality {quality}.",
                    "jpg", encode(scaled(image, side), "jpg", quality))
