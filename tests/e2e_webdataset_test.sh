@@ -246,6 +246,37 @@ else
   failed=$((failed + 1))
 fi
 
+# Quarantine applies to text shards too: a JSON Lines shard with one
+# malformed line contributes nothing, its good neighbour is served.
+mkdir -p "$work/text"
+printf '{"text": "a good line"}\n{"text": broken\n{"text": "dropped with its shard"}\n' \
+  >"$work/text/bad.jsonl"
+head -n 50 "$data/mail/mail-0000.jsonl" >"$work/text/good.jsonl"
+cat >"$work/text.yaml" <<YAML
+sequence_length: 256
+rows_per_rank: 2
+tokenizer: $data/gpt2
+on_bad_input: quarantine
+sources:
+  - name: notes
+    format: jsonl
+    paths: $work/text/*.jsonl
+YAML
+port=$(free_ports 1)
+"$overlordd" --role all --config "$work/text.yaml" --set base_port="$port" 2>"$work/text.log" &
+daemon=$!
+"$pull" --endpoint "127.0.0.1:$port" --rank 0 --steps 5 --timeout 60 >/dev/null || true
+kill -TERM "$daemon"
+wait "$daemon" || true
+if grep -qF "skipped quarantined bad.jsonl" "$work/text.log" &&
+    grep -qF "skipped malformed_json bad.jsonl:2" "$work/text.log"; then
+  passed=$((passed + 1))
+else
+  echo "text quarantine not logged:" >&2
+  tail -5 "$work/text.log" >&2
+  failed=$((failed + 1))
+fi
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
 rm -rf "$work"
