@@ -141,7 +141,7 @@ print(f"{images} images arrived")
 PY
 
 # The Python client's view: pixels are zero-copy float32 [c, h, w] arrays,
-# and the positions they name hold the image token without loss.
+# and the positions they name contain the image token without loss.
 port=$(free_ports 2)
 "$overlordd" --role all --config "$work/job.yaml" --set base_port="$port" \
   2>"$work/python.log" &
