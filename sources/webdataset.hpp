@@ -9,6 +9,10 @@
 // outcome (which samples survive, what is reported, whether the shard is
 // quarantined) is a function of the shard's bytes and the options only.
 // Plain functions: callers own threads and logging.
+//
+// NOTE: a shard's member bytes and decoded images stay in memory until the
+// call returns, so shards should stay in the hundreds of megabytes; byte
+// ranges within one shard are not read separately.
 #pragma once
 
 #include <cstdint>
