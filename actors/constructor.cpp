@@ -36,8 +36,10 @@ struct remote_fetch {
 
 struct pending_build {
   planner::rank_plan plan;
-  // Tokens of each piece, row-major in plan order.
+  // Tokens of each piece, row-major in plan order, and the image of each
+  // piece that starts an image-text document (null elsewhere).
   std::vector<std::vector<int32_t>> payloads;
+  std::vector<std::shared_ptr<const sources::decoded_image>> images;
   std::vector<bool> have;
   size_t missing = 0;
 };
@@ -166,8 +168,12 @@ void finish_build(constructor_actor* self, uint64_t step) {
     index += row.size();
   }
   auto rows = transport::lay_out_rows(
-      pending.plan, layout, [&](size_t row, size_t piece) {
+      pending.plan, layout,
+      [&](size_t row, size_t piece) {
         return pending.payloads[row_start[row] + piece].data();
+      },
+      [&](size_t row, size_t piece) {
+        return pending.images[row_start[row] + piece].get();
       });
   std::vector<batch_buffer> batches;
   for (uint32_t cp_rank = 0; cp_rank < layout.cp_size; ++cp_rank)
@@ -207,7 +213,8 @@ void retry_later(constructor_actor* self, uint64_t step, size_t index,
                  uint32_t source, uint64_t sequence, const std::string& reason);
 
 void accept_payload(constructor_actor* self, uint64_t step, size_t index,
-                    std::vector<int32_t> tokens) {
+                    piece_payload payload) {
+  auto& tokens = payload.tokens;
   auto& s = self->state;
   auto build = s.building.find(step);
   if (build == s.building.end() || build->second.have[index])
@@ -223,7 +230,16 @@ void accept_payload(constructor_actor* self, uint64_t step, size_t index,
                     " were expected");
     return;
   }
+  const bool needs_image = p->patches > 0 && p->starts_document();
+  if (needs_image && (!payload.image || payload.image->patches != p->patches)) {
+    retry_later(self, step, index, p->source, p->sequence,
+                "reply holds no image of " + std::to_string(p->patches) +
+                    " patches for document " + p->key);
+    return;
+  }
   build->second.payloads[index] = std::move(tokens);
+  if (needs_image)
+    build->second.images[index] = std::move(payload.image);
   build->second.have[index] = true;
   if (--build->second.missing == 0)
     finish_build(self, step);
@@ -262,7 +278,9 @@ void fetch_piece(constructor_actor* self, uint64_t step, size_t index,
       st.payload_client = std::make_unique<transport::payload_client>(
           *st.setup->zmq_context, [handle](transport::payload_reply reply) {
             caf::anon_send(handle, payload_atom::value, reply.id, reply.code,
-                           std::move(reply.message), std::move(reply.tokens));
+                           std::move(reply.message),
+                           piece_payload{std::move(reply.tokens),
+                                         std::move(reply.image)});
           });
     }
     uint64_t id = st.next_fetch_id++;
@@ -274,8 +292,8 @@ void fetch_piece(constructor_actor* self, uint64_t step, size_t index,
   self->request(st.pools.at(p.source), fetch_timeout, fetch_atom::value, step,
                 p.sequence, p.offset, p.length)
       .then(
-          [=](std::vector<int32_t>& tokens) {
-            accept_payload(self, step, index, std::move(tokens));
+          [=](piece_payload& payload) {
+            accept_payload(self, step, index, std::move(payload));
           },
           [=](caf::error& err) {
             retry_later(self, step, index, p.source, p.sequence,
@@ -303,6 +321,7 @@ void start_build(constructor_actor* self, planner::rank_plan plan) {
   for (const auto& row : pending.plan.rows)
     count += row.size();
   pending.payloads.resize(count);
+  pending.images.resize(count);
   pending.have.assign(count, false);
   pending.missing = count;
   if (count == 0) {
@@ -440,7 +459,7 @@ caf::behavior constructor_behavior(
           fetch_piece(self, step, index, *p);
       },
       [=](payload_atom, uint64_t id, uint8_t code, std::string& message,
-          std::vector<int32_t>& tokens) {
+          piece_payload& payload) {
         auto& s = self->state;
         auto found = s.remote_fetches.find(id);
         if (found == s.remote_fetches.end())
@@ -448,7 +467,7 @@ caf::behavior constructor_behavior(
         auto fetch = found->second;
         s.remote_fetches.erase(found);
         if (code == 0) {
-          accept_payload(self, fetch.step, fetch.index, std::move(tokens));
+          accept_payload(self, fetch.step, fetch.index, std::move(payload));
           return;
         }
         auto build = s.building.find(fetch.step);

@@ -889,6 +889,14 @@ std::string status_json(planner_actor* self) {
     json.Uint64(value("documents"));
     json.Key("epoch");
     json.Uint64(value("epoch"));
+    if (st.config.sources[s].format == planner::source_format::webdataset) {
+      json.Key("images");
+      json.Uint64(value("images"));
+      json.Key("image_patches");
+      json.Uint64(value("image_patches"));
+      json.Key("truncated_captions");
+      json.Uint64(value("truncated_captions"));
+    }
     json.Key("skipped");
     json.StartObject();
     for (const auto& [key, count] : slot.stats)

@@ -15,6 +15,7 @@
 #include "planner/rng.hpp"
 #include "sources/indexed_dataset.hpp"
 #include "sources/reader.hpp"
+#include "sources/webdataset.hpp"
 #include "transport/payload_wire.hpp"
 
 namespace fs = std::filesystem;
@@ -37,6 +38,7 @@ constexpr uint64_t indexed_documents_per_read = 1024;
 struct worker_state {
   static inline const char* name = "source_worker";
   uint64_t skipped = 0;
+  uint64_t truncated = 0;
   sources::gpt2_piece_cache cache;
   // The indexed dataset read last, kept mapped for the next range.
   std::shared_ptr<const sources::indexed_dataset> dataset;
@@ -116,7 +118,78 @@ bool has_invalid_utf8(const std::string& text) {
   return replacements > 0;
 }
 
-caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
+using worker_actor = caf::stateful_actor<worker_state>;
+
+// Reads one text shard (jsonl or text) into `out`. Under quarantine, a
+// shard with any bad record contributes no document at all.
+void load_text_shard(const pool_setup& setup, const sources::reader_options& options,
+                     const std::string& path, const std::string& shard_name,
+                     sources::read_result& read) {
+  read = sources::read_shard(path, shard_name, options);
+  if (setup.config.on_bad_input != planner::bad_input_policy::quarantine)
+    return;
+  size_t bad = 0;
+  for (const auto& record : read.skipped)
+    bad += record.kind != "empty";
+  if (bad == 0)
+    return;
+  read.skipped.push_back(
+      {"quarantined", shard_name,
+       std::to_string(bad) + " bad record(s); all " +
+           std::to_string(read.documents.size()) +
+           " good document(s) of the shard dropped too"});
+  read.documents.clear();
+}
+
+// Reads, decodes and tokenizes one WebDataset shard into `out`. Each
+// sample becomes one document: `patches` image positions, the caption's
+// tokens (cut to fit one row) and EOS.
+void load_image_text_shard(worker_actor* self, const pool_setup& setup,
+                           const std::string& path,
+                           const std::string& shard_name, shard_output& out,
+                           std::vector<sources::bad_record>& skipped) {
+  const auto& config = setup.config;
+  const auto& source = config.sources[setup.source];
+  sources::webdataset_options options;
+  options.caption_field = source.caption_field;
+  options.max_member_bytes = static_cast<uint64_t>(config.max_document_bytes);
+  options.on_bad_input =
+      config.on_bad_input == planner::bad_input_policy::fail
+          ? sources::bad_input_action::fail
+      : config.on_bad_input == planner::bad_input_policy::quarantine
+          ? sources::bad_input_action::quarantine
+          : sources::bad_input_action::skip;
+  sources::image_options image;
+  image.max_pixels = source.image_max_pixels;
+  image.patch_size = source.patch_size;
+  image.mean = source.image_mean;
+  image.std = source.image_std;
+
+  auto read = sources::read_image_text_shard(path, shard_name, options, image);
+  skipped = std::move(read.skipped);
+  const size_t capacity = static_cast<size_t>(config.sequence_length);
+  for (auto& sample : read.samples) {
+    tokenized_document document;
+    document.patches = sample.image.patches;
+    document.tokens.assign(sample.image.patches, config.image_token_id);
+    auto caption = setup.tokenizer->encode(sample.caption, self->state.cache);
+    // Config checks leave room for the image, one caption token and EOS.
+    const size_t room = capacity - document.patches - 1;
+    if (caption.size() > room) {
+      caption.resize(room);
+      document.truncated_caption = true;
+    }
+    document.tokens.insert(document.tokens.end(), caption.begin(),
+                           caption.end());
+    document.tokens.push_back(setup.tokenizer->eos_id());
+    document.replaced_invalid_utf8 = has_invalid_utf8(sample.caption);
+    document.key = std::move(sample.key);
+    document.image = std::move(sample.image);
+    out.documents.push_back(std::move(document));
+  }
+}
+
+caf::behavior source_worker(worker_actor* self,
                             std::shared_ptr<const pool_setup> setup,
                             std::vector<std::string> shard_names) {
   auto log = get_logger("sources");
@@ -141,13 +214,18 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
         out.position = position;
         out.part = part;
         sources::read_result read;
+        const bool image_text =
+            source.format == planner::source_format::webdataset;
         try {
           if (source.format == planner::source_format::indexed)
             read = read_indexed_part(self, *setup, source.shards[shard],
                                      shard_names[shard], part, out.documents);
+          else if (image_text)
+            load_image_text_shard(self, *setup, source.shards[shard],
+                                  shard_names[shard], out, read.skipped);
           else
-            read = sources::read_shard(source.shards[shard],
-                                       shard_names[shard], options);
+            load_text_shard(*setup, options, source.shards[shard],
+                            shard_names[shard], read);
         } catch (const error& e) {
           log->error("source={} shard={} failed: {}", source.name,
                      shard_names[shard], e.what());
@@ -174,6 +252,18 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
                 ? 0
                 : std::chrono::duration<double>(read_done - started).count() /
                       read.documents.size();
+        for (const auto& document : out.documents) {
+          if (!document.truncated_caption)
+            continue;
+          auto count = ++self->state.truncated;
+          if (count <= skip_log_burst || count % skip_log_every == 0)
+            log->warn("source={} truncated the caption of {} to fit its "
+                      "image and caption in sequence_length {} (truncated so "
+                      "far by this worker: {})",
+                      source.name, document.key,
+                      setup->config.sequence_length, count);
+        }
+
         for (auto& doc : read.documents) {
           auto tokenize_started = std::chrono::steady_clock::now();
           tokenized_document tokenized;
@@ -210,6 +300,8 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
 
 struct held_payload {
   std::vector<int32_t> tokens;
+  // The image of an image-text document, shared with in-process fetches.
+  std::shared_ptr<const sources::decoded_image> image;
   // First tokens of the pieces fetched so far. Pieces of a document do not
   // overlap, so the tokens not yet fetched are the document minus their
   // lengths; a piece fetched again (by a replacement constructor) counts
@@ -284,6 +376,9 @@ struct pool_state {
   uint64_t documents = 0;
   uint64_t tokens = 0;
   uint64_t invalid_utf8_documents = 0;
+  uint64_t images = 0;
+  uint64_t image_patches = 0;
+  uint64_t truncated_captions = 0;
   // Moving average of a worker's time per document, in microseconds.
   double latency_us = 0;
   std::map<std::string, uint64_t> skipped_by_kind;
@@ -378,6 +473,8 @@ void release_finished(pool_actor* self) {
       meta.key = doc.key;
       meta.shard_position = output.position;
       meta.record = record;
+      meta.patches = doc.patches;
+      meta.atomic = doc.patches > 0;
       st.documents++;
       st.tokens += doc.tokens.size();
       if (doc.replaced_invalid_utf8)
@@ -385,6 +482,13 @@ void release_finished(pool_actor* self) {
       held_payload held;
       held.tokens = std::move(doc.tokens);
       st.held_bytes += held.tokens.size() * sizeof(int32_t);
+      if (doc.patches > 0) {
+        st.images++;
+        st.image_patches += doc.patches;
+        st.truncated_captions += doc.truncated_caption;
+        held.image = std::make_shared<const sources::decoded_image>(
+            std::move(doc.image));
+      }
       held.unfetched = held.tokens.size();
       st.payloads[meta.sequence] = std::move(held);
       if (meta.sequence >= st.announce_from) {
@@ -587,6 +691,10 @@ void answer_fetch(pool_actor* self, deferred_fetch fetch) {
   std::string problem;
   auto* tokens = piece_tokens(self, fetch.step, fetch.sequence, fetch.offset,
                               fetch.length, problem);
+  // The piece that starts an image-text document carries its image.
+  std::shared_ptr<const sources::decoded_image> image;
+  if (tokens != nullptr && fetch.offset == 0)
+    image = s.payloads.at(fetch.sequence).image;
   if (!fetch.client.empty()) {
     auto reply =
         tokens == nullptr
@@ -595,14 +703,16 @@ void answer_fetch(pool_actor* self, deferred_fetch fetch) {
                   nullptr, 0)
             : transport::encode_payload_reply(
                   fetch.id, 0, "", tokens->first,
-                  static_cast<size_t>(tokens->second - tokens->first));
+                  static_cast<size_t>(tokens->second - tokens->first),
+                  image.get());
     s.setup->payload_server->send(fetch.client, std::move(reply));
     return;
   }
   if (tokens == nullptr)
     fetch.promise.deliver(caf::make_error(caf::sec::invalid_argument, problem));
   else
-    fetch.promise.deliver(std::vector<int32_t>(tokens->first, tokens->second));
+    fetch.promise.deliver(piece_payload{
+        std::vector<int32_t>(tokens->first, tokens->second), std::move(image)});
 }
 
 // Replies to deferred fetches whose documents have been read since.
@@ -680,7 +790,7 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
         return s.waiting;
       },
       [=](fetch_atom, uint64_t step, uint64_t sequence, uint32_t offset,
-          uint32_t length) -> caf::result<std::vector<int32_t>> {
+          uint32_t length) -> caf::result<piece_payload> {
         deferred_fetch fetch{step, sequence, offset, length,
                              self->make_response_promise(), "", 0};
         auto promise = fetch.promise;
@@ -714,6 +824,9 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
         stats["documents"] = s.documents;
         stats["tokens"] = s.tokens;
         stats["invalid_utf8_documents"] = s.invalid_utf8_documents;
+        stats["images"] = s.images;
+        stats["image_patches"] = s.image_patches;
+        stats["truncated_captions"] = s.truncated_captions;
         stats["buffered"] = s.unannounced.size();
         stats["held_payloads"] = s.payloads.size();
         stats["epoch"] = s.release_epoch;
