@@ -7,16 +7,18 @@
 #              fixed for the run;
 #   autoscale  the same start, then the planner resizes pools within
 #              autoscale.cpu_budget = BUDGET.
-# The step time is calibrated first so that the image source needs about
-# 1.4x what one equal share of the budget delivers. Reports the share of
+# The step time is calibrated first so that the trainers ask for DEMAND
+# (default 1.25) times what one equal share of the budget delivers. Reports the share of
 # trainer time spent waiting for data and the steps until waiting stops.
-# Run through scripts/bench stall. STEPS (default 120) sets the run length.
+# Run through scripts/bench stall. STEPS (default 200) sets the run length.
 set -euo pipefail
 source tests/e2e_lib.sh
 
 data="$OVERLORD_DATA_DIR"
 bin="$BAZEL_BIN"
-steps="${STEPS:-120}"
+steps="${STEPS:-200}"
+# Demand as a multiple of what one equal share delivers.
+demand="${DEMAND:-1.25}"
 cores=$(nproc)
 budget="${BUDGET:-$cores}"
 [[ -d "$data/images" ]] || fail "no image-text shards in $data/images; run scripts/fetch-demo-data"
@@ -29,14 +31,14 @@ echo "machine: $cores cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2
 sources=2
 share=$(( budget / sources > 0 ? budget / sources : 1 ))
 
-# Writes the job: 2 ranks x 4 rows of 1024 tokens, 3 image-text samples
-# for every text document.
+# Writes the job: 2 ranks x 4 rows of 2048 tokens, 3 image-text samples
+# (up to 512x512 pixels, 1024 patches) for every text document.
 write_job() {
   local path=$1 port=$2 workers=$3 autoscale=$4
   cat >"$path" <<YAML
 seed: 7
 planner_port: $(( port + 2 ))
-sequence_length: 1024
+sequence_length: 2048
 rows_per_rank: 4
 ranks: 2
 base_port: $port
@@ -47,7 +49,7 @@ tokenizer: $data/gpt2
 autoscale:
   enabled: $autoscale
   headroom: 1.3
-  interval_ms: 250
+  interval_ms: 100
   cpu_budget: $budget
 sources:
   - name: mail
@@ -59,7 +61,7 @@ sources:
   - name: images
     format: webdataset
     paths: $data/images/images-*.tar
-    image_max_pixels: 65536
+    image_max_pixels: 262144
     patch_size: 16
     weight: 3
     workers: $workers
@@ -70,7 +72,7 @@ YAML
 # Starts overlordd on $1 and prints its pid.
 start_daemon() {
   local config=$1 log=$2
-  "$bin/actors/overlordd" --config "$config" 2>"$log" &
+  "$bin/actors/overlordd" --config "$config" >/dev/null 2>"$log" &
   echo $!
 }
 
@@ -80,19 +82,15 @@ port=$(free_ports 3)
 write_job "$work/calibrate.yaml" "$port" "$share" false
 pid=$(start_daemon "$work/calibrate.yaml" "$work/calibrate.log")
 pids+=("$pid")
-"$bin/bench/stall_trainer" --port "$port" --ranks 2 --steps 12 --step-ms 0 \
-  >"$work/calibrate-warm.out"
-started=$(date +%s.%N)
-"$bin/bench/stall_trainer" --port "$port" --ranks 2 --steps 40 --step-ms 0 \
-  >"$work/calibrate.out"
-ended=$(date +%s.%N)
+"$bin/bench/stall_trainer" --port "$port" --ranks 2 --steps 60 --step-ms 0 \
+  --warmup 20 >"$work/calibrate.out"
 "$bin/tools/overlordctl" --planner "127.0.0.1:$(( port + 2 ))" status --json \
   >"$work/calibrate-status.json"
 kill "$pid" 2>/dev/null || true
 wait "$pid" 2>/dev/null || true
-capacity=$(/usr/bin/python3 -c "print(40 / ($ended - $started))")
-# Trainers ask for 1.4x what the static share can deliver.
-step_ms=$(/usr/bin/python3 -c "print(max(1, round(1000 / ($capacity * 1.4))))")
+capacity=$(tail -1 "$work/calibrate.out" | /usr/bin/python3 -c "import json, sys; print(json.load(sys.stdin)['steps_per_s'])")
+# Trainers ask for DEMAND times what the static share can deliver.
+step_ms=$(/usr/bin/python3 -c "print(max(1, round(1000 / ($capacity * $demand))))")
 echo "calibration: $share worker(s) per source deliver $(printf %.2f "$capacity") steps/s; step time ${step_ms} ms"
 
 # One measured run; prints the trainer's JSON summary line.
@@ -135,6 +133,8 @@ print(json.dumps({
     "step_ms": int(sys.argv[3]),
     "budget_cores": int(sys.argv[4]),
     "static_share_steps_per_s": round(float(sys.argv[5]), 2),
+    "static_steps_per_s": static["steps_per_s"],
+    "autoscale_steps_per_s": autoscale["steps_per_s"],
     "image_to_text_cost": round(image_ms / text_ms, 1),
 }))
 PY

@@ -68,13 +68,14 @@ struct options {
   int step_ms = 100;
   int prefetch = 2;
   double wait_threshold_ms = 5;
+  int warmup = 0;  // steps left out of the rate
 };
 
 [[noreturn]] void usage(const char* problem) {
   std::fprintf(stderr,
                "stall_trainer: %s\nusage: stall_trainer --port BASE_PORT "
                "--ranks R --steps N --step-ms MS [--prefetch K] "
-               "[--wait-threshold-ms T]\n",
+               "[--wait-threshold-ms T] [--warmup N]\n",
                problem);
   std::exit(2);
 }
@@ -99,6 +100,8 @@ options parse(int argc, char** argv) {
         out.prefetch = std::stoi(value);
       else if (flag == "--wait-threshold-ms")
         out.wait_threshold_ms = std::stod(value);
+      else if (flag == "--warmup")
+        out.warmup = std::stoi(value);
       else
         usage(("unknown flag " + flag).c_str());
     } catch (const std::exception&) {
@@ -107,6 +110,8 @@ options parse(int argc, char** argv) {
   }
   if (out.base_port <= 0 || out.ranks < 1 || out.steps < 1 || out.step_ms < 0)
     usage("--port, --ranks, --steps and --step-ms are required and positive");
+  if (out.warmup < 0 || out.warmup >= out.steps)
+    usage("--warmup must be below --steps");
   return out;
 }
 
@@ -119,6 +124,8 @@ int main(int argc, char** argv) {
   std::vector<std::vector<double>> wait_ms(opts.steps,
                                            std::vector<double>(opts.ranks, 0));
   std::vector<std::string> failures(opts.ranks);
+  // When rank 0 started the step after the warm-up, and when it finished.
+  clock_type::time_point measured_from, measured_to;
   // Every rank starts computing a step when all have their batch.
   step_gate step_barrier(opts.ranks);
 
@@ -144,7 +151,11 @@ int main(int argc, char** argv) {
                                      std::to_string(batch.batch().step()) +
                                      " for " + std::to_string(step));
           step_barrier.arrive_and_wait();
+          if (rank == 0 && step == opts.warmup)
+            measured_from = clock_type::now();
           std::this_thread::sleep_for(std::chrono::milliseconds(opts.step_ms));
+          if (rank == 0 && step == opts.steps - 1)
+            measured_to = clock_type::now();
         }
       } catch (const std::exception& e) {
         failures[rank] = e.what();
@@ -175,10 +186,14 @@ int main(int argc, char** argv) {
       last_waiting = step;
   }
   double computed = static_cast<double>(opts.steps - 1) * opts.step_ms;
+  const double measured_s =
+      std::chrono::duration<double>(measured_to - measured_from).count();
   std::printf(
       "{\"steps\": %d, \"step_ms\": %d, \"wait_fraction\": %.4f, "
-      "\"steps_to_no_wait\": %d, \"waited_ms\": %.1f}\n",
+      "\"steps_to_no_wait\": %d, \"waited_ms\": %.1f, "
+      "\"steps_per_s\": %.3f}\n",
       opts.steps, opts.step_ms, waited / (waited + computed),
-      last_waiting < 0 ? 0 : last_waiting + 1, waited);
+      last_waiting < 0 ? 0 : last_waiting + 1, waited,
+      measured_s > 0 ? (opts.steps - opts.warmup) / measured_s : 0.0);
   return 0;
 }
