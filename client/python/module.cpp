@@ -1,6 +1,7 @@
-// overlord._overlord: the C++ trainer client (client/client.hpp) and the
-// planner lookup (tools/admin_client.hpp) for Python. The public API is
-// the pure-Python package `overlord` around it.
+// overlord._overlord: the C++ trainer client (client/client.hpp), the
+// planner lookup (tools/admin_client.hpp) and the GPT-2 tokenizer
+// (sources/tokenizer.hpp) for Python. The public API is the pure-Python
+// package `overlord` around it.
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -19,6 +20,7 @@
 #include "client/client.hpp"
 #include "client/python/batch_dict.hpp"
 #include "common/error.hpp"
+#include "sources/tokenizer.hpp"
 #include "tools/admin_client.hpp"
 
 namespace py = pybind11;
@@ -204,6 +206,61 @@ class python_client {
   std::unique_ptr<client::batch_client> client_;
 };
 
+// Overlord's GPT-2 tokenizer for Python, so that Python data loaders
+// tokenize at the speed of Overlord's source workers. encode releases the
+// GIL, so several threads tokenize in parallel. Each thread keeps its own
+// piece cache, as each worker actor does.
+class python_tokenizer {
+ public:
+  explicit python_tokenizer(const std::string& directory)
+      : tokenizer_(sources::gpt2_tokenizer::load(directory)) {}
+
+  // Encodes a str (as UTF-8) or bytes. Invalid UTF-8 in bytes becomes
+  // U+FFFD, as in Overlord's source workers. A str that cannot be UTF-8,
+  // such as one with a lone surrogate, raises UnicodeEncodeError.
+  py::array_t<int32_t> encode(const py::handle& text) const {
+    const char* data = nullptr;
+    Py_ssize_t size = 0;
+    if (PyBytes_Check(text.ptr())) {
+      if (PyBytes_AsStringAndSize(text.ptr(), const_cast<char**>(&data), &size) != 0)
+        throw py::error_already_set();
+    } else if (PyUnicode_Check(text.ptr())) {
+      data = PyUnicode_AsUTF8AndSize(text.ptr(), &size);
+      if (data == nullptr)
+        throw py::error_already_set();
+    } else {
+      throw py::type_error(std::string("encode expects str or bytes, got ") +
+                           Py_TYPE(text.ptr())->tp_name);
+    }
+
+    // str and bytes are immutable and the caller's reference keeps `text`
+    // alive, so `data` stays valid while the GIL is released.
+    auto ids = std::make_unique<std::vector<int32_t>>();
+    {
+      py::gil_scoped_release release;
+      thread_local sources::gpt2_piece_cache cache;
+      *ids = tokenizer_->encode(
+          std::string_view(data, static_cast<size_t>(size)), cache);
+    }
+
+    // The array takes over the vector's buffer instead of copying it.
+    auto* owned = ids.release();
+    py::capsule free_ids(owned, [](void* pointer) {
+      delete static_cast<std::vector<int32_t>*>(pointer);
+    });
+    return py::array_t<int32_t>({static_cast<py::ssize_t>(owned->size())},
+                                {static_cast<py::ssize_t>(sizeof(int32_t))},
+                                owned->data(), free_ids);
+  }
+
+  int32_t eos_id() const { return tokenizer_->eos_id(); }
+
+  size_t vocab_size() const { return tokenizer_->vocab_size(); }
+
+ private:
+  std::shared_ptr<const sources::gpt2_tokenizer> tokenizer_;
+};
+
 }  // namespace
 }  // namespace overlord::python
 
@@ -283,4 +340,18 @@ PYBIND11_MODULE(_overlord, module) {
       .def("ready", &python_client::ready,
            "Receive replies that have arrived and return how many batches "
            "are ready ahead of the next one.");
+
+  py::class_<python_tokenizer>(
+      module, "Tokenizer",
+      "Overlord's GPT-2 byte-level BPE tokenizer (js-tiktoken's gpt2 ids).")
+      .def(py::init<const std::string&>(), py::arg("directory"),
+           "Load encoder.json and vocab.bpe from `directory`.")
+      .def("encode", &python_tokenizer::encode, py::arg("text"),
+           "Return the token ids of a str or of UTF-8 bytes as an int32 "
+           "NumPy array, without an end-of-text id. Invalid UTF-8 in bytes "
+           "becomes U+FFFD; the GIL is released while encoding.")
+      .def_property_readonly("eos_id", &python_tokenizer::eos_id,
+                             "Id of <|endoftext|> (50256 for GPT-2).")
+      .def_property_readonly("vocab_size", &python_tokenizer::vocab_size,
+                             "Number of token ids, including eos_id.");
 }

@@ -2,10 +2,12 @@
 
 :class:`Client` receives one rank's packed batches from an Overlord
 constructor as dicts of NumPy arrays that view the received message
-without a copy. :func:`to_torch` and :class:`OverlordIterableDataset`
-need PyTorch and import it on first use.
+without a copy. :class:`Tokenizer` is Overlord's GPT-2 tokenizer, for
+Python data loaders that tokenize like Overlord. :func:`to_torch` and
+:class:`OverlordIterableDataset` need PyTorch and import it on first use.
 """
 
+from ._overlord import Tokenizer
 from .client import Client
 from .errors import (
     InternalError,
@@ -28,6 +30,7 @@ __all__ = [
     "OverlordIOError",
     "OverlordIterableDataset",
     "TimeoutError",
+    "Tokenizer",
     "UnavailableError",
     "to_torch",
 ]
