@@ -9,6 +9,13 @@ skipped and counted, and so are empty documents, with the first few
 logged. With ``worker_count`` > 1 a stream reads only its slice: shards
 ``worker, worker + worker_count, ...`` of the epoch's order, or every
 ``worker_count``-th record when the source has fewer shards than that.
+
+``webdataset`` sources are tar shards of image-caption samples, read with
+Python's tarfile and decoded with ``overlord.decode_image``, the C++
+decoder of Overlord's loader.
+NOTE: this reader groups members by key without Overlord's structural
+checks (adjacent members, duplicates), so it keeps samples that Overlord
+reports as split_sample or duplicate_member; the demo shards have none.
 """
 
 import glob
@@ -42,22 +49,34 @@ def expand_paths(patterns):
     return sorted(files)
 
 
+# Defaults of Overlord's webdataset source keys (docs/config.md).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
 class SourceStream:
     """One source as one worker reads it: endless epochs of its slice."""
 
-    def __init__(self, index, spec, tokenizer, seed, worker, worker_count,
-                 max_document_bytes, image_options):
+    def __init__(self, index, spec, tokenizer, job, worker, worker_count):
         self.index = index
         self.name = spec["name"]
         self.format = spec["format"]
         self.text_field = spec.get("text_field", "text")
+        self.caption_field = spec.get("caption_field", "caption")
         self.shards = expand_paths(spec["paths"])
         self.tokenizer = tokenizer
-        self.seed = seed
+        self.seed = job["seed"]
+        self.sequence_length = job["sequence_length"]
+        self.max_document_bytes = job.get("max_document_bytes", 64 << 20)
+        self.image_token_id = job.get("image_token_id", 50257)
+        self.image_options = {
+            "max_pixels": spec.get("image_max_pixels", 224 * 224),
+            "patch_size": spec.get("patch_size", 14),
+            "mean": tuple(spec.get("image_mean", CLIP_MEAN)),
+            "std": tuple(spec.get("image_std", CLIP_STD)),
+        }
         self.worker = worker
         self.worker_count = worker_count
-        self.max_document_bytes = max_document_bytes
-        self.image_options = image_options
         self.skipped = 0
 
     def skip(self, where, reason):
@@ -67,7 +86,10 @@ class SourceStream:
                         where, reason)
 
     def documents(self):
-        """Yield (key, tokens with EOS appended) forever, epoch after epoch."""
+        """Yield (key, tokens with EOS appended, patches, image) forever.
+
+        ``patches`` and ``image`` are 0 and None for text documents.
+        """
         by_shard = len(self.shards) >= self.worker_count
         epoch = 0
         while True:
@@ -77,48 +99,52 @@ class SourceStream:
             for position, shard_index in enumerate(order):
                 if by_shard and position % self.worker_count != self.worker:
                     continue
-                for key, text in self.read_shard(self.shards[shard_index]):
+                for key, content in self.read_shard(self.shards[shard_index]):
                     if not by_shard:
                         record += 1
                         if (record - 1) % self.worker_count != self.worker:
                             continue
-                    ids = self.encode(key, text)
-                    if ids is None:
+                    if isinstance(content, dict):
+                        document = self.encode_image_text(key, content)
+                    else:
+                        document = self.encode_text(key, content)
+                    if document is None:
                         continue
                     kept += 1
-                    yield key, ids
+                    yield (key,) + document
             if kept == 0:
                 raise RuntimeError(f"source={self.name} worker={self.worker}: every record "
                                    f"of epoch {epoch} was skipped or empty")
             epoch += 1
 
-    def encode(self, key, text):
-        """Return the document's tokens with EOS appended, or None when skipped."""
-        if isinstance(text, dict):
-            return self.encode_image_text(key, text)
+    def encode_text(self, key, text):
+        """Return (tokens with EOS, 0, None), or None for an empty document."""
         if not text.strip(b" \t\n\r\v\f"):
             self.skip(key, "document has no text")
             return None
         ids = self.tokenizer.encode(text)
-        return np.append(ids, np.int32(self.tokenizer.eos_id))
+        return np.append(ids, np.int32(self.tokenizer.eos_id)), 0, None
 
     def encode_image_text(self, key, sample):
-        """Decode an image-text sample; return its caption tokens with EOS.
+        """Return (tokens, patches, image) of an image-text sample, or None.
 
-        The decoded pixels are computed like Overlord's loader computes
-        them and then dropped, because rows hold text tokens only.
+        As in Overlord's loader, the document is ``patches`` positions of
+        ``image_token_id``, the caption's tokens cut to fit one row, and EOS.
         """
         try:
-            overlord.decode_image(sample["image"], key, **self.image_options)
-        except (overlord.InvalidInputError, ValueError) as error:
-            self.skip(key, f"image: {error}")
+            image = overlord.decode_image(sample["image"], key, **self.image_options)
+        except overlord.InvalidInputError as error:
+            self.skip(key, f"bad_image: {error}")
             return None
-        caption = sample["caption"]
-        if not caption.strip(b" \t\n\r\v\f"):
-            self.skip(key, "sample has no caption")
-            return None
-        ids = self.tokenizer.encode(caption)
-        return np.append(ids, np.int32(self.tokenizer.eos_id))
+        patches = image["patches"]
+        caption = self.tokenizer.encode(sample["caption"])
+        room = self.sequence_length - patches - 1
+        tokens = np.concatenate([
+            np.full(patches, self.image_token_id, dtype=np.int32),
+            caption[:room],
+            np.asarray([self.tokenizer.eos_id], dtype=np.int32),
+        ])
+        return tokens, patches, image
 
     def read_shard(self, path):
         """Yield (key, raw bytes) per document of one shard, in file order."""
@@ -137,7 +163,7 @@ class SourceStream:
                 yield from self.read_webdataset(shard, path)
             else:
                 raise ValueError(f"source={self.name}: unknown format {self.format}")
-        except OSError as error:
+        except (OSError, tarfile.TarError) as error:
             self.skip(shard, f"unreadable file: {error}")
 
     def read_jsonl(self, shard, file):
@@ -194,11 +220,16 @@ class SourceStream:
             caption = parts.get("txt")
             if caption is None and "json" in parts:
                 try:
-                    caption = str(json.loads(parts["json"]).get("caption", "")).encode()
+                    field = json.loads(parts["json"]).get(self.caption_field)
                 except (ValueError, AttributeError) as error:
-                    self.skip(f"{shard}:{stem}", f"malformed JSON: {error}")
+                    self.skip(f"{shard}:{stem}", f"bad_caption: {error}")
                     continue
+                if not isinstance(field, str):
+                    self.skip(f"{shard}:{stem}", f"bad_caption: no string field "
+                                                 f"'{self.caption_field}'")
+                    continue
+                caption = field.encode("utf-8", "surrogateescape")
             if image is None or caption is None:
-                self.skip(f"{shard}:{stem}", "sample lacks an image or a caption")
+                self.skip(f"{shard}:{stem}", "missing_member: no image or no caption")
                 continue
             yield f"{shard}:{stem}", {"image": image, "caption": caption}

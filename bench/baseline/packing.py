@@ -91,22 +91,33 @@ class Mixture:
 class Piece:
     """A slice of one document's tokens (EOS included) placed in one row."""
 
-    __slots__ = ("source", "key", "tokens", "offset", "length")
+    __slots__ = ("source", "key", "tokens", "offset", "length", "patches", "image")
 
-    def __init__(self, source, key, tokens, offset, length):
+    def __init__(self, source, key, tokens, offset, length, patches=0, image=None):
         self.source = source
         self.key = key
         self.tokens = tokens  # the whole document, shared by its pieces
         self.offset = offset
         self.length = length
+        # Image positions at the start of an image-text document, and its
+        # decoded image (overlord.decode_image's dict); 0 and None for text.
+        self.patches = patches
+        self.image = image
 
     def ends_document(self):
         return self.offset + self.length == len(self.tokens)
 
 
-def split_document(source, key, tokens, capacity):
-    """Split a document into pieces of at most ``capacity`` tokens, in order."""
-    return [Piece(source, key, tokens, offset, min(capacity, len(tokens) - offset))
+def split_document(source, key, tokens, capacity, patches=0, image=None):
+    """Split a document into pieces of at most ``capacity`` tokens, in order.
+
+    An image-text document (``patches`` > 0) must fit one row and stays whole.
+    """
+    if patches and len(tokens) > capacity:
+        raise ValueError(f"image-text document {key} has {len(tokens)} tokens, "
+                         f"more than a row's {capacity}")
+    return [Piece(source, key, tokens, offset, min(capacity, len(tokens) - offset),
+                  patches, image)
             for offset in range(0, len(tokens), capacity)]
 
 
@@ -145,8 +156,10 @@ def lay_out_rows(rows, sequence_length, pad_id):
     """Return the batch arrays of packed rows, laid out like Overlord's batches.
 
     Keys: ``tokens``, ``labels``, ``position_ids`` (int32) and ``loss_mask``
-    (uint8) of shape [rows, sequence_length], and 1-D ``cu_seqlens``
-    (int32) and ``row_splits`` (uint32).
+    (uint8) of shape [rows, sequence_length], 1-D ``cu_seqlens`` (int32)
+    and ``row_splits`` (uint32), and ``images``: one dict (``row``,
+    ``row_offset``, ``patches``, ``pixels``) per image-text document that
+    starts in the rows.
     """
     count = len(rows)
     tokens = np.full((count, sequence_length), pad_id, dtype=np.int32)
@@ -155,6 +168,7 @@ def lay_out_rows(rows, sequence_length, pad_id):
     position_ids = np.zeros((count, sequence_length), dtype=np.int32)
     cu_seqlens = []
     row_splits = [0]
+    images = []
     for row, pieces in enumerate(rows):
         position = 0
         for piece in pieces:
@@ -165,10 +179,17 @@ def lay_out_rows(rows, sequence_length, pad_id):
             position_ids[row, position:end] = np.arange(piece.length, dtype=np.int32)
             # The label is the next token of the same document, which for the
             # last token of a split piece is the first token of the next
-            # piece. The last token of a document has no label.
+            # piece. The last token of a document and image positions have
+            # no label.
             following = document[piece.offset + 1:piece.offset + piece.length + 1]
-            labels[row, position:position + len(following)] = following
-            loss_mask[row, position:position + len(following)] = 1
+            first = position + max(0, piece.patches - piece.offset)
+            labelled_end = position + len(following)
+            if first < labelled_end:
+                labels[row, first:labelled_end] = following[first - position:]
+                loss_mask[row, first:labelled_end] = 1
+            if piece.patches and piece.offset == 0:
+                images.append({"row": row, "row_offset": position, "patches": piece.patches,
+                               "pixels": piece.image["pixels"]})
             position = end
         cu_seqlens.append(position)
         row_splits.append(len(cu_seqlens))
@@ -179,6 +200,7 @@ def lay_out_rows(rows, sequence_length, pad_id):
         "position_ids": position_ids,
         "cu_seqlens": np.asarray(cu_seqlens, dtype=np.int32),
         "row_splits": np.asarray(row_splits, dtype=np.uint32),
+        "images": images,
     }
 
 

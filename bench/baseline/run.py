@@ -96,16 +96,36 @@ def load_job(config_path, data_dir, args):
     return job
 
 
+IMAGE_KEYS = ("caption_field", "image_max_pixels", "patch_size", "image_mean", "image_std")
+
+
+def add_image_source(job, config_path, data_dir, weight):
+    """Add the image-text source of ``config_path`` to ``job`` with ``weight``."""
+    with open(config_path) as file:
+        config = yaml.safe_load(file)
+    folder = os.path.dirname(os.path.abspath(config_path))
+    specs = [spec for spec in config["sources"] if spec["format"] == "webdataset"]
+    if not specs:
+        raise SystemExit(f"{config_path} has no webdataset source")
+    spec = dict(specs[0])
+    paths = spec["paths"] if isinstance(spec["paths"], list) else [spec["paths"]]
+    spec["paths"] = [resolve_path(path, folder, data_dir) for path in paths]
+    spec["weight"] = weight
+    job["sources"].append(spec)
+    job["image_token_id"] = config.get("image_token_id", 50257)
+
+
 def overlord_config(job, ranks, base_port, planner_port):
     """Return the overlordd job file of ``job`` for ``ranks`` ranks."""
     sources = []
     for spec in job["sources"]:
         entry = {key: spec[key] for key in ("name", "format", "paths", "weight", "workers")
                  if key in spec}
-        if "text_field" in spec:
-            entry["text_field"] = spec["text_field"]
+        for key in ("text_field",) + IMAGE_KEYS:
+            if key in spec:
+                entry[key] = spec[key]
         sources.append(entry)
-    return {
+    config = {
         "seed": job["seed"],
         "sequence_length": job["sequence_length"],
         "rows_per_rank": job["rows_per_rank"],
@@ -123,6 +143,9 @@ def overlord_config(job, ranks, base_port, planner_port):
                        "quadratic": job["quadratic"]},
         "sources": sources,
     }
+    if "image_token_id" in job:
+        config["image_token_id"] = job["image_token_id"]
+    return config
 
 
 # ---------------------------------------------------------------- /proc
@@ -196,7 +219,8 @@ def trainer_main(design, rank, ranks, settings, barrier, messages):
 
         def fetch():
             batch = next(batches)
-            return batch["tokens"].shape, batch["cu_seqlens"].numpy(), batch["row_splits"].numpy()
+            return (batch["tokens"].shape, batch["cu_seqlens"].numpy(),
+                    batch["row_splits"].numpy(), len(batch["images"]))
     else:
         if design == "overlord_all":
             client = overlord.Client(endpoint=f"127.0.0.1:{settings['base_port'] + rank}",
@@ -207,7 +231,8 @@ def trainer_main(design, rank, ranks, settings, barrier, messages):
 
         def fetch():
             batch = client.next()
-            return batch["tokens"].shape, batch["cu_seqlens"], batch["row_splits"]
+            return (batch["tokens"].shape, batch["cu_seqlens"], batch["row_splits"],
+                    len(batch.get("images", ())))
 
     warmup = settings["warmup"]
     records = []
@@ -219,7 +244,7 @@ def trainer_main(design, rank, ranks, settings, barrier, messages):
             started = time.perf_counter()
         begin = time.perf_counter()
         begin_cpu = time.thread_time()
-        shape, cu_seqlens, row_splits = fetch()
+        shape, cu_seqlens, row_splits, images = fetch()
         wait = time.perf_counter() - begin
         fetch_cpu = time.thread_time() - begin_cpu
         if tuple(shape) != (rows, length):
@@ -232,7 +257,7 @@ def trainer_main(design, rank, ranks, settings, barrier, messages):
         time.sleep(compute)
         barrier.wait(timeout=WAIT_TIMEOUT_S)
         if step >= warmup:
-            records.append((step, cost, sum(lengths), wait, compute, fetch_cpu))
+            records.append((step, cost, sum(lengths), wait, compute, fetch_cpu, images))
     finished = time.perf_counter()
     messages.put(("done", rank, records, started, finished))
 
@@ -451,6 +476,7 @@ def summarize(design, ranks, job, done, samples, fleet_cores):
         waits.append(max(steps[rank][index][3] for rank in range(ranks)))
 
     fetch_cpu = sum(record[5] for rank_steps in steps for record in rank_steps)
+    images = sum(record[6] for rank_steps in steps for record in rank_steps)
     capacity = step_count * ranks * job["rows_per_rank"] * job["sequence_length"]
     if not samples:
         raise RuntimeError(f"{design} R={ranks}: no memory sample was taken; "
@@ -482,6 +508,7 @@ def summarize(design, ranks, job, done, samples, fleet_cores):
         # and step: unpickling and rebuilding tensors for a DataLoader,
         # receiving and viewing the message for overlord.Client.
         "trainer_fetch_cpu_ms": round(fetch_cpu / (step_count * ranks) * 1000, 3),
+        "images": images,
     }
 
 
@@ -539,6 +566,15 @@ def main():
                         help="cost per squared piece length (b)")
     parser.add_argument("--workers", type=int, default=2,
                         help="DataLoader worker processes per rank (baseline)")
+    parser.add_argument("--images", choices=("auto", "on", "off"), default="auto",
+                        help="add the image-text source of --image-config: auto adds it "
+                             "when DATA/images exists and overlord.decode_image is built")
+    parser.add_argument("--image-config",
+                        default=os.path.join(REPO, "examples", "multimodal.yaml"),
+                        help="job whose webdataset source is added")
+    parser.add_argument("--image-weight", type=float, default=0.25,
+                        help="mixture weight of the image-text source, next to the "
+                             "quickstart's weights")
     parser.add_argument("--designs", default=",".join(DESIGNS),
                         help="comma-separated designs to run (all three for the ratios)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -557,6 +593,15 @@ def main():
         if key not in job or key == "sources":
             parser.error(f"--set {override}: {key} is not a top-level key of the job")
         job[key] = yaml.safe_load(value)
+    if args.images != "off":
+        import overlord
+        available = (os.path.isdir(os.path.join(args.data, "images")) and
+                     hasattr(overlord, "decode_image") and os.path.exists(args.image_config))
+        if available:
+            add_image_source(job, args.image_config, args.data, args.image_weight)
+        elif args.images == "on":
+            parser.error("--images on needs DATA/images, overlord.decode_image and "
+                         f"{args.image_config}")
     designs = args.designs.split(",")
     unknown = sorted(set(designs) - set(DESIGNS))
     if unknown:
@@ -572,6 +617,7 @@ def main():
         return
 
     print()
+    print(f"sources: {', '.join(spec['name'] for spec in job['sources'])}")
     print(f"{'design':<18} {'R':>2} {'PSS peak MB':>12} {'tokens/s':>11} "
           f"{'sim step ms':>11} {'imb mean':>8} {'imb max':>8} {'wait ms':>8} {'cores':>6}")
     for ranks in rank_counts:

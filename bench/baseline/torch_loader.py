@@ -41,8 +41,7 @@ class PerRankPackedDataset(torch.utils.data.IterableDataset):
         job = self.job
 
         streams = [
-            corpus.SourceStream(index, spec, self.tokenizer, job["seed"], worker, worker_count,
-                                job["max_document_bytes"], job.get("image_options", {}))
+            corpus.SourceStream(index, spec, self.tokenizer, job, worker, worker_count)
             for index, spec in enumerate(job["sources"])
         ]
         documents = [stream.documents() for stream in streams]
@@ -63,17 +62,20 @@ class PerRankPackedDataset(torch.utils.data.IterableDataset):
             while filled < budget:
                 source = mixture.pick(step, pick)
                 pick += 1
-                key, tokens = next(documents[source])
+                key, tokens, patches, image = next(documents[source])
                 mixture.record(source, len(tokens))
-                fresh += packing.split_document(source, key, tokens, capacity)
+                fresh += packing.split_document(source, key, tokens, capacity, patches, image)
                 filled += len(tokens)
 
             packed, carried = packing.pack_rows(carried, fresh, rows, capacity)
             arrays = packing.lay_out_rows(packed, capacity, self.tokenizer.eos_id)
+            images = arrays.pop("images")
             batch = {name: torch.from_numpy(array) for name, array in arrays.items()
                      if name != "row_splits"}
             # PyTorch 1.13 has no general uint32 tensors.
             batch["row_splits"] = torch.from_numpy(arrays["row_splits"].astype(np.int64))
+            batch["images"] = [dict(image, pixels=torch.from_numpy(image["pixels"]))
+                               for image in images]
             batch["tokens_used"] = int(sum(piece.length for row in packed for piece in row))
             batch["skipped"] = sum(stream.skipped for stream in streams)
             yield batch

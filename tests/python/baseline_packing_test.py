@@ -35,8 +35,7 @@ def expect_equal(actual, expected, what):
 
 def python_steps(job, tokenizer, steps):
     """Yield the packed global rows of each step, planned as step_planner does."""
-    streams = [corpus.SourceStream(index, spec, tokenizer, job["seed"], 0, 1,
-                                   job.get("max_document_bytes", 64 << 20), {})
+    streams = [corpus.SourceStream(index, spec, tokenizer, job, 0, 1)
                for index, spec in enumerate(job["sources"])]
     documents = [stream.documents() for stream in streams]
     mixture = packing.Mixture([float(spec.get("weight", 1)) for spec in job["sources"]],
@@ -51,9 +50,9 @@ def python_steps(job, tokenizer, steps):
         while filled < rows * capacity:
             source = mixture.pick(step, pick)
             pick += 1
-            key, tokens = next(documents[source])
+            key, tokens, patches, image = next(documents[source])
             mixture.record(source, len(tokens))
-            fresh += packing.split_document(source, key, tokens, capacity)
+            fresh += packing.split_document(source, key, tokens, capacity, patches, image)
             filled += len(tokens)
         packed, carried = packing.pack_rows(carried, fresh, rows, capacity)
         yield packed
