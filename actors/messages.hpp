@@ -163,19 +163,19 @@ namespace overlord::planner {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, document_meta& x) {
   return f(caf::meta::type_name("document_meta"), x.source, x.sequence,
-           x.epoch, x.tokens, x.key, x.shard_position, x.record);
+           x.epoch, x.tokens, x.key, x.shard_position, x.record, x.patches);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, piece& x) {
   return f(caf::meta::type_name("piece"), x.source, x.sequence, x.epoch, x.key,
-           x.offset, x.length, x.document_tokens);
+           x.offset, x.length, x.document_tokens, x.patches);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, rank_plan& x) {
-  return f(caf::meta::type_name("rank_plan"), x.step, x.rank, x.rows, x.cost,
-           x.imbalance, x.carried_pieces);
+  return f(caf::meta::type_name("rank_plan"), x.step, x.rank,
+           x.sequence_length, x.rows, x.cost, x.imbalance, x.carried_pieces);
 }
 
 // The plane travels from the planner to every node, shards included, so
@@ -183,7 +183,8 @@ typename Inspector::result_type inspect(Inspector& f, rank_plan& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, source_config& x) {
   return f(caf::meta::type_name("source_config"), x.name, x.format,
-           x.text_field, x.paths, x.shards, x.weight, x.workers);
+           x.text_field, x.paths, x.shards, x.weight, x.weight_schedule,
+           x.workers, x.min_workers, x.max_workers);
 }
 
 template <class Inspector>
@@ -195,18 +196,47 @@ typename Inspector::result_type inspect(Inspector& f, topology_config& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, cost_model& x) {
   return f(caf::meta::type_name("cost_model"), x.masking, x.linear,
-           x.quadratic);
+           x.quadratic, x.vision_linear, x.vision_quadratic);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_schedule::point& x) {
+  return f(caf::meta::type_name("schedule_point"), x.step, x.value);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_schedule& x) {
+  return f(caf::meta::type_name("step_schedule"), x.kind, x.points);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f,
+                                        length_schedule::option& x) {
+  return f(caf::meta::type_name("length_option"), x.length, x.from_step,
+           x.weight);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, length_schedule& x) {
+  return f(caf::meta::type_name("length_schedule"), x.kind, x.options);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, autoscale_config& x) {
+  return f(caf::meta::type_name("autoscale_config"), x.enabled, x.headroom,
+           x.interval_ms, x.cpu_budget, x.lookahead_steps);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, job_config& x) {
   return f(caf::meta::type_name("job_config"), x.config_path, x.seed,
-           x.sequence_length, x.rows_per_rank, x.ranks, x.topology, x.cost,
+           x.sequence_length, x.lengths, x.rows_per_rank, x.ranks, x.topology,
+           x.cost,
            x.balancer, x.bind, x.base_port, x.planner_port, x.loader_nodes,
            x.constructor_nodes, x.node_timeout_ms, x.on_bad_input, x.mix_by,
            x.tokenizer, x.plan_ahead, x.buffer_documents, x.max_document_bytes,
            x.log_level, x.checkpoint_dir, x.checkpoint_every,
-           x.checkpoint_keep, x.sources);
+           x.checkpoint_keep, x.autoscale, x.sources);
 }
 
 }  // namespace overlord::planner

@@ -125,7 +125,6 @@ struct planner_state {
   std::vector<std::map<uint64_t, planner::document_meta>> positions;
   int64_t released = -1;
 
-  std::vector<double> weights;
   std::vector<weight_change> weight_changes;
   uint64_t planned_steps = 0;
   uint64_t padding_tokens = 0;
@@ -202,7 +201,6 @@ void apply_weights(planner_actor* self, const std::vector<double>& weights,
                    uint64_t from_step) {
   auto& st = self->state;
   st.steps->set_weights(weights);
-  st.weights = weights;
   st.weight_changes.push_back({from_step, weights});
   std::string text;
   for (uint32_t s = 0; s < weights.size(); ++s)
@@ -299,16 +297,17 @@ void plan_steps(planner_actor* self) {
           "{:.3f} this step, {:.3f} mean, {:.3f} worst",
           plan.step,
           100.0 * st.padding_tokens /
-              (static_cast<double>(st.planned_steps) * st.config.global_rows() *
-               st.config.sequence_length),
+              (static_cast<double>(st.planned_steps) *
+               st.config.tokens_per_step()),
           plan.imbalance, st.imbalance_sum / st.planned_steps,
           st.max_imbalance);
   }
 
   // Keep every weighted source's queue topped up so that planning rarely
   // waits on a round trip.
+  auto next_weights = st.steps->weights_at(st.steps->next_step());
   for (uint32_t source = 0; source < st.sources.size(); ++source)
-    if (st.weights[source] > 0 && st.steps->queued(source) < announce_batch / 2)
+    if (next_weights[source] > 0 && st.steps->queued(source) < announce_batch / 2)
       request_announcements(self, source);
 }
 
@@ -416,6 +415,8 @@ void write_snapshot(planner_actor* self) {
   record.topology = "ranks=" + std::to_string(st.config.ranks) +
                     " rows_per_rank=" + std::to_string(st.config.rows_per_rank);
   record.weights = saved.weights;
+  record.weights_from_step = saved.weights_from_step;
+  record.mixture_weights = saved.mixture_weights;
   record.total_drawn = saved.total_drawn;
   record.carried = saved.carried;
   for (uint32_t source = 0; source < st.sources.size(); ++source) {
@@ -806,6 +807,7 @@ std::string status_json(planner_actor* self) {
 
   json.Key("sources");
   json.StartObject();
+  const auto weights = st.steps->weights_at(st.steps->next_step());
   for (uint32_t s = 0; s < st.sources.size(); ++s) {
     const auto& slot = st.sources[s];
     auto value = [&](const char* key) {
@@ -817,7 +819,9 @@ std::string status_json(planner_actor* self) {
     json.Key("node");
     json.String(slot.node.c_str());
     json.Key("weight");
-    json.Double(st.weights[s]);
+    json.Double(weights[s]);
+    json.Key("weight_schedule");
+    json.String(st.config.sources[s].describe_weight().c_str());
     json.Key("workers");
     json.Uint(static_cast<unsigned>(st.config.sources[s].workers));
     json.Key("docs_per_s");
@@ -875,7 +879,7 @@ std::string status_json(planner_actor* self) {
   json.Double(st.planned_steps
                   ? st.padding_tokens /
                         (static_cast<double>(st.planned_steps) *
-                         st.config.global_rows() * st.config.sequence_length)
+                         st.config.tokens_per_step())
                   : 0.0);
   json.Key("failovers");
   json.Uint64(st.failovers);
@@ -949,7 +953,7 @@ caf::result<uint64_t> set_weights(
     planner_actor* self,
     const std::vector<std::pair<std::string, double>>& changes) {
   auto& st = self->state;
-  auto weights = st.weights;
+  auto weights = st.steps->weights_at(st.steps->next_step());
   for (const auto& [name, weight] : changes) {
     auto found = std::find_if(
         st.config.sources.begin(), st.config.sources.end(),
@@ -999,6 +1003,8 @@ void restore_from(planner_actor* self, const checkpoint::restore_plan& plan) {
   planner::planner_state saved;
   saved.next_step = snapshot.step;
   saved.weights = snapshot.weights;
+  saved.weights_from_step = snapshot.weights_from_step;
+  saved.mixture_weights = snapshot.mixture_weights;
   saved.total_drawn = snapshot.total_drawn;
   saved.carried = snapshot.carried;
   for (const auto& cursor : snapshot.sources) {
@@ -1006,7 +1012,6 @@ void restore_from(planner_actor* self, const checkpoint::restore_plan& plan) {
     saved.next_unplanned.push_back(cursor.announce_from);
   }
   st.steps->restore(saved);
-  st.weights = snapshot.weights;
   for (uint32_t source = 0; source < snapshot.sources.size(); ++source) {
     const auto& cursor = snapshot.sources[source];
     st.restored_starts[source] =
@@ -1105,8 +1110,6 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
   st.log = get_logger("planner");
   st.store = std::move(setup.store);
   st.restored_starts.resize(st.config.sources.size());
-  for (const auto& source : st.config.sources)
-    st.weights.push_back(source.weight);
   if (setup.restore)
     restore_from(self, *setup.restore);
   if (setup.recover) {
@@ -1116,11 +1119,12 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
                  "constructors",
                  st.config.node_timeout_ms);
   }
-  st.log->info("planner started: {} sources, {} ranks x {} rows of {} tokens, "
-               "mix_by {}, balancer {}, seed {}; waiting for {} loader and {} "
-               "constructor nodes",
+  st.log->info("planner started: {} sources, {} ranks x {} rows of {} tokens "
+               "(row length {}), mix_by {}, balancer {}, seed {}; waiting for "
+               "{} loader and {} constructor nodes",
                st.sources.size(), st.config.ranks, st.config.rows_per_rank,
-               st.config.sequence_length, planner::to_string(st.config.mix_by),
+               st.config.shortest_length(), st.config.describe_lengths(),
+               planner::to_string(st.config.mix_by),
                planner::to_string(st.config.balancer), st.config.seed,
                st.config.loader_nodes, st.config.constructor_nodes);
 

@@ -106,8 +106,12 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
 
 struct held_payload {
   std::vector<int32_t> tokens;
-  std::vector<bool> fetched;  // per row-sized piece
-  size_t unfetched = 0;
+  // First tokens of the pieces fetched so far. Pieces of a document do not
+  // overlap, so the tokens not yet fetched are the document minus their
+  // lengths; a piece fetched again (by a replacement constructor) counts
+  // once.
+  std::vector<uint32_t> fetched_offsets;
+  size_t unfetched = 0;  // tokens
   uint64_t last_step = 0;     // latest step a piece was fetched for
 };
 
@@ -215,8 +219,6 @@ void release_finished(pool_actor* self) {
                           ? per_document
                           : 0.9 * st.latency_us + 0.1 * per_document;
     }
-    const uint32_t row_tokens =
-        static_cast<uint32_t>(st.setup->config.sequence_length);
     for (uint32_t record = st.skip_records; record < output.documents.size();
          ++record) {
       auto& doc = output.documents[record];
@@ -233,10 +235,8 @@ void release_finished(pool_actor* self) {
       if (doc.replaced_invalid_utf8)
         st.invalid_utf8_documents++;
       held_payload held;
-      size_t pieces = (meta.tokens + row_tokens - 1) / row_tokens;
       held.tokens = std::move(doc.tokens);
-      held.fetched.assign(pieces, false);
-      held.unfetched = pieces;
+      held.unfetched = held.tokens.size();
       st.payloads[meta.sequence] = std::move(held);
       if (meta.sequence >= st.announce_from)
         st.unannounced.push_back(std::move(meta));
@@ -339,10 +339,10 @@ const std::pair<const int32_t*, const int32_t*>* piece_tokens(
   auto& held = found->second;
   const size_t end = static_cast<size_t>(std::min<uint64_t>(
       static_cast<uint64_t>(offset) + length + 1, held.tokens.size()));
-  size_t piece = offset / static_cast<uint32_t>(s.setup->config.sequence_length);
-  if (piece < held.fetched.size() && !held.fetched[piece]) {
-    held.fetched[piece] = true;
-    held.unfetched--;
+  if (std::find(held.fetched_offsets.begin(), held.fetched_offsets.end(),
+                offset) == held.fetched_offsets.end()) {
+    held.fetched_offsets.push_back(offset);
+    held.unfetched -= std::min<size_t>(held.unfetched, length);
   }
   held.last_step = std::max(held.last_step, step);
   s.last_range = {held.tokens.data() + offset, held.tokens.data() + end};

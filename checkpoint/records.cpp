@@ -22,11 +22,11 @@ std::string encode_snapshot(const snapshot_record& record) {
   for (const auto& p : record.carried)
     carried.push_back(wire::CreateCarriedPieceDirect(
         builder, p.source, p.sequence, p.epoch, p.key.c_str(), p.offset,
-        p.length, p.document_tokens));
+        p.length, p.document_tokens, p.patches));
   auto root = wire::CreateSnapshotDirect(
       builder, snapshot_format_version, record.step, &settings,
       record.topology.c_str(), &record.weights, record.total_drawn, &sources,
-      &carried);
+      &carried, record.weights_from_step, &record.mixture_weights);
   builder.Finish(root);
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()),
                      builder.GetSize());
@@ -57,6 +57,10 @@ snapshot_record decode_snapshot(const std::string& bytes,
     record.topology = root->topology()->str();
   if (root->weights())
     record.weights.assign(root->weights()->begin(), root->weights()->end());
+  record.weights_from_step = root->weights_from_step();
+  if (root->mixture_weights())
+    record.mixture_weights.assign(root->mixture_weights()->begin(),
+                                  root->mixture_weights()->end());
   record.total_drawn = root->total_drawn();
   if (root->sources())
     for (const auto* s : *root->sources()) {
@@ -80,6 +84,7 @@ snapshot_record decode_snapshot(const std::string& bytes,
       p.offset = c->offset();
       p.length = c->length();
       p.document_tokens = c->document_tokens();
+      p.patches = c->patches();
       record.carried.push_back(std::move(p));
     }
   return record;
