@@ -58,6 +58,10 @@ using lookup_atom = caf::atom_constant<caf::atom("lookup")>;
 using set_weights_atom = caf::atom_constant<caf::atom("setweights")>;
 // Admin -> planner: move a node's work elsewhere and stop it.
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
+// Planner -> source pool: run this many workers from now on.
+using resize_atom = caf::atom_constant<caf::atom("resize")>;
+// Planner -> itself: re-evaluate pool sizes.
+using scale_atom = caf::atom_constant<caf::atom("scale")>;
 // Planner -> itself: periodic liveness check.
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 // Planner -> itself: assign work to the nodes present.
@@ -85,6 +89,7 @@ struct node_info {
   uint32_t pid = 0;
   std::string address;  // host:port of its middleman, or "local"
   std::string bind;     // address its trainer-facing sockets bind to
+  uint32_t cores = 0;   // hardware threads, the default worker budget
 };
 
 // A constructor a node still runs when it joins a restarted planner.
@@ -118,6 +123,9 @@ struct tokenized_document {
 struct shard_output {
   uint32_t epoch = 0;
   uint32_t position = 0;  // index in the epoch's shard order
+  // Which read of the shard this is: indexed datasets are read in ranges
+  // of documents, other shards in one read (part 0).
+  uint32_t part = 0;
   std::vector<tokenized_document> documents;
   std::vector<std::string> skipped_kinds;
   uint64_t busy_us = 0;  // time the worker spent reading and tokenizing
@@ -126,7 +134,7 @@ struct shard_output {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, node_info& x) {
   return f(caf::meta::type_name("node_info"), x.id, x.role, x.pid, x.address,
-           x.bind);
+           x.bind, x.cores);
 }
 
 template <class Inspector>
@@ -150,7 +158,7 @@ typename Inspector::result_type inspect(Inspector& f, tokenized_document& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, shard_output& x) {
   return f(caf::meta::type_name("shard_output"), x.epoch, x.position,
-           x.documents, x.skipped_kinds, x.busy_us);
+           x.part, x.documents, x.skipped_kinds, x.busy_us);
 }
 
 // Registers the custom message types with an actor system config.
@@ -184,7 +192,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, source_config& x) {
   return f(caf::meta::type_name("source_config"), x.name, x.format,
            x.text_field, x.paths, x.shards, x.weight, x.weight_schedule,
-           x.workers, x.min_workers, x.max_workers);
+           x.workers, x.min_workers, x.max_workers, x.append_eos);
 }
 
 template <class Inspector>

@@ -12,6 +12,7 @@
 #include "actors/messages.hpp"
 #include "common/error.hpp"
 #include "common/log.hpp"
+#include "planner/autoscaler.hpp"
 #include "planner/step_planner.hpp"
 
 namespace overlord::actors {
@@ -56,6 +57,12 @@ struct source_slot {
   double docs_per_s = 0;
   uint64_t last_documents = 0;
   clock_type::time_point last_stats;
+  // Pool size as last set, and the autoscaler's last decision.
+  int workers = 0;
+  std::string scaled;
+  // Announced documents, for the mean document length.
+  uint64_t announced_documents = 0;
+  uint64_t announced_tokens = 0;
 };
 
 struct rank_slot {
@@ -133,6 +140,18 @@ struct planner_state {
   double last_imbalance = 1;
   double max_imbalance = 1;
   double imbalance_sum = 0;
+
+  // Autoscaling: time planning spent waiting for a dry source while ranks
+  // had room, and the consumption rate of the slowest rank.
+  std::unique_ptr<planner::autoscaler> scaler;
+  bool blocked = false;
+  clock_type::time_point blocked_since;
+  double blocked_seconds = 0;
+  double blocked_seconds_seen = 0;
+  int64_t rate_served = -1;
+  clock_type::time_point rate_time;
+  double steps_per_s = 0;
+  uint64_t scaling_decisions = 0;
 };
 
 using planner_actor = caf::stateful_actor<planner_state>;
@@ -172,8 +191,11 @@ void request_announcements(planner_actor* self, uint32_t source) {
                          std::string(e.what()));
               return;
             }
-            for (const auto& doc : docs)
+            for (const auto& doc : docs) {
               s.positions[source][doc.sequence] = doc;
+              s.sources[source].announced_documents++;
+              s.sources[source].announced_tokens += doc.tokens;
+            }
             plan_ahead(self);
           },
           [=](caf::error& err) {
@@ -249,8 +271,18 @@ void plan_steps(planner_actor* self) {
     auto before = st.steps->current_mixture().drawn();
     auto outcome = st.steps->plan_next();
     if (!outcome.plan) {
+      if (!st.blocked && !replaying) {
+        st.blocked = true;
+        st.blocked_since = self->clock().now();
+      }
       request_announcements(self, *outcome.starved_source);
       break;
+    }
+    if (st.blocked) {
+      st.blocked = false;
+      st.blocked_seconds += std::chrono::duration<double>(
+                                self->clock().now() - st.blocked_since)
+                                .count();
     }
     auto& plan = *outcome.plan;
     auto delta = delta_of(before, plan, st.steps->current_mixture());
@@ -513,6 +545,12 @@ void assign_source(planner_actor* self, uint32_t source) {
             slot.payload_endpoint = payload_endpoint;
             slot.announcing = false;
             slot.failed_starts = 0;
+            // A pool restarted elsewhere keeps the size it had grown to.
+            if (slot.workers == 0)
+              slot.workers = s.config.sources[source].workers;
+            else if (slot.workers != s.config.sources[source].workers)
+              self->send(pool, resize_atom::value,
+                         static_cast<int32_t>(slot.workers));
             for (const auto& rank : s.ranks)
               for (const auto& constructor : {rank.constructor, rank.shadow})
                 if (constructor)
@@ -823,7 +861,11 @@ std::string status_json(planner_actor* self) {
     json.Key("weight_schedule");
     json.String(st.config.sources[s].describe_weight().c_str());
     json.Key("workers");
-    json.Uint(static_cast<unsigned>(st.config.sources[s].workers));
+    json.Uint(static_cast<unsigned>(slot.workers > 0
+                                        ? slot.workers
+                                        : st.config.sources[s].workers));
+    json.Key("autoscale");
+    json.String(slot.scaled.c_str());
     json.Key("docs_per_s");
     json.Double(slot.docs_per_s);
     json.Key("latency_ms");
@@ -916,6 +958,79 @@ std::string status_json(planner_actor* self) {
   json.EndArray();
   json.EndObject();
   return text.GetString();
+}
+
+// Measures consumption and pool latency, and resizes pools whose workers
+// would fall behind (or idle) at the weights now and just ahead.
+void autoscale(planner_actor* self) {
+  auto& st = self->state;
+  if (!st.scaler || !st.assigned)
+    return;
+  // The actor clock, so that tests can drive time.
+  auto now = self->clock().now();
+  int64_t slowest = std::numeric_limits<int64_t>::max();
+  for (const auto& rank : st.ranks)
+    slowest = std::min(slowest, rank.served);
+  double blocked = st.blocked_seconds;
+  if (st.blocked)
+    blocked += std::chrono::duration<double>(now - st.blocked_since).count();
+  if (st.rate_served < 0 || slowest < st.rate_served) {
+    st.rate_served = slowest;
+    st.rate_time = now;
+    st.blocked_seconds_seen = blocked;
+    return;
+  }
+  double seconds = std::chrono::duration<double>(now - st.rate_time).count();
+  if (seconds <= 0)
+    return;
+  planner::demand_observation demand;
+  demand.next_step = st.steps->next_step();
+  double rate = (slowest - st.rate_served) / seconds;
+  // Half the weight on the newest interval: quick to follow a change,
+  // steady under one noisy interval.
+  st.steps_per_s = st.steps_per_s == 0 ? rate : 0.5 * st.steps_per_s + 0.5 * rate;
+  demand.steps_per_s = st.steps_per_s;
+  demand.blocked_fraction = (blocked - st.blocked_seconds_seen) / seconds;
+  st.rate_served = slowest;
+  st.rate_time = now;
+  st.blocked_seconds_seen = blocked;
+
+  std::vector<planner::pool_observation> pools;
+  for (uint32_t s = 0; s < st.sources.size(); ++s) {
+    const auto& slot = st.sources[s];
+    planner::pool_observation pool;
+    pool.node = slot.node;
+    pool.workers = slot.workers > 0 ? slot.workers : st.config.sources[s].workers;
+    auto latency = slot.stats.find("latency_us");
+    pool.latency_us = latency == slot.stats.end() ? 0 : latency->second;
+    if (slot.announced_documents > 0)
+      pool.mean_tokens = static_cast<double>(slot.announced_tokens) /
+                         slot.announced_documents;
+    pools.push_back(pool);
+  }
+  std::map<std::string, int> budget;
+  for (const auto& [id, node] : st.nodes)
+    if (node.alive && node.loads())
+      budget[id] = st.config.autoscale.cpu_budget > 0
+                       ? st.config.autoscale.cpu_budget
+                       : std::max<int>(1, static_cast<int>(node.info.cores));
+
+  auto decisions = st.scaler->decide(
+      pools, demand,
+      [&](uint64_t step) { return st.steps->weights_at(step); }, budget);
+  for (const auto& d : decisions) {
+    auto& slot = st.sources[d.source];
+    if (!slot.pool)
+      continue;
+    st.log->info("source={} autoscale workers {} -> {}: {}",
+                 source_name(self, d.source), d.from, d.to, d.reason);
+    slot.workers = d.to;
+    slot.scaled = std::to_string(d.from) + " -> " + std::to_string(d.to) +
+                  " at step " + std::to_string(demand.next_step) + ": " +
+                  d.reason;
+    st.scaling_decisions++;
+    self->send(slot.pool, resize_atom::value, static_cast<int32_t>(d.to));
+  }
 }
 
 void refresh_stats(planner_actor* self) {
@@ -1104,6 +1219,8 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
   st.pad_id = setup.pad_id;
   st.supervisor = std::move(setup.supervisor);
   st.steps = std::make_unique<planner::step_planner>(st.config);
+  if (st.config.autoscale.enabled)
+    st.scaler = std::make_unique<planner::autoscaler>(st.config);
   st.sources.resize(st.config.sources.size());
   st.ranks.resize(st.config.ranks);
   st.positions.resize(st.config.sources.size());
@@ -1139,6 +1256,10 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
       }
   });
   self->send(self, tick_atom::value);
+  if (st.scaler)
+    self->delayed_send(self,
+                       std::chrono::milliseconds(st.config.autoscale.interval_ms),
+                       scale_atom::value);
 
   return {
       [=](join_atom, node_info& info) -> caf::result<planner::job_config> {
@@ -1209,6 +1330,14 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
         plan_ahead(self);
         refresh_stats(self);
         self->delayed_send(self, tick_interval, tick_atom::value);
+      },
+      [=](scale_atom) {
+        auto& s = self->state;
+        refresh_stats(self);
+        autoscale(self);
+        self->delayed_send(
+            self, std::chrono::milliseconds(s.config.autoscale.interval_ms),
+            scale_atom::value);
       },
       [=](served_atom, uint32_t rank, uint64_t step) {
         auto& s = self->state;

@@ -30,6 +30,9 @@ std::vector<std::pair<std::string, std::string>> stream_settings(
     // log records; a different schedule in the config would re-plan the
     // steps replayed after the snapshot differently.
     out.emplace_back(prefix + "weight", source.describe_weight());
+    if (source.format == planner::source_format::indexed)
+      out.emplace_back(prefix + "append_eos",
+                       source.append_eos ? "true" : "false");
     // Shards by file name, so moving the data folder keeps the stream.
     uint64_t hash = planner::stable_hash("");
     for (const auto& shard : source.shards)

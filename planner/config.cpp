@@ -41,6 +41,7 @@ const std::set<std::string> autoscale_keys = {
 const std::set<std::string> source_keys = {
     "name",    "format",      "text_field",  "paths",
     "weight",  "workers",     "min_workers", "max_workers",
+    "append_eos",
 };
 
 // Reads one YAML document and reports problems with the place they come
@@ -380,6 +381,31 @@ void apply_override(YAML::Node root, const config_override& item,
                   "key or sources.NAME.KEY=VALUE for a source");
 }
 
+// Turns the .idx files an indexed source's globs matched into dataset
+// prefixes, and checks that each has its .bin next to it.
+std::vector<std::string> indexed_prefixes(const std::vector<std::string>& files,
+                                          const YAML::Node& paths,
+                                          const std::string& prefix,
+                                          const checker& check) {
+  const std::string suffix = ".idx";
+  std::vector<std::string> prefixes;
+  for (const auto& file : files) {
+    if (file.size() <= suffix.size() ||
+        file.compare(file.size() - suffix.size(), suffix.size(), suffix) != 0)
+      check.fail(paths, prefix + "paths",
+                 "'" + file +
+                     "' is not a .idx file; the globs of an indexed source "
+                     "match PREFIX.idx files, for example data/corpus/*.idx");
+    auto dataset = file.substr(0, file.size() - suffix.size());
+    if (!fs::is_regular_file(dataset + ".bin"))
+      check.fail(paths, prefix + "paths",
+                 "'" + file + "' has no data file '" + dataset +
+                     ".bin' next to it; copy the .bin with its .idx");
+    prefixes.push_back(dataset);
+  }
+  return prefixes;
+}
+
 source_config parse_source(const YAML::Node& node, size_t index,
                            const checker& check,
                            const std::set<std::string>& seen_names) {
@@ -410,11 +436,12 @@ source_config parse_source(const YAML::Node& node, size_t index,
   check.check_keys(node, prefix, source_keys);
 
   if (!node["format"])
-    check.fail(node, prefix + "format", "missing; use jsonl or text");
+    check.fail(node, prefix + "format", "missing; use jsonl, text or indexed");
   auto format = check.choice(node["format"], prefix + "format",
-                             {"jsonl", "text"});
-  source.format =
-      format == "jsonl" ? source_format::jsonl : source_format::text;
+                             {"jsonl", "text", "indexed"});
+  source.format = format == "jsonl"   ? source_format::jsonl
+                  : format == "text"  ? source_format::text
+                                      : source_format::indexed;
 
   if (node["text_field"]) {
     if (source.format != source_format::jsonl)
@@ -454,6 +481,18 @@ source_config parse_source(const YAML::Node& node, size_t index,
     shards.insert(matched.begin(), matched.end());
   }
   source.shards.assign(shards.begin(), shards.end());
+  if (source.format == source_format::indexed)
+    source.shards = indexed_prefixes(source.shards, paths, prefix, check);
+
+  if (node["append_eos"]) {
+    if (source.format != source_format::indexed)
+      check.fail(node["append_eos"], prefix + "append_eos",
+                 "only indexed sources hold token ids that may end with EOS; "
+                 "remove it");
+    source.append_eos =
+        check.scalar<bool>(node["append_eos"], prefix + "append_eos",
+                           "boolean (true or false)");
+  }
 
   if (node["weight"]) {
     source.weight_schedule =
@@ -790,7 +829,15 @@ job_config load_config(const std::string& path,
 }
 
 const char* to_string(source_format format) {
-  return format == source_format::jsonl ? "jsonl" : "text";
+  switch (format) {
+    case source_format::jsonl:
+      return "jsonl";
+    case source_format::text:
+      return "text";
+    case source_format::indexed:
+      return "indexed";
+  }
+  return "unknown";
 }
 
 const char* to_string(mix_unit unit) {

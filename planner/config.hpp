@@ -16,7 +16,7 @@ namespace overlord::planner {
 
 enum class bad_input_policy { skip, fail };
 enum class mix_unit { tokens, documents };
-enum class source_format { jsonl, text };
+enum class source_format { jsonl, text, indexed };
 
 struct source_config {
   std::string name;
@@ -25,6 +25,8 @@ struct source_config {
   std::string text_field = "text";
   // Globs as written in the config, and the files they matched (sorted,
   // absolute). The shard order of an epoch is a seeded shuffle of `shards`.
+  // For indexed sources the globs match PREFIX.idx files and `shards`
+  // contains the prefixes.
   std::vector<std::string> paths;
   std::vector<std::string> shards;
   // Relative mixture weight; only ratios between sources matter. A
@@ -47,6 +49,9 @@ struct source_config {
   int workers = 1;
   int min_workers = 1;
   int max_workers = 64;
+  // Indexed sources only: append the EOS id to every document. False means
+  // the dataset's documents already end with it.
+  bool append_eos = true;
 };
 
 // How the planner sizes source pools from observed demand and latency.
@@ -56,8 +61,8 @@ struct autoscale_config {
   double headroom = 1.5;
   // How often the planner re-evaluates pool sizes.
   int interval_ms = 500;
-  // Workers all pools on one loader node may use together; 0 takes the
-  // node's hardware threads.
+  // Cores the pools of one loader node may keep busy together; 0 takes
+  // the node's hardware threads.
   int cpu_budget = 0;
   // A scheduled weight change this many steps ahead is already planned
   // for, so pools grow before the demand arrives.

@@ -37,4 +37,10 @@ const wire::Reply* verify_reply(const void* data, size_t size);
 // out, so equal plans give equal digests on every run.
 std::string batch_digest(const wire::Batch& batch);
 
+// Returns the hex SHA-256 of the same content without the sample keys.
+// Batches with the same tokens in the same places get the same digest
+// whatever the sources' key schemes. One example is a JSON Lines source
+// and the indexed dataset converted from it.
+std::string batch_content_digest(const wire::Batch& batch);
+
 }  // namespace overlord::transport
