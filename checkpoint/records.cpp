@@ -22,7 +22,7 @@ std::string encode_snapshot(const snapshot_record& record) {
   for (const auto& p : record.carried)
     carried.push_back(wire::CreateCarriedPieceDirect(
         builder, p.source, p.sequence, p.epoch, p.key.c_str(), p.offset,
-        p.length, p.document_tokens, p.patches));
+        p.length, p.document_tokens, p.patches, p.atomic));
   auto root = wire::CreateSnapshotDirect(
       builder, snapshot_format_version, record.step, &settings,
       record.topology.c_str(), &record.weights, record.total_drawn, &sources,
@@ -85,6 +85,7 @@ snapshot_record decode_snapshot(const std::string& bytes,
       p.length = c->length();
       p.document_tokens = c->document_tokens();
       p.patches = c->patches();
+      p.atomic = c->atomic();
       record.carried.push_back(std::move(p));
     }
   return record;

@@ -36,7 +36,9 @@ struct client_options {
 };
 
 // A received batch. It owns the ZeroMQ message, and `batch()` reads the
-// FlatBuffers table in place without copying.
+// FlatBuffers table in place without copying, images included:
+// `batch().images()` lists each image with its row, first patch position
+// and CHW float32 pixels.
 class received_batch {
  public:
   explicit received_batch(zmq::message_t message);
