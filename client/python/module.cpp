@@ -1,12 +1,14 @@
 // overlord._overlord: the C++ trainer client (client/client.hpp), the
-// planner lookup (tools/admin_client.hpp) and the GPT-2 tokenizer
-// (sources/tokenizer.hpp) for Python. The public API is the pure-Python
+// planner lookup (tools/admin_client.hpp), the GPT-2 tokenizer
+// (sources/tokenizer.hpp) and the image decoder (sources/image.hpp) for
+// Python. The public API is the pure-Python
 // package `overlord` around it.
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -20,6 +22,7 @@
 #include "client/client.hpp"
 #include "client/python/batch_dict.hpp"
 #include "common/error.hpp"
+#include "sources/image.hpp"
 #include "sources/tokenizer.hpp"
 #include "tools/admin_client.hpp"
 
@@ -261,6 +264,51 @@ class python_tokenizer {
   std::shared_ptr<const sources::gpt2_tokenizer> tokenizer_;
 };
 
+// Decodes, shrinks and normalises a JPEG or PNG image as an image-text
+// source worker does (sources/image.hpp), with the GIL released. Returns
+// a dict with height, width, channels, patches and float32 pixels
+// [channels, height, width].
+py::dict decode_image(const py::bytes& data, const std::string& where,
+                      uint64_t max_pixels, uint32_t patch_size,
+                      std::array<float, 3> mean, std::array<float, 3> std) {
+  if (patch_size == 0 || max_pixels < static_cast<uint64_t>(patch_size) * patch_size)
+    throw py::value_error("max_pixels must hold at least one patch of patch_size^2 "
+                          "pixels, got max_pixels=" + std::to_string(max_pixels) +
+                          " and patch_size=" + std::to_string(patch_size));
+  for (float value : std)
+    if (!(value > 0))
+      throw py::value_error("std values must be > 0, because pixels are divided by them");
+
+  sources::image_options options;
+  options.max_pixels = max_pixels;
+  options.patch_size = patch_size;
+  options.mean = mean;
+  options.std = std;
+  std::string bytes = data;  // decode_image takes a std::string
+  auto image = std::make_unique<sources::decoded_image>();
+  {
+    py::gil_scoped_release release;
+    *image = sources::decode_image(bytes, where, options);
+  }
+
+  py::dict out;
+  out["height"] = image->height;
+  out["width"] = image->width;
+  out["channels"] = image->channels;
+  out["patches"] = image->patches;
+  // The array takes over the pixel buffer instead of copying it.
+  auto* owned = image.release();
+  py::capsule free_image(owned, [](void* pointer) {
+    delete static_cast<sources::decoded_image*>(pointer);
+  });
+  out["pixels"] = py::array_t<float>(
+      {static_cast<py::ssize_t>(owned->channels),
+       static_cast<py::ssize_t>(owned->height),
+       static_cast<py::ssize_t>(owned->width)},
+      owned->pixels.data(), free_image);
+  return out;
+}
+
 }  // namespace
 }  // namespace overlord::python
 
@@ -354,4 +402,15 @@ PYBIND11_MODULE(_overlord, module) {
                              "Id of <|endoftext|> (50256 for GPT-2).")
       .def_property_readonly("vocab_size", &python_tokenizer::vocab_size,
                              "Number of token ids, including eos_id.");
+
+  module.def("decode_image", &decode_image, py::arg("data"), py::arg("where") = "",
+             py::arg("max_pixels") = 224 * 224, py::arg("patch_size") = 14,
+             py::arg("mean") = std::array<float, 3>{0.5f, 0.5f, 0.5f},
+             py::arg("std") = std::array<float, 3>{0.5f, 0.5f, 0.5f},
+             "Decode JPEG or PNG bytes like an image-text source worker: shrink "
+             "to max_pixels and max_pixels / patch_size^2 patches, normalise "
+             "(v/255 - mean) / std per channel. Return a dict with height, "
+             "width, channels, patches and float32 pixels [channels, height, "
+             "width]. Raises InvalidInputError naming `where` for bad data; "
+             "the GIL is released while decoding.");
 }

@@ -9,7 +9,9 @@ rows, and compares every step with the batches of all ranks:
 - the same rows, each with the same pieces (sample key, offset in the
   document, length) in the same order;
 - for every row, the same tokens, labels, loss mask and position ids as
-  lay_out_rows builds from the Python tokenizer's ids.
+  lay_out_rows builds from the Python tokenizer's ids;
+- for every image-text document, the same image position, patch count
+  and pixels as overlord.decode_image returns.
 
 Prints ``N passed, M failed`` last and exits 1 when a check failed.
 """
@@ -40,6 +42,7 @@ def python_steps(job, tokenizer, steps):
     documents = [stream.documents() for stream in streams]
     mixture = packing.Mixture([float(spec.get("weight", 1)) for spec in job["sources"]],
                               job["seed"])
+    by_documents = job.get("mix_by", "tokens") == "documents"
     capacity = job["sequence_length"]
     rows = job["rows_per_rank"] * job["ranks"]
     carried = []
@@ -51,7 +54,7 @@ def python_steps(job, tokenizer, steps):
             source = mixture.pick(step, pick)
             pick += 1
             key, tokens, patches, image = next(documents[source])
-            mixture.record(source, len(tokens))
+            mixture.record(source, 1 if by_documents else len(tokens))
             fresh += packing.split_document(source, key, tokens, capacity, patches, image)
             filled += len(tokens)
         packed, carried = packing.pack_rows(carried, fresh, rows, capacity)
@@ -88,11 +91,20 @@ def compare_step(step, packed, batches, sequence_length, pad_id):
     by_signature = {row_signature(row): row for row in packed}
     for batch in batches:
         for row, signature in enumerate(batch_rows(batch)):
+            where = f"step {step} rank {batch['rank']} row {row}"
             arrays = packing.lay_out_rows([by_signature[signature]], sequence_length, pad_id)
             for name in ("tokens", "labels", "loss_mask", "position_ids"):
                 if not np.array_equal(arrays[name][0], batch[name][row]):
-                    raise AssertionError(f"step {step} rank {batch['rank']} row {row}: "
-                                         f"{name} differ")
+                    raise AssertionError(f"{where}: {name} differ")
+            received = [image for image in batch.get("images", ()) if image["row"] == row]
+            expect_equal(len(received), len(arrays["images"]), f"{where}: image count")
+            for got, built in zip(sorted(received, key=lambda image: image["row_offset"]),
+                                  arrays["images"]):
+                expect_equal(got["row_offset"], built["row_offset"], f"{where}: image offset")
+                expect_equal(got["patches"], built["patches"], f"{where}: image patches")
+                if not np.array_equal(got["pixels"], built["pixels"]):
+                    raise AssertionError(f"{where}: pixels of the image at "
+                                         f"{got['row_offset']} differ")
 
 
 def main():
@@ -120,8 +132,10 @@ def main():
             traceback.print_exc(limit=3, file=sys.stderr)
         else:
             passed += 1
-            print(f"ok   step {step}: {sum(len(row) for row in packed)} pieces "
-                  f"in {len(packed)} rows")
+            images = sum(1 for row in packed for piece in row
+                         if piece.patches and piece.offset == 0)
+            print(f"ok   step {step}: {sum(len(row) for row in packed)} pieces, "
+                  f"{images} images in {len(packed)} rows")
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 

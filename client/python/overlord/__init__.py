@@ -2,12 +2,13 @@
 
 :class:`Client` receives one rank's packed batches from an Overlord
 constructor as dicts of NumPy arrays that view the received message
-without a copy. :class:`Tokenizer` is Overlord's GPT-2 tokenizer, for
-Python data loaders that tokenize like Overlord. :func:`to_torch` and
+without a copy. :class:`Tokenizer` and :func:`decode_image` are
+Overlord's GPT-2 tokenizer and image decoder, for Python data loaders
+that preprocess like Overlord. :func:`to_torch` and
 :class:`OverlordIterableDataset` need PyTorch and import it on first use.
 """
 
-from ._overlord import Tokenizer
+from ._overlord import Tokenizer, decode_image
 from .client import Client
 from .errors import (
     InternalError,
@@ -32,6 +33,7 @@ __all__ = [
     "TimeoutError",
     "Tokenizer",
     "UnavailableError",
+    "decode_image",
     "to_torch",
 ]
 
