@@ -6,7 +6,9 @@
 # Environment: RANKS (default 2,4,8), STEPS measured per run (60),
 # STEP_MS simulated step of full rows at the linear cost (50), WORKERS
 # DataLoader workers per rank (2), BUFFER_DOCUMENTS of Overlord's pools
-# (64), PLOT (bench/baseline.png; empty for none).
+# (64), IMAGES (auto adds the image-text source when the demo images and
+# overlord.decode_image exist; on or off), PLOT (bench/baseline.png; empty
+# for none).
 set -euo pipefail
 
 data="$OVERLORD_DATA_DIR"
@@ -24,6 +26,7 @@ PYTHONPATH="$work/site" /usr/bin/python3 bench/baseline/run.py \
   --overlordd "$BAZEL_BIN/actors/overlordd" --data "$data" --work "$work" \
   --ranks "${RANKS:-2,4,8}" --steps "${STEPS:-60}" --step-ms "${STEP_MS:-50}" \
   --workers "${WORKERS:-2}" --set "buffer_documents=${BUFFER_DOCUMENTS:-64}" \
+  --images "${IMAGES:-auto}" \
   ${plot:+--plot "$plot"} 2>"$work/trainers.log" || {
   tail -n 30 "$work/trainers.log" >&2
   for log in "$work"/*.log; do echo "== $log" >&2; tail -n 5 "$log" >&2; done
