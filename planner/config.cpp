@@ -366,6 +366,25 @@ void apply_override(YAML::Node root, const config_override& item,
     return;
   }
 
+  // A key inside one of the top-level maps: topology.dp, autoscale.enabled.
+  static const std::map<std::string, const std::set<std::string>*> maps = {
+      {"topology", &topology_keys},
+      {"cost_model", &cost_model_keys},
+      {"autoscale", &autoscale_keys},
+  };
+  if (parts.size() == 2 && maps.count(parts[0]) != 0) {
+    if (maps.at(parts[0])->count(parts[1]) == 0)
+      throw error(errc::invalid_config,
+                  "--set " + flag + ": unknown key '" + parts[1] + "' in " +
+                      parts[0]);
+    if (root[parts[0]] && !root[parts[0]].IsMap())
+      throw error(errc::invalid_config,
+                  "--set " + flag + ": " + parts[0] + " is not a map here");
+    root[parts[0]][parts[1]] = value;
+    check.mark_overridden(key, flag);
+    return;
+  }
+
   if (parts.size() == 3 && parts[0] == "sources") {
     auto sources = root["sources"];
     if (sources.IsSequence()) {
@@ -390,7 +409,8 @@ void apply_override(YAML::Node root, const config_override& item,
   throw error(errc::invalid_config,
               "--set " + flag +
                   ": cannot address this key; use KEY=VALUE for a top-level "
-                  "key or sources.NAME.KEY=VALUE for a source");
+                  "key, MAP.KEY=VALUE inside topology, cost_model or "
+                  "autoscale, or sources.NAME.KEY=VALUE for a source");
 }
 
 // Turns the .idx files an indexed source's globs matched into dataset
@@ -883,10 +903,10 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
                  "an image may take " +
                      std::to_string(max_image_positions(source)) +
                      " positions (image_max_pixels / patch_size^2), which "
-                     "with a 1-token caption and EOS exceeds the shortest sequence_length " +
+                     "with a 1-token caption and EOS exceeds sequence_length " +
                      std::to_string(config.shortest_length()) +
-                     "; lower image_max_pixels, raise patch_size or raise "
-                     "sequence_length");
+                     " (the shortest row length); lower image_max_pixels, "
+                     "raise patch_size or raise sequence_length");
   }
 
   // Weights change only at schedule points (linearly in between), so
