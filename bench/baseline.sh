@@ -3,12 +3,15 @@
 # 8 simulated ranks, with the ratios last as one JSON line and a plot in
 # bench/baseline.png. Run through scripts/bench baseline.
 #
-# Environment: RANKS (default 2,4,8), STEPS measured per run (60),
-# STEP_MS simulated step of full rows at the linear cost (50), WORKERS
-# DataLoader workers per rank (2), BUFFER_DOCUMENTS of Overlord's pools
-# (64), IMAGES (auto adds the image-text source when the demo images and
-# overlord.decode_image exist; on or off), PLOT (bench/baseline.png; empty
-# for none).
+# Environment, with defaults in brackets:
+#   RANKS             rank counts [2,4,8]
+#   STEPS             measured steps per run [60]
+#   STEP_MS           simulated step of full rows at the linear cost [50]
+#   WORKERS           DataLoader workers per rank [2]
+#   BUFFER_DOCUMENTS  buffer_documents of Overlord's pools [64]
+#   IMAGES            auto adds the image-text source when the demo images
+#                     and overlord.decode_image exist; on or off [auto]
+#   PLOT              where the PNG goes; empty for none [bench/baseline.png]
 set -euo pipefail
 
 data="$OVERLORD_DATA_DIR"

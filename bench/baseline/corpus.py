@@ -14,8 +14,9 @@ logged. With ``worker_count`` > 1 a stream reads only its slice: shards
 Python's tarfile and decoded with ``overlord.decode_image``, the C++
 decoder of Overlord's loader.
 NOTE: this reader groups members by key without Overlord's structural
-checks (adjacent members, duplicates), so it keeps samples that Overlord
-reports as split_sample or duplicate_member; the demo shards have none.
+checks for adjacent members and duplicates. It keeps samples that
+Overlord drops as split_sample or duplicate_member, which the demo shards
+do not have.
 """
 
 import glob

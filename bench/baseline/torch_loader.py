@@ -2,8 +2,8 @@
 
 Each rank builds ``DataLoader(PerRankPackedDataset(...), batch_size=None,
 num_workers=W)``. Every worker process of every rank opens every source
-and reads its slice of each (corpus.py, with global worker ``g`` of
-``G = ranks * W``), tokenizes with Overlord's C++ tokenizer
+and reads its slice of each (corpus.py, as global worker ``g`` of
+``G = ranks * W``). It tokenizes with Overlord's C++ tokenizer
 (``overlord.Tokenizer``), mixes the sources by tokens with the configured
 weights and packs its own rows with the rules in packing.py. Each worker
 yields whole batches of ``rows_per_rank`` rows, and the DataLoader hands
