@@ -1,11 +1,14 @@
-// overlord._overlord: the C++ trainer client (client/client.hpp) and the
-// planner lookup (tools/admin_client.hpp) for Python. The public API is
-// the pure-Python package `overlord` around it.
+// overlord._overlord: the C++ trainer client (client/client.hpp), the
+// planner lookup (tools/admin_client.hpp), the GPT-2 tokenizer
+// (sources/tokenizer.hpp) and the image decoder (sources/image.hpp) for
+// Python. The public API is the pure-Python
+// package `overlord` around it.
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -19,6 +22,8 @@
 #include "client/client.hpp"
 #include "client/python/batch_dict.hpp"
 #include "common/error.hpp"
+#include "sources/image.hpp"
+#include "sources/tokenizer.hpp"
 #include "tools/admin_client.hpp"
 
 namespace py = pybind11;
@@ -204,6 +209,106 @@ class python_client {
   std::unique_ptr<client::batch_client> client_;
 };
 
+// Overlord's GPT-2 tokenizer for Python, so that Python data loaders
+// tokenize at the speed of Overlord's source workers. encode releases the
+// GIL, so several threads tokenize in parallel. Each thread keeps its own
+// piece cache, as each worker actor does.
+class python_tokenizer {
+ public:
+  explicit python_tokenizer(const std::string& directory)
+      : tokenizer_(sources::gpt2_tokenizer::load(directory)) {}
+
+  // Encodes a str (as UTF-8) or bytes. Invalid UTF-8 in bytes becomes
+  // U+FFFD, as in Overlord's source workers. A str that cannot be UTF-8,
+  // such as one with a lone surrogate, raises UnicodeEncodeError.
+  py::array_t<int32_t> encode(const py::handle& text) const {
+    const char* data = nullptr;
+    Py_ssize_t size = 0;
+    if (PyBytes_Check(text.ptr())) {
+      if (PyBytes_AsStringAndSize(text.ptr(), const_cast<char**>(&data), &size) != 0)
+        throw py::error_already_set();
+    } else if (PyUnicode_Check(text.ptr())) {
+      data = PyUnicode_AsUTF8AndSize(text.ptr(), &size);
+      if (data == nullptr)
+        throw py::error_already_set();
+    } else {
+      throw py::type_error(std::string("encode expects str or bytes, got ") +
+                           Py_TYPE(text.ptr())->tp_name);
+    }
+
+    // str and bytes are immutable and the caller's reference keeps `text`
+    // alive, so `data` stays valid while the GIL is released.
+    auto ids = std::make_unique<std::vector<int32_t>>();
+    {
+      py::gil_scoped_release release;
+      thread_local sources::gpt2_piece_cache cache;
+      *ids = tokenizer_->encode(
+          std::string_view(data, static_cast<size_t>(size)), cache);
+    }
+
+    // The array takes over the vector's buffer instead of copying it.
+    auto* owned = ids.release();
+    py::capsule free_ids(owned, [](void* pointer) {
+      delete static_cast<std::vector<int32_t>*>(pointer);
+    });
+    return py::array_t<int32_t>({static_cast<py::ssize_t>(owned->size())},
+                                {static_cast<py::ssize_t>(sizeof(int32_t))},
+                                owned->data(), free_ids);
+  }
+
+  int32_t eos_id() const { return tokenizer_->eos_id(); }
+
+  size_t vocab_size() const { return tokenizer_->vocab_size(); }
+
+ private:
+  std::shared_ptr<const sources::gpt2_tokenizer> tokenizer_;
+};
+
+// Decodes, shrinks and normalises a JPEG or PNG image as an image-text
+// source worker does (sources/image.hpp), with the GIL released. Returns
+// a dict with height, width, channels, patches and float32 pixels
+// [channels, height, width].
+py::dict decode_image(const py::bytes& data, const std::string& where,
+                      uint64_t max_pixels, uint32_t patch_size,
+                      std::array<float, 3> mean, std::array<float, 3> std) {
+  if (patch_size == 0 || max_pixels < static_cast<uint64_t>(patch_size) * patch_size)
+    throw py::value_error("max_pixels must hold at least one patch of patch_size^2 "
+                          "pixels, got max_pixels=" + std::to_string(max_pixels) +
+                          " and patch_size=" + std::to_string(patch_size));
+  for (float value : std)
+    if (!(value > 0))
+      throw py::value_error("std values must be > 0, because pixels are divided by them");
+
+  sources::image_options options;
+  options.max_pixels = max_pixels;
+  options.patch_size = patch_size;
+  options.mean = mean;
+  options.std = std;
+  std::string bytes = data;  // decode_image takes a std::string
+  auto image = std::make_unique<sources::decoded_image>();
+  {
+    py::gil_scoped_release release;
+    *image = sources::decode_image(bytes, where, options);
+  }
+
+  py::dict out;
+  out["height"] = image->height;
+  out["width"] = image->width;
+  out["channels"] = image->channels;
+  out["patches"] = image->patches;
+  // The array takes over the pixel buffer instead of copying it.
+  auto* owned = image.release();
+  py::capsule free_image(owned, [](void* pointer) {
+    delete static_cast<sources::decoded_image*>(pointer);
+  });
+  out["pixels"] = py::array_t<float>(
+      {static_cast<py::ssize_t>(owned->channels),
+       static_cast<py::ssize_t>(owned->height),
+       static_cast<py::ssize_t>(owned->width)},
+      owned->pixels.data(), free_image);
+  return out;
+}
+
 }  // namespace
 }  // namespace overlord::python
 
@@ -283,4 +388,29 @@ PYBIND11_MODULE(_overlord, module) {
       .def("ready", &python_client::ready,
            "Receive replies that have arrived and return how many batches "
            "are ready ahead of the next one.");
+
+  py::class_<python_tokenizer>(
+      module, "Tokenizer",
+      "Overlord's GPT-2 byte-level BPE tokenizer (js-tiktoken's gpt2 ids).")
+      .def(py::init<const std::string&>(), py::arg("directory"),
+           "Load encoder.json and vocab.bpe from `directory`.")
+      .def("encode", &python_tokenizer::encode, py::arg("text"),
+           "Return the token ids of a str or of UTF-8 bytes as an int32 "
+           "NumPy array, without an end-of-text id. Invalid UTF-8 in bytes "
+           "becomes U+FFFD; the GIL is released while encoding.")
+      .def_property_readonly("eos_id", &python_tokenizer::eos_id,
+                             "Id of <|endoftext|> (50256 for GPT-2).")
+      .def_property_readonly("vocab_size", &python_tokenizer::vocab_size,
+                             "Number of token ids, including eos_id.");
+
+  module.def("decode_image", &decode_image, py::arg("data"), py::arg("where") = "",
+             py::arg("max_pixels") = 224 * 224, py::arg("patch_size") = 14,
+             py::arg("mean") = std::array<float, 3>{0.5f, 0.5f, 0.5f},
+             py::arg("std") = std::array<float, 3>{0.5f, 0.5f, 0.5f},
+             "Decode JPEG or PNG bytes like an image-text source worker: shrink "
+             "to max_pixels and max_pixels / patch_size^2 patches, normalise "
+             "(v/255 - mean) / std per channel. Return a dict with height, "
+             "width, channels, patches and float32 pixels [channels, height, "
+             "width]. Raises InvalidInputError naming `where` for bad data; "
+             "the GIL is released while decoding.");
 }

@@ -2,10 +2,13 @@
 
 :class:`Client` receives one rank's packed batches from an Overlord
 constructor as dicts of NumPy arrays that view the received message
-without a copy. :func:`to_torch` and :class:`OverlordIterableDataset`
-need PyTorch and import it on first use.
+without a copy. :class:`Tokenizer` and :func:`decode_image` are
+Overlord's GPT-2 tokenizer and image decoder, for Python data loaders
+that preprocess like Overlord. :func:`to_torch` and
+:class:`OverlordIterableDataset` need PyTorch and import it on first use.
 """
 
+from ._overlord import Tokenizer, decode_image
 from .client import Client
 from .errors import (
     InternalError,
@@ -28,7 +31,9 @@ __all__ = [
     "OverlordIOError",
     "OverlordIterableDataset",
     "TimeoutError",
+    "Tokenizer",
     "UnavailableError",
+    "decode_image",
     "to_torch",
 ]
 
