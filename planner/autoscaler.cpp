@@ -10,8 +10,11 @@ namespace overlord::planner {
 
 namespace {
 
-// Decisions in a row that must find a pool too large before it shrinks.
-constexpr int shrink_after = 3;
+// A pool shrinks only after its lower target held this long (and for at
+// least three decisions): supply comes in bursts of whole shards, and a
+// short lull in consumption must not cost a refill.
+constexpr int shrink_after_ms = 10000;
+constexpr int shrink_after_decisions = 3;
 // Planning that waits this share of the time or more is taken as waiting
 // this much, so one bad interval cannot ask for unbounded workers.
 constexpr double max_blocked_fraction = 0.9;
@@ -164,7 +167,11 @@ std::vector<scaling_decision> autoscaler::decide(
       decisions.push_back({static_cast<uint32_t>(s), current, target[s],
                            reason[s]});
     } else if (target[s] < current) {
-      if (++shrink_votes_[s] >= shrink_after) {
+      const int needed = std::max(
+          shrink_after_decisions,
+          (shrink_after_ms + config_.autoscale.interval_ms - 1) /
+              config_.autoscale.interval_ms);
+      if (++shrink_votes_[s] >= needed) {
         shrink_votes_[s] = 0;
         decisions.push_back({static_cast<uint32_t>(s), current, target[s],
                              reason[s]});

@@ -64,7 +64,8 @@ class autoscaler {
  private:
   job_config config_;
   // Consecutive decisions that found a pool too large; it shrinks only
-  // after a few, so that a short lull does not cost a refill.
+  // after ten seconds' worth (at least three), so that a short lull does
+  // not cost a refill.
   std::vector<int> shrink_votes_;
 };
 

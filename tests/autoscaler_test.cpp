@@ -128,6 +128,7 @@ TEST_CASE("autoscaler waits for measurements", "[autoscaler]") {
 TEST_CASE("autoscaler grows ahead of a scheduled weight change",
           "[autoscaler]") {
   auto config = scaling_config();
+  config.autoscale.interval_ms = 5000;
   config.sources[1].weight_schedule.kind = step_schedule::shape::stepwise;
   config.sources[1].weight_schedule.points = {{0, 0}, {1040, 1}};
   config.sources[1].weight = 0;
@@ -149,6 +150,9 @@ TEST_CASE("autoscaler grows ahead of a scheduled weight change",
 
 TEST_CASE("autoscaler shrinks only after a sustained lull", "[autoscaler]") {
   auto config = scaling_config();
+  // Decisions every 5 s: ten seconds' worth is fewer than the minimum of
+  // three decisions.
+  config.autoscale.interval_ms = 5000;
   autoscaler scaler(config);
   demand_observation demand;
   demand.steps_per_s = 2;
@@ -161,4 +165,11 @@ TEST_CASE("autoscaler shrinks only after a sustained lull", "[autoscaler]") {
   REQUIRE(decisions.size() == 2);
   CHECK(decisions[0].source == 0);
   CHECK(decisions[0].to == 1);
+
+  // Every 500 ms it takes twenty decisions, ten seconds.
+  config.autoscale.interval_ms = 500;
+  autoscaler frequent(config);
+  for (int i = 0; i < 19; ++i)
+    CHECK(frequent.decide(pools, demand, constant_weights(config), {}).empty());
+  CHECK(frequent.decide(pools, demand, constant_weights(config), {}).size() == 2);
 }
