@@ -10,6 +10,7 @@
 #include "actors/constructor.hpp"
 #include "actors/node_links.hpp"
 #include "actors/source_pool.hpp"
+#include "actors/tls.hpp"
 #include "common/error.hpp"
 #include "common/log.hpp"
 #include "sources/tokenizer.hpp"
@@ -184,7 +185,8 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
         auto host = s.setup.planner_address.substr(0, colon);
         auto port = static_cast<uint16_t>(
             std::stoi(s.setup.planner_address.substr(colon + 1)));
-        auto remote = self->system().middleman().remote_actor(host, port);
+        auto remote = connect_actor(self->system(), host, port,
+                                    std::chrono::seconds(5));
         if (!remote) {
           if (std::chrono::steady_clock::now() - s.planner_lost_at >
               planner_wait) {

@@ -20,6 +20,7 @@
 #include "actors/messages.hpp"
 #include "actors/node_agent.hpp"
 #include "actors/planner_actor.hpp"
+#include "actors/tls.hpp"
 #include "common/error.hpp"
 #include "common/log.hpp"
 #include "planner/config.hpp"
@@ -53,9 +54,16 @@ constexpr const char* usage =
     "                      next_step of their saved state); default: the\n"
     "                      newest snapshot\n"
     "  --log-level LEVEL   trace, debug, info, warn or error\n"
+    "  --tls-cert FILE     PEM certificate of this process; with --tls-key\n"
+    "                      and --tls-ca, CAF links run over mutual TLS\n"
+    "  --tls-key FILE      PEM private key of --tls-cert\n"
+    "  --tls-ca FILE       PEM certificate of the CA that peers' certificates\n"
+    "                      must be signed by\n"
+    "  --insecure          allow a non-loopback --bind (or bind) without TLS\n"
+    "                      certificates and CURVE keys\n"
     "\n"
-    "CAF's wire protocol between nodes has no authentication: keep planner\n"
-    "and node ports on a private network.\n";
+    "Without --tls-* flags CAF links have no authentication, and overlordd\n"
+    "refuses to listen on a non-loopback address unless --insecure is given.\n";
 
 struct options {
   std::string role = "all";
@@ -70,6 +78,8 @@ struct options {
   std::string resume_dir;
   std::optional<uint64_t> from_step;
   bool recover = false;
+  overlord::actors::tls_files tls;
+  bool insecure = false;
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -127,6 +137,14 @@ options parse_arguments(int argc, char** argv) {
       } catch (const std::exception&) {
         usage_error("--from-step expects a step number, got '" + text + "'");
       }
+    } else if (flag == "--tls-cert") {
+      out.tls.certificate = value();
+    } else if (flag == "--tls-key") {
+      out.tls.key = value();
+    } else if (flag == "--tls-ca") {
+      out.tls.ca = value();
+    } else if (flag == "--insecure") {
+      out.insecure = true;
     } else if (flag == "--node-id")
       out.node_id = value();
     else if (flag == "--log-level")
@@ -157,6 +175,8 @@ options parse_arguments(int argc, char** argv) {
     usage_error("--role " + out.role +
                 " takes its configuration from the planner; drop --config "
                 "and --set");
+  if (out.tls.enabled())
+    overlord::actors::check_tls_files(out.tls);
   return out;
 }
 
@@ -219,6 +239,8 @@ int run(const options& opts) {
   caf::actor_system_config system_config;
   actors::add_message_types(system_config);
   system_config.load<caf::io::middleman>();
+  if (opts.tls.enabled())
+    actors::enable_tls(system_config, opts.tls);
 
   std::optional<planner::job_config> config;
   int32_t pad_id = 0;
@@ -237,6 +259,10 @@ int run(const options& opts) {
                   "nodes to join, but planner_port is 0; set planner_port or "
                   "use 1");
     set_log_level(opts.log_level.empty() ? config->log_level : opts.log_level);
+    if (config->planner_port > 0)
+      actors::require_secure_bind(config->bind, "the planner's CAF port without TLS",
+                                  opts.tls.enabled(), opts.insecure,
+                                  "--tls-cert, --tls-key and --tls-ca");
     pad_id = sources::gpt2_tokenizer::load(config->tokenizer)->eos_id();
     if (!opts.resume_dir.empty())
       config->checkpoint_dir = opts.resume_dir;
@@ -261,6 +287,10 @@ int run(const options& opts) {
   } else if (!opts.log_level.empty()) {
     set_log_level(opts.log_level);
   }
+  if (opts.role == "loader" || opts.role == "constructor")
+    actors::require_secure_bind(opts.bind, "this node's CAF port without TLS",
+                                opts.tls.enabled(), opts.insecure,
+                                "--tls-cert, --tls-key and --tls-ca");
 
   caf::actor_system system{system_config};
   caf::scoped_actor supervisor{system};
@@ -276,9 +306,9 @@ int run(const options& opts) {
                                       store, restore, opts.recover});
     everyone.push_back(planner_handle);
     if (config->planner_port > 0) {
-      auto published = system.middleman().publish(
-          planner_handle, static_cast<uint16_t>(config->planner_port),
-          config->bind.c_str(), true);
+      auto published = actors::publish_actor(
+          system, planner_handle, static_cast<uint16_t>(config->planner_port),
+          config->bind);
       if (!published) {
         log->error("cannot listen on {}:{}: {}; choose another planner_port",
                    config->bind, config->planner_port,
@@ -287,15 +317,17 @@ int run(const options& opts) {
         return 1;
       }
       address = config->bind + ":" + std::to_string(*published);
-      log->info("planner listening on {} (CAF middleman, no authentication)",
-                address);
+      log->info("planner listening on {} ({})", address,
+                opts.tls.enabled() ? "CAF over mutual TLS"
+                                   : "CAF middleman, no authentication");
     }
   } else {
     auto [host, port] = split_host_port(opts.planner);
-    auto remote = system.middleman().remote_actor(host, port);
+    auto remote = actors::connect_actor(system, host, port);
     if (!remote) {
-      log->error("cannot reach the planner at {}: {}; check --planner and "
-                 "that the planner runs",
+      log->error("cannot reach the planner at {}: {}; check --planner, that "
+                 "the planner runs, and that both use TLS certificates from "
+                 "the same CA (or both none)",
                  opts.planner, system.render(remote.error()));
       return 1;
     }
@@ -324,8 +356,8 @@ int run(const options& opts) {
     if (opts.role != "all") {
       // Constructor nodes connect to loader nodes at this address, so
       // payloads travel between them directly, never through the planner.
-      auto published = system.middleman().publish(
-          agent, static_cast<uint16_t>(opts.port), opts.bind.c_str(), true);
+      auto published = actors::publish_actor(
+          system, agent, static_cast<uint16_t>(opts.port), opts.bind);
       if (!published) {
         log->error("cannot listen on {}:{}: {}; choose another --port",
                    opts.bind, opts.port, system.render(published.error()));

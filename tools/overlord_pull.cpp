@@ -40,6 +40,9 @@ constexpr const char* usage =
     "  --step-ms MS       wait this long after each batch, like a training\n"
     "                     step (0)\n"
     "  --progress         print a progress line to stderr\n"
+    "  --tls-cert FILE, --tls-key FILE, --tls-ca FILE\n"
+    "                     with --planner: PEM certificate, key and CA for a\n"
+    "                     planner that uses TLS\n"
     "\n"
     "Prints one JSON object per batch: step, rank, rows, tokens, documents,\n"
     "sources, source_tokens, padding, imbalance, digest.\n";
@@ -47,6 +50,7 @@ constexpr const char* usage =
 struct options {
   overlord::client::client_options client;
   std::string planner;
+  overlord::actors::tls_files tls;
   uint64_t steps = 0;
   uint64_t step_ms = 0;
   bool progress = false;
@@ -123,6 +127,12 @@ options parse_arguments(int argc, char** argv) {
       out.step_ms = parse_number(flag, value());
     } else if (flag == "--progress") {
       out.progress = true;
+    } else if (flag == "--tls-cert") {
+      out.tls.certificate = value();
+    } else if (flag == "--tls-key") {
+      out.tls.key = value();
+    } else if (flag == "--tls-ca") {
+      out.tls.ca = value();
     } else if (flag == "--help" || flag == "-h") {
       std::cout << usage;
       std::exit(0);
@@ -203,7 +213,8 @@ std::string summarize(const overlord::wire::Batch& batch) {
 // has not assigned the rank yet, up to the client timeout.
 std::pair<std::string, std::string> look_up(const options& opts) {
   auto deadline = std::chrono::steady_clock::now() + opts.client.timeout;
-  overlord::tools::admin_client admin(opts.planner, opts.client.timeout);
+  overlord::tools::admin_client admin(opts.planner, opts.client.timeout,
+                                      opts.tls);
   for (;;) {
     try {
       return admin.lookup(opts.client.rank);
@@ -236,7 +247,7 @@ int main(int argc, char** argv) {
       // Before a failover, ask the planner where the rank is served now:
       // it may have promoted the shadow already.
       admin = std::make_unique<overlord::tools::admin_client>(
-          opts.planner, std::chrono::milliseconds(2000));
+          opts.planner, std::chrono::milliseconds(2000), opts.tls);
       auto* planner = admin.get();
       uint32_t rank = opts.client.rank;
       opts.client.fallback_endpoints = planner->endpoints(rank);
