@@ -244,7 +244,8 @@ void fetch_piece(constructor_actor* self, uint64_t step, size_t index,
           *st.setup->zmq_context, [handle](transport::payload_reply reply) {
             caf::anon_send(handle, payload_atom::value, reply.id, reply.code,
                            std::move(reply.message), std::move(reply.tokens));
-          });
+          },
+          st.setup->curve.get());
     }
     uint64_t id = st.next_fetch_id++;
     st.remote_fetches[id] = {step, index, std::chrono::steady_clock::now()};
@@ -547,7 +548,7 @@ caf::actor spawn_constructor(caf::actor_system& system,
   auto shared = std::make_shared<const constructor_setup>(std::move(setup));
   // Bind before spawning so that a taken port fails right here.
   auto server = std::make_shared<transport::router_server>(
-      *shared->zmq_context, max_request_bytes);
+      *shared->zmq_context, max_request_bytes, shared->curve.get());
   auto bound = server->bind(endpoint_of(*shared));
   if (endpoint)
     *endpoint = bound;

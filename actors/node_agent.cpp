@@ -76,7 +76,7 @@ const std::string& payload_endpoint(agent_actor* self) {
   if (st.payload_server || st.setup.payload_endpoint.empty())
     return st.payload_endpoint;
   auto server = std::make_shared<transport::router_server>(
-      *st.setup.zmq_context, max_payload_request_bytes);
+      *st.setup.zmq_context, max_payload_request_bytes, st.setup.curve.get());
   st.payload_endpoint = server->bind(st.setup.payload_endpoint);
   auto routes = st.routes;
   auto log = st.log;
@@ -308,6 +308,7 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
         setup.bind = s.setup.info.bind;
         setup.shadow = shadow;
         setup.zmq_context = s.setup.zmq_context;
+        setup.curve = s.setup.curve;
         std::string endpoint;
         try {
           auto constructor =

@@ -25,6 +25,7 @@
 #include "common/log.hpp"
 #include "planner/config.hpp"
 #include "sources/tokenizer.hpp"
+#include "transport/curve.hpp"
 
 namespace {
 
@@ -59,6 +60,15 @@ constexpr const char* usage =
     "  --tls-key FILE      PEM private key of --tls-cert\n"
     "  --tls-ca FILE       PEM certificate of the CA that peers' certificates\n"
     "                      must be signed by\n"
+    "  --curve-secret FILE this node's ZeroMQ CURVE secret key (Z85); with\n"
+    "                      --curve-authorized, trainer and payload sockets\n"
+    "                      use CURVE\n"
+    "  --curve-authorized FILE\n"
+    "                      public keys (Z85, one per line) of the trainers\n"
+    "                      and nodes that may connect\n"
+    "  --curve-server-public FILE\n"
+    "                      public key of the loader nodes' payload servers\n"
+    "                      (default: this node's own, for a shared node key)\n"
     "  --insecure          allow a non-loopback --bind (or bind) without TLS\n"
     "                      certificates and CURVE keys\n"
     "\n"
@@ -79,6 +89,9 @@ struct options {
   std::optional<uint64_t> from_step;
   bool recover = false;
   overlord::actors::tls_files tls;
+  std::string curve_secret;
+  std::string curve_authorized;
+  std::string curve_server_public;
   bool insecure = false;
 };
 
@@ -143,6 +156,12 @@ options parse_arguments(int argc, char** argv) {
       out.tls.key = value();
     } else if (flag == "--tls-ca") {
       out.tls.ca = value();
+    } else if (flag == "--curve-secret") {
+      out.curve_secret = value();
+    } else if (flag == "--curve-authorized") {
+      out.curve_authorized = value();
+    } else if (flag == "--curve-server-public") {
+      out.curve_server_public = value();
     } else if (flag == "--insecure") {
       out.insecure = true;
     } else if (flag == "--node-id")
@@ -177,6 +196,16 @@ options parse_arguments(int argc, char** argv) {
                 "and --set");
   if (out.tls.enabled())
     overlord::actors::check_tls_files(out.tls);
+  const bool curve = !out.curve_secret.empty() ||
+                     !out.curve_authorized.empty() ||
+                     !out.curve_server_public.empty();
+  if (curve && out.role == "planner")
+    usage_error("--role planner has no ZeroMQ socket; give the --curve-* "
+                "flags to loader, constructor and all nodes");
+  if (curve && (out.curve_secret.empty() || out.curve_authorized.empty()))
+    usage_error("CURVE needs --curve-secret and --curve-authorized; give "
+                "both (scripts/gen-certs DIR makes them) or no --curve-* "
+                "flag");
   return out;
 }
 
@@ -200,6 +229,41 @@ std::pair<std::string, uint16_t> split_host_port(const std::string& text) {
   if (port <= 0 || port > 65535)
     usage_error("--planner " + text + ": invalid port");
   return {text.substr(0, colon), static_cast<uint16_t>(port)};
+}
+
+// Loads this node's CURVE keys; returns null without --curve-secret.
+std::shared_ptr<const overlord::transport::curve_keys> load_curve_keys(
+    const options& opts) {
+  using namespace overlord::transport;
+  if (opts.curve_secret.empty())
+    return nullptr;
+  auto keys = read_secret_key(opts.curve_secret, "--curve-secret");
+  keys.authorized =
+      read_authorized_keys(opts.curve_authorized, "--curve-authorized");
+  keys.server_public_key =
+      opts.curve_server_public.empty()
+          ? keys.public_key
+          : read_public_key(opts.curve_server_public, "--curve-server-public");
+  return std::make_shared<const curve_keys>(std::move(keys));
+}
+
+// Starts the ZAP handler that checks every client of this node's CURVE
+// sockets, logging rejected clients (the first 20, then every 100th).
+std::unique_ptr<overlord::transport::zap_handler> start_zap_handler(
+    zmq::context_t& context, const overlord::transport::curve_keys& keys,
+    const std::string& node_id) {
+  auto log = overlord::get_logger("actors");
+  auto rejected = std::make_shared<std::atomic<uint64_t>>(0);
+  return std::make_unique<overlord::transport::zap_handler>(
+      context, keys.authorized,
+      [log, rejected, node_id](const std::string& address,
+                               const std::string& key) {
+        uint64_t count = ++*rejected;
+        if (count <= 20 || count % 100 == 0)
+          log->warn("node={} rejected a ZeroMQ client at {} whose CURVE key "
+                    "{} is not in --curve-authorized ({} rejected so far)",
+                    node_id, address, key, count);
+      });
 }
 
 // Waits for a fatal error, a drain, a signal or the end of a watched
@@ -291,11 +355,26 @@ int run(const options& opts) {
     actors::require_secure_bind(opts.bind, "this node's CAF port without TLS",
                                 opts.tls.enabled(), opts.insecure,
                                 "--tls-cert, --tls-key and --tls-ca");
+  auto curve = load_curve_keys(opts);
+  if (opts.role != "planner")
+    actors::require_secure_bind(
+        opts.role == "all" ? config->bind : opts.bind,
+        "the ZeroMQ batch and payload sockets without CURVE", curve != nullptr,
+        opts.insecure, "--curve-secret and --curve-authorized");
 
   caf::actor_system system{system_config};
   caf::scoped_actor supervisor{system};
   auto supervisor_handle = caf::actor_cast<caf::actor>(supervisor);
   auto zmq_context = std::make_shared<zmq::context_t>(1);
+  const std::string node_id =
+      opts.node_id.empty()
+          ? opts.role + "-" + host_name() + "-" + std::to_string(getpid())
+          : opts.node_id;
+  // Declared after the context, so it closes its socket before the
+  // context is destroyed.
+  std::unique_ptr<transport::zap_handler> zap;
+  if (curve)
+    zap = start_zap_handler(*zmq_context, *curve, node_id);
   std::vector<caf::actor> everyone;
   std::string address = "local";
 
@@ -340,14 +419,12 @@ int run(const options& opts) {
     setup.info.pid = static_cast<uint32_t>(getpid());
     setup.info.address = address;
     setup.info.bind = opts.role == "all" ? config->bind : opts.bind;
-    setup.info.id = opts.node_id.empty()
-                        ? opts.role + "-" + host_name() + "-" +
-                              std::to_string(getpid())
-                        : opts.node_id;
+    setup.info.id = node_id;
     setup.planner = planner_handle;
     setup.planner_address = opts.planner;
     setup.supervisor = supervisor_handle;
     setup.zmq_context = zmq_context;
+    setup.curve = curve;
     if (opts.role == "loader")
       setup.payload_endpoint = "tcp://" + opts.bind + ":" +
                                std::to_string(opts.payload_port);

@@ -16,6 +16,7 @@
 #include "client/client.hpp"
 #include "common/error.hpp"
 #include "tools/admin_client.hpp"
+#include "transport/curve.hpp"
 #include "transport/wire.hpp"
 
 namespace {
@@ -40,6 +41,10 @@ constexpr const char* usage =
     "  --step-ms MS       wait this long after each batch, like a training\n"
     "                     step (0)\n"
     "  --progress         print a progress line to stderr\n"
+    "  --curve-secret FILE this client's CURVE secret key (Z85); with\n"
+    "                     --curve-server-public, the link uses CURVE\n"
+    "  --curve-server-public FILE\n"
+    "                     the constructors' CURVE public key (Z85)\n"
     "  --tls-cert FILE, --tls-key FILE, --tls-ca FILE\n"
     "                     with --planner: PEM certificate, key and CA for a\n"
     "                     planner that uses TLS\n"
@@ -127,6 +132,13 @@ options parse_arguments(int argc, char** argv) {
       out.step_ms = parse_number(flag, value());
     } else if (flag == "--progress") {
       out.progress = true;
+    } else if (flag == "--curve-secret") {
+      auto keys = overlord::transport::read_secret_key(value(), flag);
+      out.client.curve_secret_key = keys.secret_key;
+      out.client.curve_public_key = keys.public_key;
+    } else if (flag == "--curve-server-public") {
+      out.client.curve_server_key =
+          overlord::transport::read_public_key(value(), flag);
     } else if (flag == "--tls-cert") {
       out.tls.certificate = value();
     } else if (flag == "--tls-key") {
@@ -145,6 +157,11 @@ options parse_arguments(int argc, char** argv) {
     throw overlord::error(overlord::errc::invalid_config,
                           "--endpoint (or --planner), --rank and --steps are "
                           "required");
+  if (out.client.curve_secret_key.empty() !=
+      out.client.curve_server_key.empty())
+    throw overlord::error(overlord::errc::invalid_config,
+                          "CURVE needs both --curve-secret and "
+                          "--curve-server-public");
   if (!out.planner.empty() && !out.client.endpoint.empty())
     throw overlord::error(overlord::errc::invalid_config,
                           "give --endpoint or --planner, not both");

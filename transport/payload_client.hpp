@@ -11,9 +11,11 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
+#include "transport/curve.hpp"
 #include "transport/payload_wire.hpp"
 
 namespace overlord::transport {
@@ -22,7 +24,10 @@ class payload_client {
  public:
   using reply_handler = std::function<void(payload_reply reply)>;
 
-  payload_client(zmq::context_t& context, reply_handler on_reply);
+  // With `curve`, every connection is a CURVE client of servers with
+  // curve->server_public_key.
+  payload_client(zmq::context_t& context, reply_handler on_reply,
+                 const curve_keys* curve = nullptr);
   ~payload_client();
 
   payload_client(const payload_client&) = delete;
@@ -40,6 +45,7 @@ class payload_client {
 
   zmq::context_t& context_;
   reply_handler on_reply_;
+  std::optional<curve_keys> curve_;
   std::string control_endpoint_;
   zmq::socket_t control_in_;
   zmq::socket_t control_out_;

@@ -7,7 +7,8 @@
 namespace overlord::transport {
 
 router_server::router_server(zmq::context_t& context,
-                             int64_t max_request_bytes)
+                             int64_t max_request_bytes,
+                             const curve_keys* curve)
     : context_(context),
       router_(context, zmq::socket_type::router),
       control_in_(context, zmq::socket_type::pull),
@@ -20,6 +21,8 @@ router_server::router_server(zmq::context_t& context,
   control_out_.connect(control_endpoint_);
   router_.set(zmq::sockopt::linger, 0);
   router_.set(zmq::sockopt::maxmsgsize, max_request_bytes);
+  if (curve)
+    set_curve_server(router_, *curve);
   control_out_.set(zmq::sockopt::linger, 0);
   control_in_.set(zmq::sockopt::linger, 0);
 }

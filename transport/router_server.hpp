@@ -14,6 +14,8 @@
 #include <string_view>
 #include <thread>
 
+#include "transport/curve.hpp"
+
 namespace overlord::transport {
 
 class router_server {
@@ -24,8 +26,10 @@ class router_server {
       std::function<void(const std::string& client, std::string_view frame)>;
 
   // `max_request_bytes` bounds incoming frames; ZeroMQ drops a peer that
-  // sends more instead of allocating for it.
-  router_server(zmq::context_t& context, int64_t max_request_bytes);
+  // sends more instead of allocating for it. With `curve`, the socket is a
+  // CURVE server and the context's zap_handler checks every client.
+  router_server(zmq::context_t& context, int64_t max_request_bytes,
+                const curve_keys* curve = nullptr);
   ~router_server();
 
   router_server(const router_server&) = delete;
