@@ -9,6 +9,7 @@
 #include "common/log.hpp"
 #include "transport/batch_builder.hpp"
 #include "transport/payload_client.hpp"
+#include "transport/request_quota.hpp"
 #include "transport/wire.hpp"
 #include "transport/router_server.hpp"
 
@@ -20,8 +21,6 @@ namespace {
 // delays a batch but does not stall it for good.
 constexpr auto fetch_timeout = std::chrono::seconds(10);
 
-// Trainer requests are a few dozen bytes.
-constexpr int64_t max_request_bytes = 4096;
 // Requests for steps not built yet that one constructor keeps; beyond
 // that, clients are rejected rather than remembered without bound.
 constexpr size_t max_waiting_requests = 4096;
@@ -42,6 +41,12 @@ struct pending_build {
 };
 
 using batch_buffer = std::shared_ptr<flatbuffers::DetachedBuffer>;
+
+// A payload reply carries at most one row of int32 tokens plus its
+// header and an error text; ZeroMQ rejects larger ones unread.
+int64_t max_payload_reply_bytes(const planner::job_config& config) {
+  return 4 * static_cast<int64_t>(config.sequence_length) + 64 * 1024;
+}
 
 struct constructor_state {
   static inline const char* name = "constructor";
@@ -72,6 +77,8 @@ struct constructor_state {
   uint64_t batches_served = 0;
   uint64_t fetch_retries = 0;
   size_t waiting_count = 0;
+  // Open requests per trainer connection, bounded by max_client_requests.
+  std::unique_ptr<transport::request_quota> quota;
   std::chrono::steady_clock::time_point last_retry_log;
   uint64_t retries_since_log = 0;
   std::set<std::string> connected;  // loader nodes reached directly
@@ -171,8 +178,10 @@ void finish_build(constructor_actor* self, uint64_t step) {
     auto list = std::move(clients->second);
     st.waiting.erase(clients);
     st.waiting_count -= list.size();
-    for (const auto& client : list)
+    for (const auto& client : list) {
+      st.quota->close(client);
       deliver(self, step, cp_rank, client);
+    }
   }
 }
 
@@ -245,7 +254,7 @@ void fetch_piece(constructor_actor* self, uint64_t step, size_t index,
             caf::anon_send(handle, payload_atom::value, reply.id, reply.code,
                            std::move(reply.message), std::move(reply.tokens));
           },
-          st.setup->curve.get());
+          st.setup->curve.get(), max_payload_reply_bytes(st.setup->config));
     }
     uint64_t id = st.next_fetch_id++;
     st.remote_fetches[id] = {step, index, std::chrono::steady_clock::now()};
@@ -336,6 +345,8 @@ caf::behavior constructor_behavior(
   st.server = std::move(server);
   st.standby = setup->shadow;
   st.served_by_cp.assign(setup->config.topology.cp, -1);
+  st.quota = std::make_unique<transport::request_quota>(
+      static_cast<uint32_t>(setup->config.max_client_requests));
   const uint32_t rank = setup->rank;
   const uint32_t cp_size = static_cast<uint32_t>(setup->config.topology.cp);
 
@@ -393,6 +404,7 @@ caf::behavior constructor_behavior(
         s.built.clear();
         s.waiting.clear();
         s.waiting_count = 0;
+        s.quota->clear();
         s.remote_fetches.clear();
         s.log->info("rank={} constructor stands by as shadow", rank);
       },
@@ -524,6 +536,20 @@ caf::behavior constructor_behavior(
                          "clients' prefetch");
           return;
         }
+        if (!s.quota->try_open(client)) {
+          uint64_t rejected = s.quota->rejected();
+          if (rejected <= 20 || rejected % 1000 == 0)
+            s.log->warn("rank={} rejected a request for step={}: the client "
+                        "already has {} open (max_client_requests); {} "
+                        "rejected so far",
+                        rank, step, s.quota->max_per_client(), rejected);
+          send_error(self, client, errc::unavailable,
+                     "rank " + std::to_string(rank) + " already holds " +
+                         std::to_string(s.quota->max_per_client()) +
+                         " open requests of this client (max_client_requests)"
+                         "; lower the client's prefetch");
+          return;
+        }
         s.waiting[{step, cp_rank}].push_back(client);
         s.waiting_count++;
       },
@@ -535,6 +561,8 @@ caf::behavior constructor_behavior(
         stats["built_waiting"] = s.built.size();
         stats["building"] = s.building.size();
         stats["fetch_retries"] = s.fetch_retries;
+        stats["rejected_requests"] = s.quota->rejected();
+        stats["rejected_frames"] = s.server->rejected_frames();
         stats["standby"] = s.standby ? 1 : 0;
         return stats;
       },
@@ -548,7 +576,8 @@ caf::actor spawn_constructor(caf::actor_system& system,
   auto shared = std::make_shared<const constructor_setup>(std::move(setup));
   // Bind before spawning so that a taken port fails right here.
   auto server = std::make_shared<transport::router_server>(
-      *shared->zmq_context, max_request_bytes, shared->curve.get());
+      *shared->zmq_context, shared->config.max_request_bytes,
+      shared->curve.get());
   auto bound = server->bind(endpoint_of(*shared));
   if (endpoint)
     *endpoint = bound;

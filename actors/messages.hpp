@@ -183,7 +183,8 @@ typename Inspector::result_type inspect(Inspector& f, rank_plan& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, source_config& x) {
   return f(caf::meta::type_name("source_config"), x.name, x.format,
-           x.text_field, x.paths, x.shards, x.weight, x.workers);
+           x.text_field, x.paths, x.shards, x.weight, x.workers,
+           x.max_document_bytes);
 }
 
 template <class Inspector>
@@ -206,7 +207,8 @@ typename Inspector::result_type inspect(Inspector& f, job_config& x) {
            x.constructor_nodes, x.node_timeout_ms, x.on_bad_input, x.mix_by,
            x.tokenizer, x.plan_ahead, x.buffer_documents, x.max_document_bytes,
            x.log_level, x.checkpoint_dir, x.checkpoint_every,
-           x.checkpoint_keep, x.sources);
+           x.checkpoint_keep, x.sources, x.max_request_bytes,
+           x.max_client_requests);
 }
 
 }  // namespace overlord::planner

@@ -32,8 +32,6 @@ struct payload_routes {
   std::map<uint32_t, caf::actor> pools;
 };
 
-// Payload requests are a few dozen bytes.
-constexpr int64_t max_payload_request_bytes = 1024;
 
 struct agent_state {
   static inline const char* name = "node_agent";
@@ -76,7 +74,8 @@ const std::string& payload_endpoint(agent_actor* self) {
   if (st.payload_server || st.setup.payload_endpoint.empty())
     return st.payload_endpoint;
   auto server = std::make_shared<transport::router_server>(
-      *st.setup.zmq_context, max_payload_request_bytes, st.setup.curve.get());
+      *st.setup.zmq_context, st.config->max_request_bytes,
+      st.setup.curve.get());
   st.payload_endpoint = server->bind(st.setup.payload_endpoint);
   auto routes = st.routes;
   auto log = st.log;

@@ -55,8 +55,8 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
   options.text_field = source.text_field;
   options.fail_on_bad_input =
       setup->config.on_bad_input == planner::bad_input_policy::fail;
-  options.max_document_bytes =
-      static_cast<uint64_t>(setup->config.max_document_bytes);
+  options.max_document_bytes = static_cast<uint64_t>(
+      setup->config.max_document_bytes_of(setup->source));
 
   return {
       [=](read_atom, uint32_t epoch, uint32_t position,

@@ -27,7 +27,7 @@ const std::set<std::string> top_level_keys = {
     "checkpoint_dir", "checkpoint_every", "checkpoint_keep",
     "bind",         "base_port",        "on_bad_input",       "mix_by",
     "tokenizer",    "plan_ahead",       "buffer_documents",   "max_document_bytes",
-    "log_level",    "sources",
+    "log_level",    "sources",          "max_request_bytes",  "max_client_requests",
 };
 
 const std::set<std::string> topology_keys = {"dp", "tp", "pp", "cp",
@@ -37,6 +37,7 @@ const std::set<std::string> cost_model_keys = {"attention", "linear",
 
 const std::set<std::string> source_keys = {
     "name", "format", "text_field", "paths", "weight", "workers",
+    "max_document_bytes",
 };
 
 // Reads one YAML document and reports problems with the place they come
@@ -304,6 +305,10 @@ source_config parse_source(const YAML::Node& node, size_t index,
   }
   if (node["workers"])
     source.workers = check.integer(node["workers"], prefix + "workers", 1, 256);
+  if (node["max_document_bytes"])
+    source.max_document_bytes =
+        check.integer(node["max_document_bytes"],
+                      prefix + "max_document_bytes", 1, 1 << 30);
   return source;
 }
 
@@ -459,6 +464,12 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
   if (root["max_document_bytes"])
     config.max_document_bytes = check.integer(
         root["max_document_bytes"], "max_document_bytes", 1, 1 << 30);
+  if (root["max_request_bytes"])
+    config.max_request_bytes = check.integer(
+        root["max_request_bytes"], "max_request_bytes", 256, 1 << 20);
+  if (root["max_client_requests"])
+    config.max_client_requests = check.integer(
+        root["max_client_requests"], "max_client_requests", 1, 1 << 16);
   if (root["checkpoint_dir"])
     config.checkpoint_dir = check.resolve(check.scalar<std::string>(
         root["checkpoint_dir"], "checkpoint_dir", "string"));

@@ -28,6 +28,9 @@ struct source_config {
   // Relative mixture weight; only ratios between sources matter.
   double weight = 1;
   int workers = 1;
+  // Larger documents of this source are bad input; 0 uses the job's
+  // max_document_bytes.
+  int64_t max_document_bytes = 0;
 };
 
 // How the trainers are parallelised. Only one rank per data-parallel
@@ -77,6 +80,12 @@ struct job_config {
   int buffer_documents = 1024;
   // Documents larger than this many bytes are bad input.
   int64_t max_document_bytes = 64 << 20;
+  // Largest ZeroMQ request a constructor or payload server accepts
+  // (ZMQ_MAXMSGSIZE); requests are a few dozen bytes.
+  int max_request_bytes = 4096;
+  // Requests one trainer connection may keep open at a constructor for
+  // steps not built yet; more get an error reply.
+  int max_client_requests = 64;
   std::string log_level = "info";
   // Where the planner writes snapshots and deltas; empty turns them off.
   std::string checkpoint_dir;
@@ -88,6 +97,12 @@ struct job_config {
   std::vector<source_config> sources;
 
   int global_rows() const { return rows_per_rank * ranks; }
+
+  // The document size limit of source `index`: its own or the job's.
+  int64_t max_document_bytes_of(size_t index) const {
+    auto own = sources.at(index).max_document_bytes;
+    return own > 0 ? own : max_document_bytes;
+  }
 };
 
 // A `--set KEY=VALUE` override. Keys are dotted paths; a source is

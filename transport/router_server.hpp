@@ -52,10 +52,19 @@ class router_server {
   // Stops the thread and closes the sockets. Idempotent.
   void stop();
 
+  // Messages dropped without reaching the handler: ones with more than
+  // one frame, or larger than max_request_bytes. Thread-safe.
+  // NOTE: a message over ZMQ_MAXMSGSIZE never arrives, because libzmq
+  // closes that peer's connection after reading the size field, so it is
+  // not counted here.
+  uint64_t rejected_frames() const { return rejected_frames_; }
+
  private:
   void run();
 
   zmq::context_t& context_;
+  int64_t max_request_bytes_;
+  std::atomic<uint64_t> rejected_frames_{0};
   frame_handler on_frame_;
   std::string endpoint_;
   std::string control_endpoint_;
