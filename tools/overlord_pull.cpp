@@ -227,18 +227,28 @@ std::string summarize(const overlord::wire::Batch& batch) {
 }
 
 // Asks the planner for the rank's endpoint, retrying while the planner
-// has not assigned the rank yet, up to the client timeout.
+// has not assigned the rank yet, up to the client timeout. A request
+// without a reply within 5 s is sent again over a new connection, because
+// a CAF connection can drop without an error reaching the request.
 std::pair<std::string, std::string> look_up(const options& opts) {
   auto deadline = std::chrono::steady_clock::now() + opts.client.timeout;
-  overlord::tools::admin_client admin(opts.planner, opts.client.timeout,
-                                      opts.tls);
+  auto attempt_timeout =
+      std::min<std::chrono::milliseconds>(opts.client.timeout,
+                                          std::chrono::seconds(5));
+  std::unique_ptr<overlord::tools::admin_client> admin;
   for (;;) {
     try {
-      return admin.lookup(opts.client.rank);
+      if (!admin)
+        admin = std::make_unique<overlord::tools::admin_client>(
+            opts.planner, attempt_timeout, opts.tls);
+      return admin->lookup(opts.client.rank);
     } catch (const overlord::error& e) {
-      if (e.code() != overlord::errc::unavailable ||
-          std::chrono::steady_clock::now() > deadline)
+      bool retry = e.code() == overlord::errc::unavailable ||
+                   e.code() == overlord::errc::timeout;
+      if (!retry || std::chrono::steady_clock::now() > deadline)
         throw;
+      if (e.code() == overlord::errc::timeout)
+        admin.reset();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }

@@ -86,16 +86,23 @@ std::pair<std::string, std::string> look_up(
   const auto timeout = to_milliseconds(timeout_seconds, "timeout");
   py::gil_scoped_release release;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // A request without a reply within 5 s is sent again over a new
+  // connection, because a CAF connection can drop without an error
+  // reaching the request.
+  const auto attempt_timeout =
+      std::min<std::chrono::milliseconds>(timeout, std::chrono::seconds(5));
   std::optional<tools::admin_client> admin;
   for (;;) {
     try {
       if (!admin)
-        admin.emplace(planner, timeout, tls);
+        admin.emplace(planner, attempt_timeout, tls);
       return admin->lookup(rank);
     } catch (const error& e) {
-      if (e.code() != errc::unavailable ||
-          std::chrono::steady_clock::now() > deadline)
+      bool retry = e.code() == errc::unavailable || e.code() == errc::timeout;
+      if (!retry || std::chrono::steady_clock::now() > deadline)
         throw;
+      if (e.code() == errc::timeout)
+        admin.reset();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     check_signals();
