@@ -136,9 +136,9 @@ check "constructor logs the unlisted key" \
   "$work/constructor.log"
 
 # Nodes that must not join the running cluster. These come last, because
-# CAF 0.17 drops the planner's established node links when a connection
-# fails before its handshake (with or without TLS); the nodes reconnect,
-# but their work moves.
+# with TLS, CAF 0.17 drops the planner's established node links when a
+# connection fails its TLS handshake. The nodes reconnect, but their work
+# moves.
 # TODO: check that the cluster keeps serving through rejected joins once
 # that CAF behaviour is fixed or worked around.
 start=$(date +%s)
