@@ -10,6 +10,7 @@
 #include "common/log.hpp"
 #include "transport/batch_builder.hpp"
 #include "transport/payload_client.hpp"
+#include "transport/request_quota.hpp"
 #include "transport/wire.hpp"
 #include "transport/router_server.hpp"
 
@@ -21,8 +22,6 @@ namespace {
 // delays a batch but does not stall it for good.
 constexpr auto fetch_timeout = std::chrono::seconds(10);
 
-// Trainer requests are a few dozen bytes.
-constexpr int64_t max_request_bytes = 4096;
 // Requests for steps not built yet that one constructor keeps; beyond
 // that, clients are rejected rather than remembered without bound.
 constexpr size_t max_waiting_requests = 4096;
@@ -51,6 +50,18 @@ struct waiting_request {
   std::string client;
   std::chrono::steady_clock::time_point since;
 };
+
+// A payload reply carries at most one row of int32 tokens, the largest
+// image a source may produce (float32 pixels, 3 channels), its header and
+// an error text; ZeroMQ rejects larger ones unread.
+int64_t max_payload_reply_bytes(const planner::job_config& config) {
+  int64_t image = 0;
+  for (const auto& source : config.sources)
+    if (source.format == planner::source_format::webdataset)
+      image = std::max<int64_t>(
+          image, 3 * 4 * static_cast<int64_t>(source.image_max_pixels) + 1024);
+  return 4 * static_cast<int64_t>(config.sequence_length) + image + 64 * 1024;
+}
 
 struct constructor_state {
   static inline const char* name = "constructor";
@@ -82,6 +93,8 @@ struct constructor_state {
   uint64_t batches_served = 0;
   uint64_t fetch_retries = 0;
   size_t waiting_count = 0;
+  // Open requests per trainer connection, bounded by max_client_requests.
+  std::unique_ptr<transport::request_quota> quota;
   std::chrono::steady_clock::time_point last_retry_log;
   uint64_t retries_since_log = 0;
   std::set<std::string> connected;  // loader nodes reached directly
@@ -194,6 +207,7 @@ void finish_build(constructor_actor* self, uint64_t step) {
       metrics::record_rank_wait(
           st.setup->rank,
           std::chrono::duration<double>(now - request.since).count());
+      st.quota->close(request.client);
       deliver(self, step, cp_rank, request.client);
     }
   }
@@ -281,7 +295,8 @@ void fetch_piece(constructor_actor* self, uint64_t step, size_t index,
                            std::move(reply.message),
                            piece_payload{std::move(reply.tokens),
                                          std::move(reply.image)});
-          });
+          },
+          st.setup->curve.get(), max_payload_reply_bytes(st.setup->config));
     }
     uint64_t id = st.next_fetch_id++;
     st.remote_fetches[id] = {step, index, std::chrono::steady_clock::now()};
@@ -373,6 +388,8 @@ caf::behavior constructor_behavior(
   st.server = std::move(server);
   st.standby = setup->shadow;
   st.served_by_cp.assign(setup->config.topology.cp, -1);
+  st.quota = std::make_unique<transport::request_quota>(
+      static_cast<uint32_t>(setup->config.max_client_requests));
   const uint32_t rank = setup->rank;
   const uint32_t cp_size = static_cast<uint32_t>(setup->config.topology.cp);
 
@@ -430,6 +447,7 @@ caf::behavior constructor_behavior(
         s.built.clear();
         s.waiting.clear();
         s.waiting_count = 0;
+        s.quota->clear();
         s.remote_fetches.clear();
         s.log->info("rank={} constructor stands by as shadow", rank);
       },
@@ -565,6 +583,20 @@ caf::behavior constructor_behavior(
                          "clients' prefetch");
           return;
         }
+        if (!s.quota->try_open(client)) {
+          uint64_t rejected = s.quota->rejected();
+          if (rejected <= 20 || rejected % 1000 == 0)
+            s.log->warn("rank={} rejected a request for step={}: the client "
+                        "already has {} open (max_client_requests); {} "
+                        "rejected so far",
+                        rank, step, s.quota->max_per_client(), rejected);
+          send_error(self, client, errc::unavailable,
+                     "rank " + std::to_string(rank) + " already holds " +
+                         std::to_string(s.quota->max_per_client()) +
+                         " open requests of this client (max_client_requests)"
+                         "; lower the client's prefetch");
+          return;
+        }
         s.waiting[{step, cp_rank}].push_back(
             {client, std::chrono::steady_clock::now()});
         s.waiting_count++;
@@ -578,6 +610,8 @@ caf::behavior constructor_behavior(
         stats["built_waiting"] = s.built.size();
         stats["building"] = s.building.size();
         stats["fetch_retries"] = s.fetch_retries;
+        stats["rejected_requests"] = s.quota->rejected();
+        stats["rejected_frames"] = s.server->rejected_frames();
         stats["standby"] = s.standby ? 1 : 0;
         return stats;
       },
@@ -591,7 +625,8 @@ caf::actor spawn_constructor(caf::actor_system& system,
   auto shared = std::make_shared<const constructor_setup>(std::move(setup));
   // Bind before spawning so that a taken port fails right here.
   auto server = std::make_shared<transport::router_server>(
-      *shared->zmq_context, max_request_bytes);
+      *shared->zmq_context, shared->config.max_request_bytes,
+      shared->curve.get());
   auto bound = server->bind(endpoint_of(*shared));
   if (endpoint)
     *endpoint = bound;

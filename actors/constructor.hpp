@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "planner/config.hpp"
+#include "transport/curve.hpp"
 
 namespace overlord::actors {
 
@@ -33,6 +34,8 @@ struct constructor_setup {
   // listens on any free port; trainers learn it from the planner.
   bool shadow = false;
   std::shared_ptr<zmq::context_t> zmq_context;
+  // CURVE keys for the trainer socket and payload fetches; null: none.
+  std::shared_ptr<const transport::curve_keys> curve;
 };
 
 // Spawns the constructor and binds its endpoint, tcp://bind:base_port+rank

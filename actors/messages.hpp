@@ -228,7 +228,7 @@ typename Inspector::result_type inspect(Inspector& f, source_config& x) {
            x.workers, x.min_workers, x.max_workers, x.append_eos,
            x.caption_field, x.image_max_pixels, x.patch_size, x.image_mean[0],
            x.image_mean[1], x.image_mean[2], x.image_std[0], x.image_std[1],
-           x.image_std[2]);
+           x.image_std[2], x.max_document_bytes);
 }
 
 template <class Inspector>
@@ -280,7 +280,8 @@ typename Inspector::result_type inspect(Inspector& f, job_config& x) {
            x.constructor_nodes, x.node_timeout_ms, x.on_bad_input, x.mix_by,
            x.tokenizer, x.plan_ahead, x.buffer_documents, x.max_document_bytes,
            x.log_level, x.checkpoint_dir, x.checkpoint_every,
-           x.checkpoint_keep, x.autoscale, x.sources, x.image_token_id);
+           x.checkpoint_keep, x.autoscale, x.sources, x.image_token_id,
+           x.max_request_bytes, x.max_client_requests);
 }
 
 }  // namespace overlord::planner

@@ -10,6 +10,7 @@
 #include "actors/constructor.hpp"
 #include "actors/node_links.hpp"
 #include "actors/source_pool.hpp"
+#include "actors/tls.hpp"
 #include "common/error.hpp"
 #include "common/log.hpp"
 #include "common/metrics_server.hpp"
@@ -32,8 +33,6 @@ struct payload_routes {
   std::map<uint32_t, caf::actor> pools;
 };
 
-// Payload requests are a few dozen bytes.
-constexpr int64_t max_payload_request_bytes = 1024;
 
 struct agent_state {
   static inline const char* name = "node_agent";
@@ -76,7 +75,8 @@ const std::string& payload_endpoint(agent_actor* self) {
   if (st.payload_server || st.setup.payload_endpoint.empty())
     return st.payload_endpoint;
   auto server = std::make_shared<transport::router_server>(
-      *st.setup.zmq_context, max_payload_request_bytes);
+      *st.setup.zmq_context, st.config->max_request_bytes,
+      st.setup.curve.get());
   st.payload_endpoint = server->bind(st.setup.payload_endpoint);
   auto routes = st.routes;
   auto log = st.log;
@@ -190,7 +190,8 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
         auto host = s.setup.planner_address.substr(0, colon);
         auto port = static_cast<uint16_t>(
             std::stoi(s.setup.planner_address.substr(colon + 1)));
-        auto remote = self->system().middleman().remote_actor(host, port);
+        auto remote = connect_actor(self->system(), host, port,
+                                    std::chrono::seconds(5));
         if (!remote) {
           if (std::chrono::steady_clock::now() - s.planner_lost_at >
               planner_wait) {
@@ -315,6 +316,7 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
         setup.bind = s.setup.info.bind;
         setup.shadow = shadow;
         setup.zmq_context = s.setup.zmq_context;
+        setup.curve = s.setup.curve;
         std::string endpoint;
         try {
           auto constructor =

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "actors/messages.hpp"
+#include "transport/curve.hpp"
 
 namespace overlord::actors {
 
@@ -29,6 +30,9 @@ struct agent_setup {
   // planner drains this node.
   caf::actor supervisor;
   std::shared_ptr<zmq::context_t> zmq_context;
+  // CURVE keys of this node's ZeroMQ servers and payload clients; null
+  // when the ZeroMQ links run without CURVE.
+  std::shared_ptr<const transport::curve_keys> curve;
 };
 
 caf::actor spawn_node_agent(caf::actor_system& system, agent_setup setup);

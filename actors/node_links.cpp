@@ -2,6 +2,8 @@
 
 #include <caf/io/all.hpp>
 
+#include "actors/tls.hpp"
+
 namespace overlord::actors {
 
 bool connect_directly(caf::actor_system& system, const std::string& address,
@@ -23,8 +25,8 @@ bool connect_directly(caf::actor_system& system, const std::string& address,
     log->warn("node={} ignores invalid node address '{}'", node_id, address);
     return false;
   }
-  auto remote = system.middleman().remote_actor(address.substr(0, colon),
-                                                static_cast<uint16_t>(port));
+  auto remote = connect_actor(system, address.substr(0, colon),
+                              static_cast<uint16_t>(port));
   if (!remote) {
     log->warn("node={} cannot connect to node at {}: {}; its messages travel "
               "through the planner",

@@ -22,12 +22,14 @@
 #include "actors/messages.hpp"
 #include "actors/node_agent.hpp"
 #include "actors/planner_actor.hpp"
+#include "actors/tls.hpp"
 #include "common/error.hpp"
 #include "common/job_metrics.hpp"
 #include "common/log.hpp"
 #include "common/metrics_server.hpp"
 #include "planner/config.hpp"
 #include "sources/tokenizer.hpp"
+#include "transport/curve.hpp"
 
 namespace {
 
@@ -59,15 +61,30 @@ constexpr const char* usage =
     "                      next_step of their saved state); default: the\n"
     "                      newest snapshot\n"
     "  --log-level LEVEL   trace, debug, info, warn or error\n"
-    "  --insecure          allow binding a non-loopback address without TLS\n"
     "  --log-format FORMAT text (default) or json: one JSON object per line\n"
     "  --metrics-port PORT serve Prometheus metrics at /metrics and a health\n"
     "                      check at /healthz over HTTP on this port, on the\n"
     "                      node's bind address (default: metrics_port of\n"
     "                      the config for planner and all, else 0: off)\n"
+    "  --tls-cert FILE     PEM certificate of this process; with --tls-key\n"
+    "                      and --tls-ca, CAF links run over mutual TLS\n"
+    "  --tls-key FILE      PEM private key of --tls-cert\n"
+    "  --tls-ca FILE       PEM certificate of the CA that peers' certificates\n"
+    "                      must be signed by\n"
+    "  --curve-secret FILE this node's ZeroMQ CURVE secret key (Z85); with\n"
+    "                      --curve-authorized, trainer and payload sockets\n"
+    "                      use CURVE\n"
+    "  --curve-authorized FILE\n"
+    "                      public keys (Z85, one per line) of the trainers\n"
+    "                      and nodes that may connect\n"
+    "  --curve-server-public FILE\n"
+    "                      public key of the loader nodes' payload servers\n"
+    "                      (default: this node's own, for a shared node key)\n"
+    "  --insecure          allow a non-loopback --bind (or bind) without TLS\n"
+    "                      certificates and CURVE keys\n"
     "\n"
-    "CAF's wire protocol between nodes has no authentication: keep planner\n"
-    "and node ports on a private network.\n";
+    "Without --tls-* flags CAF links have no authentication, and overlordd\n"
+    "refuses to listen on a non-loopback address unless --insecure is given.\n";
 
 struct options {
   std::string role = "all";
@@ -85,6 +102,10 @@ struct options {
   std::string resume_dir;
   std::optional<uint64_t> from_step;
   bool recover = false;
+  overlord::actors::tls_files tls;
+  std::string curve_secret;
+  std::string curve_authorized;
+  std::string curve_server_public;
   bool insecure = false;
 };
 
@@ -168,6 +189,20 @@ options parse_arguments(int argc, char** argv) {
       } catch (const std::exception&) {
         usage_error("--from-step expects a step number, got '" + text + "'");
       }
+    } else if (flag == "--tls-cert") {
+      out.tls.certificate = value();
+    } else if (flag == "--tls-key") {
+      out.tls.key = value();
+    } else if (flag == "--tls-ca") {
+      out.tls.ca = value();
+    } else if (flag == "--curve-secret") {
+      out.curve_secret = value();
+    } else if (flag == "--curve-authorized") {
+      out.curve_authorized = value();
+    } else if (flag == "--curve-server-public") {
+      out.curve_server_public = value();
+    } else if (flag == "--insecure") {
+      out.insecure = true;
     } else if (flag == "--node-id")
       out.node_id = value();
     else if (flag == "--log-level")
@@ -198,6 +233,18 @@ options parse_arguments(int argc, char** argv) {
     usage_error("--role " + out.role +
                 " takes its configuration from the planner; drop --config "
                 "and --set");
+  if (out.tls.enabled())
+    overlord::actors::check_tls_files(out.tls);
+  const bool curve = !out.curve_secret.empty() ||
+                     !out.curve_authorized.empty() ||
+                     !out.curve_server_public.empty();
+  if (curve && out.role == "planner")
+    usage_error("--role planner has no ZeroMQ socket; give the --curve-* "
+                "flags to loader, constructor and all nodes");
+  if (curve && (out.curve_secret.empty() || out.curve_authorized.empty()))
+    usage_error("CURVE needs --curve-secret and --curve-authorized; give "
+                "both (scripts/gen-certs DIR makes them) or no --curve-* "
+                "flag");
   return out;
 }
 
@@ -223,30 +270,46 @@ std::pair<std::string, uint16_t> split_host_port(const std::string& text) {
   return {text.substr(0, colon), static_cast<uint16_t>(port)};
 }
 
-bool is_loopback(const std::string& address) {
-  return address.rfind("127.", 0) == 0 || address == "localhost" ||
-         address == "::1";
-}
-
-// Warns once when this process listens beyond loopback under --insecure,
-// since neither CAF's wire protocol nor ZeroMQ authenticates peers here.
-// NOTE: a non-loopback bind without --insecure is accepted too, until
-// TLS options exist to take its place.
-void warn_if_exposed(const options& opts, const std::string& bind,
-                     const std::shared_ptr<spdlog::logger>& log) {
-  if (!opts.insecure || is_loopback(bind))
-    return;
-  log->warn("role={} listening on {} without TLS or authentication "
-            "(--insecure): anyone who reaches this address can join the job "
-            "and read its batches; keep it on a private network",
-            opts.role, bind);
-}
-
 // The node's id: --node-id, or ROLE-HOST-PID.
 std::string node_id_of(const options& opts) {
   if (!opts.node_id.empty())
     return opts.node_id;
   return opts.role + "-" + host_name() + "-" + std::to_string(getpid());
+}
+
+// Loads this node's CURVE keys; returns null without --curve-secret.
+std::shared_ptr<const overlord::transport::curve_keys> load_curve_keys(
+    const options& opts) {
+  using namespace overlord::transport;
+  if (opts.curve_secret.empty())
+    return nullptr;
+  auto keys = read_secret_key(opts.curve_secret, "--curve-secret");
+  keys.authorized =
+      read_authorized_keys(opts.curve_authorized, "--curve-authorized");
+  keys.server_public_key =
+      opts.curve_server_public.empty()
+          ? keys.public_key
+          : read_public_key(opts.curve_server_public, "--curve-server-public");
+  return std::make_shared<const curve_keys>(std::move(keys));
+}
+
+// Starts the ZAP handler that checks every client of this node's CURVE
+// sockets, logging rejected clients (the first 20, then every 100th).
+std::unique_ptr<overlord::transport::zap_handler> start_zap_handler(
+    zmq::context_t& context, const overlord::transport::curve_keys& keys,
+    const std::string& node_id) {
+  auto log = overlord::get_logger("actors");
+  auto rejected = std::make_shared<std::atomic<uint64_t>>(0);
+  return std::make_unique<overlord::transport::zap_handler>(
+      context, keys.authorized,
+      [log, rejected, node_id](const std::string& address,
+                               const std::string& key) {
+        uint64_t count = ++*rejected;
+        if (count <= 20 || count % 100 == 0)
+          log->warn("node={} rejected a ZeroMQ client at {} whose CURVE key "
+                    "{} is not in --curve-authorized ({} rejected so far)",
+                    node_id, address, key, count);
+      });
 }
 
 // Waits for a fatal error, a drain, a signal or the end of a watched
@@ -290,6 +353,8 @@ int run(const options& opts) {
   caf::actor_system_config system_config;
   actors::add_message_types(system_config);
   system_config.load<caf::io::middleman>();
+  if (opts.tls.enabled())
+    actors::enable_tls(system_config, opts.tls);
 
   std::optional<planner::job_config> config;
   int32_t pad_id = 0;
@@ -308,6 +373,10 @@ int run(const options& opts) {
                   "nodes to join, but planner_port is 0; set planner_port or "
                   "use 1");
     set_log_level(opts.log_level.empty() ? config->log_level : opts.log_level);
+    if (config->planner_port > 0)
+      actors::require_secure_bind(config->bind, "the planner's CAF port without TLS",
+                                  opts.tls.enabled(), opts.insecure,
+                                  "--tls-cert, --tls-key and --tls-ca");
     pad_id = sources::gpt2_tokenizer::load(config->tokenizer)->eos_id();
     if (!opts.resume_dir.empty())
       config->checkpoint_dir = opts.resume_dir;
@@ -332,8 +401,17 @@ int run(const options& opts) {
   } else if (!opts.log_level.empty()) {
     set_log_level(opts.log_level);
   }
+  if (opts.role == "loader" || opts.role == "constructor")
+    actors::require_secure_bind(opts.bind, "this node's CAF port without TLS",
+                                opts.tls.enabled(), opts.insecure,
+                                "--tls-cert, --tls-key and --tls-ca");
+  auto curve = load_curve_keys(opts);
+  if (opts.role != "planner")
+    actors::require_secure_bind(
+        opts.role == "all" ? config->bind : opts.bind,
+        "the ZeroMQ batch and payload sockets without CURVE", curve != nullptr,
+        opts.insecure, "--curve-secret and --curve-authorized");
 
-  warn_if_exposed(opts, config ? config->bind : opts.bind, log);
   // The planner's process listens on the config's bind address, other
   // nodes on --bind.
   const std::string bind_address = config ? config->bind : opts.bind;
@@ -353,6 +431,11 @@ int run(const options& opts) {
   caf::scoped_actor supervisor{system};
   auto supervisor_handle = caf::actor_cast<caf::actor>(supervisor);
   auto zmq_context = std::make_shared<zmq::context_t>(1);
+  // Declared after the context, so it closes its socket before the
+  // context is destroyed.
+  std::unique_ptr<transport::zap_handler> zap;
+  if (curve)
+    zap = start_zap_handler(*zmq_context, *curve, node_id);
   std::vector<caf::actor> everyone;
   std::string address = "local";
 
@@ -363,9 +446,9 @@ int run(const options& opts) {
                                       store, restore, opts.recover});
     everyone.push_back(planner_handle);
     if (config->planner_port > 0) {
-      auto published = system.middleman().publish(
-          planner_handle, static_cast<uint16_t>(config->planner_port),
-          config->bind.c_str(), true);
+      auto published = actors::publish_actor(
+          system, planner_handle, static_cast<uint16_t>(config->planner_port),
+          config->bind);
       if (!published) {
         log->error("cannot listen on {}:{}: {}; choose another planner_port",
                    config->bind, config->planner_port,
@@ -374,8 +457,9 @@ int run(const options& opts) {
         return 1;
       }
       address = config->bind + ":" + std::to_string(*published);
-      log->info("planner listening on {} (CAF middleman, no authentication)",
-                address);
+      log->info("planner listening on {} ({})", address,
+                opts.tls.enabled() ? "CAF over mutual TLS"
+                                   : "CAF middleman, no authentication");
       if (opts.role == "planner")
         metrics::set_health(true, "planner listening on " + address);
     }
@@ -386,7 +470,7 @@ int run(const options& opts) {
     auto give_up = std::chrono::steady_clock::now() +
                    std::chrono::milliseconds(opts.join_timeout_ms);
     auto pause = std::chrono::milliseconds(200);
-    auto remote = system.middleman().remote_actor(host, port);
+    auto remote = actors::connect_actor(system, host, port);
     for (int attempt = 1; !remote && stop_signal == 0 &&
                           std::chrono::steady_clock::now() + pause < give_up;
          ++attempt) {
@@ -397,11 +481,12 @@ int run(const options& opts) {
                   opts.join_timeout_ms);
       std::this_thread::sleep_for(pause);
       pause = std::min(pause * 2, std::chrono::milliseconds(2000));
-      remote = system.middleman().remote_actor(host, port);
+      remote = actors::connect_actor(system, host, port);
     }
     if (!remote) {
-      log->error("cannot reach the planner at {}: {}; check --planner and "
-                 "that the planner runs",
+      log->error("cannot reach the planner at {}: {}; check --planner, that "
+                 "the planner runs, and that both use TLS certificates from "
+                 "the same CA (or both none)",
                  opts.planner, system.render(remote.error()));
       return 1;
     }
@@ -420,6 +505,7 @@ int run(const options& opts) {
     setup.planner_address = opts.planner;
     setup.supervisor = supervisor_handle;
     setup.zmq_context = zmq_context;
+    setup.curve = curve;
     if (opts.role == "loader")
       setup.payload_endpoint = "tcp://" + opts.bind + ":" +
                                std::to_string(opts.payload_port);
@@ -428,8 +514,8 @@ int run(const options& opts) {
     if (opts.role != "all") {
       // Constructor nodes connect to loader nodes at this address, so
       // payloads travel between them directly, never through the planner.
-      auto published = system.middleman().publish(
-          agent, static_cast<uint16_t>(opts.port), opts.bind.c_str(), true);
+      auto published = actors::publish_actor(
+          system, agent, static_cast<uint16_t>(opts.port), opts.bind);
       if (!published) {
         log->error("node={} cannot listen on {}:{}: {}; choose another --port",
                    node_id, opts.bind, opts.port,

@@ -201,8 +201,8 @@ caf::behavior source_worker(worker_actor* self,
   options.text_field = source.text_field;
   options.fail_on_bad_input =
       setup->config.on_bad_input == planner::bad_input_policy::fail;
-  options.max_document_bytes =
-      static_cast<uint64_t>(setup->config.max_document_bytes);
+  options.max_document_bytes = static_cast<uint64_t>(
+      setup->config.max_document_bytes_of(setup->source));
   auto& series = metrics::series_of_source(source.name);
 
   return {

@@ -53,6 +53,11 @@ std::vector<std::pair<std::string, std::string>> stream_settings(
     out.emplace_back(prefix + "shards", std::to_string(source.shards.size()) +
                                             " files, name hash " +
                                             std::to_string(hash));
+    // Only an override is listed, so checkpoints of configs without one
+    // keep matching.
+    if (config.max_document_bytes_of(i) != config.max_document_bytes)
+      out.emplace_back(prefix + "max_document_bytes",
+                       std::to_string(config.max_document_bytes_of(i)));
   }
   return out;
 }

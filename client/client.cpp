@@ -1,6 +1,7 @@
 #include "client/client.hpp"
 
 #include <atomic>
+#include <cstring>
 
 #include "common/error.hpp"
 
@@ -41,12 +42,20 @@ void batch_client::connect(const std::string& endpoint) {
   static std::atomic<uint64_t> monitors{0};
   auto monitor_endpoint =
       "inproc://client-monitor-" + std::to_string(++monitors);
-  if (zmq_socket_monitor(socket.handle(), monitor_endpoint.c_str(),
-                         ZMQ_EVENT_DISCONNECTED) != 0)
+  const int events = ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                     ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                     ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                     ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
+  if (zmq_socket_monitor(socket.handle(), monitor_endpoint.c_str(), events) !=
+      0)
     throw error(errc::internal, "cannot monitor the client socket");
   zmq::socket_t monitor(context_, zmq::socket_type::pair);
   monitor.set(zmq::sockopt::linger, 0);
   monitor.connect(monitor_endpoint);
+  if (!options_.curve_secret_key.empty())
+    transport::set_curve_client(socket, options_.curve_secret_key,
+                                options_.curve_public_key,
+                                options_.curve_server_key);
   try {
     socket.connect(endpoint);
   } catch (const zmq::error_t& e) {
@@ -59,6 +68,8 @@ void batch_client::connect(const std::string& endpoint) {
   socket_ = std::move(socket);
   monitor_ = std::move(monitor);
   endpoint_ = endpoint;
+  handshake_done_ = false;
+  failed_handshakes_ = 0;
 }
 
 bool batch_client::fail_over() {
@@ -101,6 +112,46 @@ bool batch_client::fail_over() {
 }
 
 batch_client::~batch_client() = default;
+
+bool batch_client::read_monitor_event() {
+  // An event is two frames: a 16-bit event id with a 32-bit value, then
+  // the address.
+  zmq::message_t event;
+  zmq::message_t address;
+  (void)monitor_.recv(event);
+  if (event.more())
+    (void)monitor_.recv(address);
+  uint16_t id = 0;
+  uint32_t value = 0;
+  if (event.size() >= 6) {
+    std::memcpy(&id, event.data(), sizeof id);
+    std::memcpy(&value, static_cast<const char*>(event.data()) + 2,
+                sizeof value);
+  }
+  switch (id) {
+    case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+      handshake_done_ = true;
+      failed_handshakes_ = 0;
+      return false;
+    case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+      throw error(errc::invalid_config,
+                  "the server at " + endpoint_ + " rejected this client (ZAP "
+                  "status " + std::to_string(value) + "): add the client's "
+                  "CURVE public key to the server's --curve-authorized file, "
+                  "or give the client the key listed there");
+    case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+    case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+      ++failed_handshakes_;
+      return false;
+    case ZMQ_EVENT_DISCONNECTED:
+      if (!handshake_done_)
+        ++failed_handshakes_;
+      handshake_done_ = false;
+      return true;
+    default:
+      return false;
+  }
+}
 
 void batch_client::top_up() {
   while (in_flight_ + ahead_.size() < options_.prefetch) {
@@ -152,19 +203,17 @@ received_batch batch_client::next() {
         {static_cast<void*>(monitor_), 0, ZMQ_POLLIN, 0},
     };
     bool ready = false;
+    bool event = false;
     bool disconnected = false;
     if (left.count() > 0 && zmq::poll(items, 2, left) > 0) {
       ready = items[0].revents & ZMQ_POLLIN;
       if (items[1].revents & ZMQ_POLLIN) {
-        // An event is two frames: event id and value, then the address.
-        zmq::message_t event;
-        zmq::message_t address;
-        (void)monitor_.recv(event);
-        if (event.more())
-          (void)monitor_.recv(address);
-        disconnected = true;
+        event = true;
+        disconnected = read_monitor_event();
       }
     }
+    if (!ready && event && !disconnected)
+      continue;  // a handshake event only
     if (!ready && disconnected && can_fail_over) {
       // The server closed the connection (its process died): move now.
       fail_over();
@@ -189,7 +238,14 @@ received_batch batch_client::next() {
                       " sent no batch for step " +
                       std::to_string(next_step_) + " within " +
                       std::to_string(options_.timeout.count()) +
-                      " ms; check that the server is running");
+                      " ms; check that the server is running" +
+                      (failed_handshakes_ > 0
+                           ? " (the connection closed " +
+                                 std::to_string(failed_handshakes_) +
+                                 " time(s) without a completed handshake: "
+                                 "check that client and server both use "
+                                 "CURVE, and --curve-server-public)"
+                           : std::string()));
     zmq::message_t message;
     (void)socket_.recv(message);
     accept(std::move(message));

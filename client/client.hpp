@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 
+#include "transport/curve.hpp"
 #include "transport/wire.hpp"
 
 namespace overlord::client {
@@ -33,6 +34,11 @@ struct client_options {
   uint32_t prefetch = 2;  // requests in flight
   std::chrono::milliseconds timeout{30000};
   uint64_t first_step = 0;
+  // CURVE: this client's key pair and the server's public key (Z85). All
+  // empty: no CURVE.
+  std::string curve_secret_key;
+  std::string curve_public_key;
+  std::string curve_server_key;
 };
 
 // A received batch. It owns the ZeroMQ message, and `batch()` reads the
@@ -88,6 +94,9 @@ class batch_client {
   void top_up();
   void accept(zmq::message_t message);
   void connect(const std::string& endpoint);
+  // Reads one socket monitor event; returns true when the connection was
+  // lost. Throws overlord::error when the server rejected this client.
+  bool read_monitor_event();
   bool fail_over();
 
   client_options options_;
@@ -98,6 +107,10 @@ class batch_client {
   zmq::socket_t monitor_;
   std::string endpoint_;
   uint32_t failovers_ = 0;
+  // Connections the server closed during the handshake since the last
+  // successful one (a wrong server key, or CURVE on one side only).
+  uint32_t failed_handshakes_ = 0;
+  bool handshake_done_ = false;
   uint64_t next_step_;
   uint64_t next_request_;
   uint32_t in_flight_ = 0;

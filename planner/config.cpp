@@ -28,7 +28,7 @@ const std::set<std::string> top_level_keys = {
     "bind",         "base_port",        "on_bad_input",       "mix_by",
     "tokenizer",    "plan_ahead",       "buffer_documents",   "max_document_bytes",
     "log_level",    "autoscale",        "sources",
-    "metrics_port", "image_token_id",
+    "metrics_port", "image_token_id",   "max_request_bytes",  "max_client_requests",
 };
 
 const std::set<std::string> topology_keys = {"dp", "tp", "pp", "cp",
@@ -43,7 +43,7 @@ const std::set<std::string> source_keys = {
     "name",    "format",      "text_field",  "paths",
     "weight",  "workers",     "min_workers", "max_workers",
     "append_eos", "caption_field", "image_max_pixels", "patch_size",
-    "image_mean", "image_std",
+    "image_mean", "image_std", "max_document_bytes",
 };
 
 // Keys that only WebDataset (image-text) sources accept.
@@ -618,6 +618,10 @@ source_config parse_source(const YAML::Node& node, size_t index,
     source.workers = std::clamp(source.workers, source.min_workers,
                                 source.max_workers);
   }
+  if (node["max_document_bytes"])
+    source.max_document_bytes =
+        check.integer(node["max_document_bytes"],
+                      prefix + "max_document_bytes", 1, 1 << 30);
   return source;
 }
 
@@ -827,6 +831,12 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
   if (root["max_document_bytes"])
     config.max_document_bytes = check.integer(
         root["max_document_bytes"], "max_document_bytes", 1, 1 << 30);
+  if (root["max_request_bytes"])
+    config.max_request_bytes = check.integer(
+        root["max_request_bytes"], "max_request_bytes", 256, 1 << 20);
+  if (root["max_client_requests"])
+    config.max_client_requests = check.integer(
+        root["max_client_requests"], "max_client_requests", 1, 1 << 16);
   if (root["checkpoint_dir"])
     config.checkpoint_dir = check.resolve(check.scalar<std::string>(
         root["checkpoint_dir"], "checkpoint_dir", "string"));

@@ -62,6 +62,9 @@ struct source_config {
   // Indexed sources only: append the EOS id to every document. False means
   // the dataset's documents already end with it.
   bool append_eos = true;
+  // Larger documents of this source are bad input; 0 uses the job's
+  // max_document_bytes.
+  int64_t max_document_bytes = 0;
 };
 
 // How the planner sizes source pools from observed demand and latency.
@@ -141,6 +144,12 @@ struct job_config {
   int buffer_documents = 1024;
   // Documents larger than this many bytes are bad input.
   int64_t max_document_bytes = 64 << 20;
+  // Largest ZeroMQ request a constructor or payload server accepts
+  // (ZMQ_MAXMSGSIZE); requests are a few dozen bytes.
+  int max_request_bytes = 4096;
+  // Requests one trainer connection may keep open at a constructor for
+  // steps not built yet; more get an error reply.
+  int max_client_requests = 64;
   std::string log_level = "info";
   // Where the planner writes snapshots and deltas; empty turns them off.
   std::string checkpoint_dir;
@@ -176,6 +185,12 @@ struct job_config {
   uint32_t rows_per_rank_at(uint32_t length) const {
     return static_cast<uint32_t>(static_cast<uint64_t>(rows_per_rank) *
                                  shortest_length() / length);
+  }
+
+  // The document size limit of source `index`: its own or the job's.
+  int64_t max_document_bytes_of(size_t index) const {
+    auto own = sources.at(index).max_document_bytes;
+    return own > 0 ? own : max_document_bytes;
   }
 };
 

@@ -85,6 +85,16 @@ class shard_reader {
       return std::move(result_);
     }
 
+    if (options_.format == shard_format::text)
+      return read_text(path, size);
+    read_jsonl(path);
+    return std::move(result_);
+  }
+
+ private:
+  // A text shard is one document of `size` bytes, already checked against
+  // max_document_bytes, so the read allocates at most that much.
+  read_result read_text(const std::string& path, uint64_t size) {
     std::ifstream in(path, std::ios::binary);
     std::string content;
     if (in) {
@@ -96,40 +106,95 @@ class shard_reader {
              std::string("read failed: ") + std::strerror(errno));
       return std::move(result_);
     }
-
-    if (options_.format == shard_format::text) {
-      accept(shard_name_, std::move(content));
-      return std::move(result_);
-    }
-
-    uint64_t line = 0;
-    size_t start = 0;
-    while (start < content.size()) {
-      size_t end = content.find('\n', start);
-      if (end == std::string::npos)
-        end = content.size();
-      ++line;
-      size_t length = end - start;
-      if (length > 0 && content[end - 1] == '\r')
-        --length;
-      // Blank lines separate nothing in JSON Lines; they are not records.
-      bool blank = true;
-      for (size_t i = start; i < start + length && blank; ++i)
-        blank = content[i] == ' ' || content[i] == '\t';
-      if (!blank)
-        parse_jsonl_line(content.data() + start, length, line);
-      start = end + 1;
-    }
+    accept(shard_name_, std::move(content));
     return std::move(result_);
   }
 
- private:
+  // Reads a JSON Lines shard in fixed-size chunks. A line longer than
+  // jsonl_line_limit is skipped as oversize while it is read, so memory
+  // stays bounded by the limit whatever the shard's size.
+  void read_jsonl(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      reject("unreadable_file", shard_name_,
+             std::string("open failed: ") + std::strerror(errno));
+      return;
+    }
+    const uint64_t line_limit = jsonl_line_limit(options_.max_document_bytes);
+    std::vector<char> chunk(64 * 1024);
+    std::string line;
+    uint64_t line_number = 1;
+    bool oversize = false;     // the current line is over the limit
+    uint64_t line_bytes = 0;   // length of the current line so far
+    while (in) {
+      in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+      size_t got = static_cast<size_t>(in.gcount());
+      size_t start = 0;
+      while (start < got) {
+        auto* newline = static_cast<const char*>(
+            std::memchr(chunk.data() + start, '\n', got - start));
+        size_t end = newline ? static_cast<size_t>(newline - chunk.data()) : got;
+        size_t length = end - start;
+        line_bytes += length;
+        if (!oversize && line_bytes > line_limit) {
+          oversize = true;
+          line.clear();
+          line.shrink_to_fit();
+        }
+        if (!oversize)
+          line.append(chunk.data() + start, length);
+        if (!newline)
+          break;
+        finish_line(line, oversize, line_bytes, line_number, line_limit);
+        ++line_number;
+        start = end + 1;
+      }
+    }
+    if (in.bad()) {
+      reject("unreadable_file", shard_name_,
+             std::string("read failed: ") + std::strerror(errno));
+      return;
+    }
+    if (line_bytes > 0)
+      finish_line(line, oversize, line_bytes, line_number, line_limit);
+  }
+
+  // Parses one complete line, or rejects it when it was over the limit.
+  void finish_line(std::string& line, bool& oversize, uint64_t& line_bytes,
+                   uint64_t line_number, uint64_t line_limit) {
+    const uint64_t bytes = line_bytes;
+    line_bytes = 0;
+    if (oversize) {
+      oversize = false;
+      reject("oversize", shard_name_ + ":" + std::to_string(line_number),
+             "line of " + std::to_string(bytes) +
+                 " bytes exceeds the JSON Lines limit of " +
+                 std::to_string(line_limit) +
+                 " bytes (6 x max_document_bytes + 64 KiB)");
+      return;
+    }
+    size_t length = line.size();
+    if (length > 0 && line[length - 1] == '\r')
+      --length;
+    // Blank lines separate nothing in JSON Lines; they are not records.
+    bool blank = true;
+    for (size_t i = 0; i < length && blank; ++i)
+      blank = line[i] == ' ' || line[i] == '\t';
+    if (!blank)
+      parse_jsonl_line(line.data(), length, line_number);
+    line.clear();
+  }
+
   std::string shard_name_;
   const reader_options& options_;
   read_result result_;
 };
 
 }  // namespace
+
+uint64_t jsonl_line_limit(uint64_t max_document_bytes) {
+  return 6 * max_document_bytes + 64 * 1024;
+}
 
 bool is_blank(const std::string& text) {
   for (char c : text)

@@ -44,6 +44,11 @@ struct read_result {
 read_result read_shard(const std::string& path, const std::string& shard_name,
                        const reader_options& options);
 
+// The longest JSON Lines record read into memory. JSON encodes each byte
+// of text in at most 6 bytes (\u00XX), and 64 KiB is left for the other
+// fields. A longer line is skipped as oversize without being stored.
+uint64_t jsonl_line_limit(uint64_t max_document_bytes);
+
 // True when `text` has no characters other than ASCII whitespace.
 bool is_blank(const std::string& text);
 

@@ -11,23 +11,30 @@ namespace {
 
 class admin_config : public caf::actor_system_config {
  public:
-  admin_config() {
+  explicit admin_config(const actors::tls_files& tls) {
     actors::add_message_types(*this);
     load<caf::io::middleman>();
+    if (tls.enabled()) {
+      actors::check_tls_files(tls);
+      actors::enable_tls(*this, tls);
+    }
   }
 };
 
 }  // namespace
 
 struct admin_client::system_holder {
+  explicit system_holder(const actors::tls_files& tls) : config(tls) {}
+
   admin_config config;
   caf::actor_system system{config};
   caf::actor planner;
 };
 
 admin_client::admin_client(const std::string& planner_address,
-                           std::chrono::milliseconds timeout)
-    : holder_(std::make_unique<system_holder>()),
+                           std::chrono::milliseconds timeout,
+                           const actors::tls_files& tls)
+    : holder_(std::make_unique<system_holder>(tls)),
       address_(planner_address),
       timeout_(timeout) {
   auto colon = planner_address.rfind(':');
@@ -42,14 +49,17 @@ admin_client::admin_client(const std::string& planner_address,
   if (port <= 0 || port > 65535)
     throw error(errc::invalid_config, "--planner expects HOST:PORT, got '" +
                                           planner_address + "'");
-  auto remote = holder_->system.middleman().remote_actor(
-      planner_address.substr(0, colon), static_cast<uint16_t>(port));
+  auto remote = actors::connect_actor(
+      holder_->system, planner_address.substr(0, colon),
+      static_cast<uint16_t>(port), timeout);
   if (!remote)
     throw error(errc::unavailable,
                 "cannot reach the planner at " + planner_address + ": " +
                     holder_->system.render(remote.error()) +
-                    "; check the address and that overlordd --role planner "
-                    "(or all, with planner_port set) runs");
+                    "; check the address, that overlordd --role planner "
+                    "(or all, with planner_port set) runs, and that both "
+                    "sides use TLS certificates from the same CA (or both "
+                    "none)");
   holder_->planner = *remote;
 }
 

@@ -11,14 +11,18 @@
 #include <utility>
 #include <vector>
 
+#include "actors/tls.hpp"
+
 namespace overlord::tools {
 
 class admin_client {
  public:
-  // Connects to the planner at "host:port". Throws overlord::error
-  // (unavailable) when it cannot be reached, naming the address.
+  // Connects to the planner at "host:port", over mutual TLS when `tls`
+  // names certificate files. Throws overlord::error (unavailable) when it
+  // cannot be reached, naming the address.
   admin_client(const std::string& planner_address,
-               std::chrono::milliseconds timeout);
+               std::chrono::milliseconds timeout,
+               const actors::tls_files& tls = {});
   ~admin_client();
 
   // The job's state as one JSON object.

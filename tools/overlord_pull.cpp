@@ -4,6 +4,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -16,6 +17,7 @@
 #include "client/client.hpp"
 #include "common/error.hpp"
 #include "tools/admin_client.hpp"
+#include "transport/curve.hpp"
 #include "transport/wire.hpp"
 
 namespace {
@@ -40,6 +42,13 @@ constexpr const char* usage =
     "  --step-ms MS       wait this long after each batch, like a training\n"
     "                     step (0)\n"
     "  --progress         print a progress line to stderr\n"
+    "  --curve-secret FILE this client's CURVE secret key (Z85); with\n"
+    "                     --curve-server-public, the link uses CURVE\n"
+    "  --curve-server-public FILE\n"
+    "                     the constructors' CURVE public key (Z85)\n"
+    "  --tls-cert FILE, --tls-key FILE, --tls-ca FILE\n"
+    "                     with --planner: PEM certificate, key and CA for a\n"
+    "                     planner that uses TLS\n"
     "\n"
     "Prints one JSON object per batch: step, rank, rows, tokens, documents,\n"
     "sources, source_tokens, padding, imbalance, images (count),\n"
@@ -49,6 +58,7 @@ constexpr const char* usage =
 struct options {
   overlord::client::client_options client;
   std::string planner;
+  overlord::actors::tls_files tls;
   uint64_t steps = 0;
   uint64_t step_ms = 0;
   bool progress = false;
@@ -125,6 +135,19 @@ options parse_arguments(int argc, char** argv) {
       out.step_ms = parse_number(flag, value());
     } else if (flag == "--progress") {
       out.progress = true;
+    } else if (flag == "--curve-secret") {
+      auto keys = overlord::transport::read_secret_key(value(), flag);
+      out.client.curve_secret_key = keys.secret_key;
+      out.client.curve_public_key = keys.public_key;
+    } else if (flag == "--curve-server-public") {
+      out.client.curve_server_key =
+          overlord::transport::read_public_key(value(), flag);
+    } else if (flag == "--tls-cert") {
+      out.tls.certificate = value();
+    } else if (flag == "--tls-key") {
+      out.tls.key = value();
+    } else if (flag == "--tls-ca") {
+      out.tls.ca = value();
     } else if (flag == "--help" || flag == "-h") {
       std::cout << usage;
       std::exit(0);
@@ -137,6 +160,11 @@ options parse_arguments(int argc, char** argv) {
     throw overlord::error(overlord::errc::invalid_config,
                           "--endpoint (or --planner), --rank and --steps are "
                           "required");
+  if (out.client.curve_secret_key.empty() !=
+      out.client.curve_server_key.empty())
+    throw overlord::error(overlord::errc::invalid_config,
+                          "CURVE needs both --curve-secret and "
+                          "--curve-server-public");
   if (!out.planner.empty() && !out.client.endpoint.empty())
     throw overlord::error(overlord::errc::invalid_config,
                           "give --endpoint or --planner, not both");
@@ -212,17 +240,28 @@ std::string summarize(const overlord::wire::Batch& batch) {
 }
 
 // Asks the planner for the rank's endpoint, retrying while the planner
-// has not assigned the rank yet, up to the client timeout.
+// has not assigned the rank yet, up to the client timeout. A request
+// without a reply within 5 s is sent again over a new connection, because
+// a CAF connection can drop without an error reaching the request.
 std::pair<std::string, std::string> look_up(const options& opts) {
   auto deadline = std::chrono::steady_clock::now() + opts.client.timeout;
-  overlord::tools::admin_client admin(opts.planner, opts.client.timeout);
+  auto attempt_timeout =
+      std::min<std::chrono::milliseconds>(opts.client.timeout,
+                                          std::chrono::seconds(5));
+  std::unique_ptr<overlord::tools::admin_client> admin;
   for (;;) {
     try {
-      return admin.lookup(opts.client.rank);
+      if (!admin)
+        admin = std::make_unique<overlord::tools::admin_client>(
+            opts.planner, attempt_timeout, opts.tls);
+      return admin->lookup(opts.client.rank);
     } catch (const overlord::error& e) {
-      if (e.code() != overlord::errc::unavailable ||
-          std::chrono::steady_clock::now() > deadline)
+      bool retry = e.code() == overlord::errc::unavailable ||
+                   e.code() == overlord::errc::timeout;
+      if (!retry || std::chrono::steady_clock::now() > deadline)
         throw;
+      if (e.code() == overlord::errc::timeout)
+        admin.reset();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
@@ -248,7 +287,7 @@ int main(int argc, char** argv) {
       // Before a failover, ask the planner where the rank is served now:
       // it may have promoted the shadow already.
       admin = std::make_unique<overlord::tools::admin_client>(
-          opts.planner, std::chrono::milliseconds(2000));
+          opts.planner, std::chrono::milliseconds(2000), opts.tls);
       auto* planner = admin.get();
       uint32_t rank = opts.client.rank;
       opts.client.fallback_endpoints = planner->endpoints(rank);

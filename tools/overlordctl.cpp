@@ -35,7 +35,11 @@ constexpr const char* usage =
     "                           info, warn, error or off on one node, or on\n"
     "                           the planner and every node\n"
     "\n"
-    "  --timeout SECONDS        wait this long for the planner (10)\n";
+    "  --timeout SECONDS        wait this long for the planner (10)\n"
+    "  --tls-cert FILE          PEM certificate for a planner that uses TLS\n"
+    "  --tls-key FILE           PEM private key of --tls-cert\n"
+    "  --tls-ca FILE            PEM CA certificate the planner's must verify\n"
+    "                           against\n";
 
 using overlord::errc;
 using overlord::error;
@@ -162,6 +166,7 @@ std::vector<std::pair<std::string, double>> parse_weights(
 int run(int argc, char** argv) {
   std::string planner;
   std::chrono::milliseconds timeout{10000};
+  overlord::actors::tls_files tls;
   std::vector<std::string> rest;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -170,6 +175,12 @@ int run(int argc, char** argv) {
     } else if (arg == "--timeout" && i + 1 < argc) {
       timeout = std::chrono::milliseconds(
           static_cast<int64_t>(parse_positive("--timeout", argv[++i]) * 1000));
+    } else if (arg == "--tls-cert" && i + 1 < argc) {
+      tls.certificate = argv[++i];
+    } else if (arg == "--tls-key" && i + 1 < argc) {
+      tls.key = argv[++i];
+    } else if (arg == "--tls-ca" && i + 1 < argc) {
+      tls.ca = argv[++i];
     } else if (arg == "--help" || arg == "-h") {
       std::cout << usage;
       return 0;
@@ -187,7 +198,7 @@ int run(int argc, char** argv) {
     bool json = !args.empty() && args[0] == "--json";
     if (args.size() > (json ? 1u : 0u))
       throw error(errc::invalid_config, "status takes only --json");
-    overlord::tools::admin_client client(planner, timeout);
+    overlord::tools::admin_client client(planner, timeout, tls);
     auto status = client.status_json();
     std::cout << (json ? status + "\n" : render_status(status));
     return 0;
@@ -204,7 +215,7 @@ int run(int argc, char** argv) {
       else
         throw error(errc::invalid_config, "top takes --interval and --iterations");
     }
-    overlord::tools::admin_client client(planner, timeout);
+    overlord::tools::admin_client client(planner, timeout, tls);
     for (long i = 0; iterations < 0 || i < iterations; ++i) {
       auto view = render_status(client.status_json());
       // Clear the screen and move home, then draw the view.
@@ -220,7 +231,7 @@ int run(int argc, char** argv) {
 
   if (command == "set-weights") {
     auto weights = parse_weights(args);
-    overlord::tools::admin_client client(planner, timeout);
+    overlord::tools::admin_client client(planner, timeout, tls);
     auto step = client.set_weights(weights);
     std::cout << "weights apply from step " << step << "\n";
     return 0;
@@ -229,7 +240,7 @@ int run(int argc, char** argv) {
   if (command == "drain") {
     if (args.size() != 1)
       throw error(errc::invalid_config, "drain takes one node id");
-    overlord::tools::admin_client client(planner, timeout);
+    overlord::tools::admin_client client(planner, timeout, tls);
     std::cout << client.drain(args[0]) << "\n";
     return 0;
   }

@@ -5,11 +5,16 @@
 
 namespace overlord::transport {
 
-payload_client::payload_client(zmq::context_t& context, reply_handler on_reply)
+payload_client::payload_client(zmq::context_t& context, reply_handler on_reply,
+                               const curve_keys* curve,
+                               int64_t max_reply_bytes)
     : context_(context),
       on_reply_(std::move(on_reply)),
+      max_reply_bytes_(max_reply_bytes),
       control_in_(context, zmq::socket_type::pull),
       control_out_(context, zmq::socket_type::push) {
+  if (curve)
+    curve_ = *curve;
   static std::atomic<uint64_t> clients{0};
   control_endpoint_ = "inproc://payload-client-" + std::to_string(++clients);
   control_in_.set(zmq::sockopt::linger, 0);
@@ -71,6 +76,10 @@ void payload_client::run() {
         dealer = std::make_unique<zmq::socket_t>(context_,
                                                  zmq::socket_type::dealer);
         dealer->set(zmq::sockopt::linger, 0);
+        dealer->set(zmq::sockopt::maxmsgsize, max_reply_bytes_);
+        if (curve_)
+          set_curve_client(*dealer, curve_->secret_key, curve_->public_key,
+                           curve_->server_public_key);
         dealer->connect(name);
         order.push_back(dealer.get());
       }

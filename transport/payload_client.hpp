@@ -11,9 +11,11 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
+#include "transport/curve.hpp"
 #include "transport/payload_wire.hpp"
 
 namespace overlord::transport {
@@ -22,7 +24,12 @@ class payload_client {
  public:
   using reply_handler = std::function<void(payload_reply reply)>;
 
-  payload_client(zmq::context_t& context, reply_handler on_reply);
+  // With `curve`, every connection is a CURVE client of servers with
+  // curve->server_public_key. A reply over `max_reply_bytes` (-1: no
+  // limit) closes that connection in libzmq before it is allocated.
+  payload_client(zmq::context_t& context, reply_handler on_reply,
+                 const curve_keys* curve = nullptr,
+                 int64_t max_reply_bytes = -1);
   ~payload_client();
 
   payload_client(const payload_client&) = delete;
@@ -40,6 +47,8 @@ class payload_client {
 
   zmq::context_t& context_;
   reply_handler on_reply_;
+  std::optional<curve_keys> curve_;
+  int64_t max_reply_bytes_;
   std::string control_endpoint_;
   zmq::socket_t control_in_;
   zmq::socket_t control_out_;

@@ -7,8 +7,10 @@
 namespace overlord::transport {
 
 router_server::router_server(zmq::context_t& context,
-                             int64_t max_request_bytes)
+                             int64_t max_request_bytes,
+                             const curve_keys* curve)
     : context_(context),
+      max_request_bytes_(max_request_bytes),
       router_(context, zmq::socket_type::router),
       control_in_(context, zmq::socket_type::pull),
       control_out_(context, zmq::socket_type::push) {
@@ -20,6 +22,8 @@ router_server::router_server(zmq::context_t& context,
   control_out_.connect(control_endpoint_);
   router_.set(zmq::sockopt::linger, 0);
   router_.set(zmq::sockopt::maxmsgsize, max_request_bytes);
+  if (curve)
+    set_curve_server(router_, *curve);
   control_out_.set(zmq::sockopt::linger, 0);
   control_in_.set(zmq::sockopt::linger, 0);
 }
@@ -94,10 +98,19 @@ void router_server::run() {
       (void)router_.recv(client);
       (void)router_.recv(frame);
       // Drain any extra frames so the next read starts a new message.
+      bool extra_frames = false;
       while (frame.more()) {
         zmq::message_t extra;
         (void)router_.recv(extra);
         frame.move(extra);
+        extra_frames = true;
+      }
+      // Requests are one frame, and libzmq already bounds each frame by
+      // ZMQ_MAXMSGSIZE; the size check keeps that bound here too.
+      if (extra_frames ||
+          static_cast<int64_t>(frame.size()) > max_request_bytes_) {
+        ++rejected_frames_;
+        continue;
       }
       std::string id(static_cast<const char*>(client.data()), client.size());
       on_frame_(id, std::string_view(static_cast<const char*>(frame.data()),

@@ -14,6 +14,8 @@
 #include <string_view>
 #include <thread>
 
+#include "transport/curve.hpp"
+
 namespace overlord::transport {
 
 class router_server {
@@ -24,8 +26,10 @@ class router_server {
       std::function<void(const std::string& client, std::string_view frame)>;
 
   // `max_request_bytes` bounds incoming frames; ZeroMQ drops a peer that
-  // sends more instead of allocating for it.
-  router_server(zmq::context_t& context, int64_t max_request_bytes);
+  // sends more instead of allocating for it. With `curve`, the socket is a
+  // CURVE server and the context's zap_handler checks every client.
+  router_server(zmq::context_t& context, int64_t max_request_bytes,
+                const curve_keys* curve = nullptr);
   ~router_server();
 
   router_server(const router_server&) = delete;
@@ -48,10 +52,19 @@ class router_server {
   // Stops the thread and closes the sockets. Idempotent.
   void stop();
 
+  // Messages dropped without reaching the handler: ones with more than
+  // one frame, or larger than max_request_bytes. Thread-safe.
+  // NOTE: a message over ZMQ_MAXMSGSIZE never arrives, because libzmq
+  // closes that peer's connection after reading the size field, so it is
+  // not counted here.
+  uint64_t rejected_frames() const { return rejected_frames_; }
+
  private:
   void run();
 
   zmq::context_t& context_;
+  int64_t max_request_bytes_;
+  std::atomic<uint64_t> rejected_frames_{0};
   frame_handler on_frame_;
   std::string endpoint_;
   std::string control_endpoint_;

@@ -9,6 +9,7 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -25,6 +26,7 @@
 #include "sources/image.hpp"
 #include "sources/tokenizer.hpp"
 #include "tools/admin_client.hpp"
+#include "transport/curve.hpp"
 
 namespace py = pybind11;
 
@@ -84,22 +86,29 @@ void check_signals() {
 // of `rank`. Retries every 200 ms while the planner cannot be reached (a
 // trainer may start before overlordd listens) or reports the rank as not
 // assigned yet, both errc::unavailable, until `timeout_seconds` have passed.
-std::pair<std::string, std::string> look_up(const std::string& planner,
-                                            uint32_t rank,
-                                            double timeout_seconds) {
+std::pair<std::string, std::string> look_up(
+    const std::string& planner, uint32_t rank, double timeout_seconds,
+    const actors::tls_files& tls = {}) {
   const auto timeout = to_milliseconds(timeout_seconds, "timeout");
   py::gil_scoped_release release;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // A request without a reply within 5 s is sent again over a new
+  // connection, because a CAF connection can drop without an error
+  // reaching the request.
+  const auto attempt_timeout =
+      std::min<std::chrono::milliseconds>(timeout, std::chrono::seconds(5));
   std::optional<tools::admin_client> admin;
   for (;;) {
     try {
       if (!admin)
-        admin.emplace(planner, timeout);
+        admin.emplace(planner, attempt_timeout, tls);
       return admin->lookup(rank);
     } catch (const error& e) {
-      if (e.code() != errc::unavailable ||
-          std::chrono::steady_clock::now() > deadline)
+      bool retry = e.code() == errc::unavailable || e.code() == errc::timeout;
+      if (!retry || std::chrono::steady_clock::now() > deadline)
         throw;
+      if (e.code() == errc::timeout)
+        admin.reset();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     check_signals();
@@ -114,15 +123,29 @@ class python_client {
   // endpoint the planner returns for the rank. With a planner, the client
   // fails over to the rank's other endpoints (its shadow) after
   // `failover_seconds` of silence, as overlord_pull --planner does.
+  // `curve_secret` and `curve_server_public` name CURVE key files, and
+  // `tls` the certificate files for planner lookups; empty: not used.
   python_client(const std::string& endpoint, const std::string& planner,
                 uint32_t rank, uint32_t cp_rank, uint32_t prefetch,
                 double timeout_seconds, uint64_t first_step,
-                double failover_seconds) {
+                double failover_seconds, const std::string& curve_secret,
+                const std::string& curve_server_public,
+                const actors::tls_files& tls) {
     auto options = make_options(endpoint, rank, cp_rank, prefetch,
                                 timeout_seconds, first_step);
+    if (curve_secret.empty() != curve_server_public.empty())
+      throw error(errc::invalid_config,
+                  "CURVE needs both curve_secret and curve_server_public");
+    if (!curve_secret.empty()) {
+      auto keys = transport::read_secret_key(curve_secret, "curve_secret");
+      options.curve_secret_key = keys.secret_key;
+      options.curve_public_key = keys.public_key;
+      options.curve_server_key =
+          transport::read_public_key(curve_server_public, "curve_server_public");
+    }
     if (!planner.empty()) {
       options.failover_timeout = to_milliseconds(failover_seconds, "failover_timeout");
-      auto [found, serving_node] = look_up(planner, rank, timeout_seconds);
+      auto [found, serving_node] = look_up(planner, rank, timeout_seconds, tls);
       options.endpoint = found;
       options.node = serving_node;
       node_ = serving_node;
@@ -131,7 +154,7 @@ class python_client {
       // Before a failover the client asks the planner where the rank is
       // served now, because the planner may have promoted the shadow.
       admin_ = std::make_unique<tools::admin_client>(
-          planner, std::chrono::milliseconds(2000));
+          planner, std::chrono::milliseconds(2000), tls);
       auto* admin = admin_.get();
       options.fallback_endpoints = admin->endpoints(rank);
       options.resolve = [admin, rank] { return admin->endpoints(rank); };
@@ -349,8 +372,11 @@ PYBIND11_MODULE(_overlord, module) {
     return out;
   }, "Return the overlord::errc values and their names.");
 
-  module.def("look_up", &look_up, py::arg("planner"), py::arg("rank"),
-             py::arg("timeout"),
+  module.def("look_up",
+             [](const std::string& planner, uint32_t rank, double timeout) {
+               return look_up(planner, rank, timeout);
+             },
+             py::arg("planner"), py::arg("rank"), py::arg("timeout"),
              "Return (endpoint, node) of the rank's constructor from the "
              "planner at HOST:PORT, retrying while the rank is unassigned.");
 
@@ -370,11 +396,25 @@ PYBIND11_MODULE(_overlord, module) {
 
   py::class_<python_client>(module, "BatchClient",
                             "One rank's connection to its constructor.")
-      .def(py::init<const std::string&, const std::string&, uint32_t,
-                    uint32_t, uint32_t, double, uint64_t, double>(),
+      .def(py::init([](const std::string& endpoint, const std::string& planner,
+                       uint32_t rank, uint32_t cp_rank, uint32_t prefetch,
+                       double timeout, uint64_t first_step,
+                       double failover_timeout, const std::string& curve_secret,
+                       const std::string& curve_server_public,
+                       const std::string& tls_cert, const std::string& tls_key,
+                       const std::string& tls_ca) {
+             return std::make_unique<python_client>(
+                 endpoint, planner, rank, cp_rank, prefetch, timeout,
+                 first_step, failover_timeout, curve_secret,
+                 curve_server_public,
+                 overlord::actors::tls_files{tls_cert, tls_key, tls_ca});
+           }),
            py::arg("endpoint"), py::arg("planner"), py::arg("rank"),
            py::arg("cp_rank"), py::arg("prefetch"), py::arg("timeout"),
-           py::arg("first_step"), py::arg("failover_timeout"))
+           py::arg("first_step"), py::arg("failover_timeout"),
+           py::arg("curve_secret") = "", py::arg("curve_server_public") = "",
+           py::arg("tls_cert") = "", py::arg("tls_key") = "",
+           py::arg("tls_ca") = "")
       .def("next", &python_client::next,
            "Wait for the next step's batch and return it as a dict.")
       .def_property_readonly("next_step", &python_client::next_step,

@@ -1,6 +1,7 @@
 """The trainer-side client of one rank's constructor."""
 
 import numbers
+import os
 
 from . import _overlord
 
@@ -44,6 +45,11 @@ class Client:
     :class:`overlord.TimeoutError`. ``first_step`` is the first step
     requested.
 
+    ``curve_secret`` and ``curve_server_public`` name Z85 key files (as
+    made by ``scripts/gen-certs``) for constructors that use CURVE; give
+    both or neither. ``tls_cert``, ``tls_key`` and ``tls_ca`` name PEM
+    files for a planner that uses TLS.
+
     Each batch is a dict. ``tokens``, ``labels``, ``loss_mask`` and
     ``position_ids`` are read-only NumPy arrays of shape
     ``[rows, row_length]`` (int32, int32, uint8, int32) and ``cu_seqlens``
@@ -70,7 +76,9 @@ class Client:
     """
 
     def __init__(self, endpoint=None, planner=None, rank=0, cp_rank=0,
-                 prefetch=2, timeout=30.0, first_step=0, failover_timeout=3.0):
+                 prefetch=2, timeout=30.0, first_step=0, failover_timeout=3.0,
+                 curve_secret=None, curve_server_public=None,
+                 tls_cert=None, tls_key=None, tls_ca=None):
         if (endpoint is None) == (planner is None):
             raise ValueError("give exactly one of endpoint and planner")
         self._rank = _check_integer("rank", rank, _UINT32_MAX)
@@ -100,6 +108,17 @@ class Client:
             self._planner = planner
         else:
             self._endpoint = _normalize_endpoint(endpoint)
+        self._security = {}
+        for name, value in (("curve_secret", curve_secret),
+                            ("curve_server_public", curve_server_public),
+                            ("tls_cert", tls_cert), ("tls_key", tls_key),
+                            ("tls_ca", tls_ca)):
+            if value is None:
+                continue
+            try:
+                self._security[name] = os.fsdecode(value)
+            except TypeError:
+                raise ValueError(f"{name} must be a file path, got {value!r}") from None
         self._core = None
         self._open(first_step)
 
@@ -113,7 +132,7 @@ class Client:
         core = _overlord.BatchClient(
             self._endpoint or "", self._planner or "", self._rank,
             self._cp_rank, self._prefetch, self._timeout, first_step,
-            self._failover_timeout)
+            self._failover_timeout, **self._security)
         self._core = core
         self._next_step = first_step
 
