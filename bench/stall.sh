@@ -31,20 +31,20 @@ echo "machine: $cores cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2
 sources=2
 share=$(( budget / sources > 0 ? budget / sources : 1 ))
 
-# Writes the job: 2 ranks x 4 rows of 1024 tokens, as many image-text
-# samples (up to 256x256 pixels, 256 patches) as text documents.
+# Writes the job: 2 ranks x 4 rows of 2048 tokens, 3 image-text samples
+# (up to 512x512 pixels, 1024 patches) for every text document.
 write_job() {
   local path=$1 port=$2 workers=$3 autoscale=$4
   cat >"$path" <<YAML
 seed: 7
 planner_port: $(( port + 2 ))
-sequence_length: 1024
+sequence_length: 2048
 rows_per_rank: 4
 ranks: 2
 base_port: $port
 mix_by: documents
 plan_ahead: 4
-buffer_documents: 64
+buffer_documents: 32
 tokenizer: $data/gpt2
 autoscale:
   enabled: $autoscale
@@ -61,9 +61,9 @@ sources:
   - name: images
     format: webdataset
     paths: $data/images/images-*.tar
-    image_max_pixels: 65536
+    image_max_pixels: 262144
     patch_size: 16
-    weight: 1
+    weight: 3
     workers: $workers
     max_workers: $(( budget + 1 ))
 YAML
@@ -82,8 +82,8 @@ port=$(free_ports 3)
 write_job "$work/calibrate.yaml" "$port" "$share" false
 pid=$(start_daemon "$work/calibrate.yaml" "$work/calibrate.log")
 pids+=("$pid")
-"$bin/bench/stall_trainer" --port "$port" --ranks 2 --steps 200 --step-ms 0 \
-  --warmup 80 >"$work/calibrate.out"
+"$bin/bench/stall_trainer" --port "$port" --ranks 2 --steps 60 --step-ms 0 \
+  --warmup 20 >"$work/calibrate.out"
 "$bin/tools/overlordctl" --planner "127.0.0.1:$(( port + 2 ))" status --json \
   >"$work/calibrate-status.json"
 kill "$pid" 2>/dev/null || true
