@@ -103,6 +103,12 @@ class checker {
                   const std::set<std::string>& allowed) const {
     std::set<std::string> seen;
     for (const auto& entry : map) {
+      // as<std::string>() throws YAML::BadConversion on a list or map key
+      // ("? [a]" in YAML), which no caller expects from the config loader.
+      if (!entry.first.IsScalar())
+        fail(entry.first, prefix + "(key)",
+             std::string("expected a key name, got a ") + kind(entry.first) +
+                 "; write keys as plain names");
       auto key = entry.first.as<std::string>();
       // yaml-cpp keeps both entries of a repeated key and reads the first,
       // which would silently ignore the later value.

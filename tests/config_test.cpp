@@ -310,3 +310,16 @@ TEST_CASE("config names folders matched by glob", "[config]") {
                                     "paths: mail/*.jsonl", "paths: folder.jsonl"));
   CHECK_THAT(message, Catch::Contains("matches only 1 folder"));
 }
+
+TEST_CASE("config rejects list as key", "[config]") {
+  config_fixture f;
+  auto top = f.error_of("? [seed]\n: 7\n");
+  CHECK(top.find("job.yaml:1: (key): expected a key name, got a list") !=
+        std::string::npos);
+  auto in_source = f.error_of(
+      "tokenizer: gpt2\n"
+      "sources:\n"
+      "  - {name: mail, format: jsonl, paths: mail/*.jsonl, [weight]: 2}\n");
+  CHECK(in_source.find("job.yaml:3: sources.mail.(key): expected a key name, "
+                       "got a list") != std::string::npos);
+}
