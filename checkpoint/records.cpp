@@ -8,25 +8,36 @@ namespace overlord::checkpoint {
 namespace fb = flatbuffers;
 
 std::string encode_snapshot(const snapshot_record& record) {
+  // Strings go in with their length (CreateString(std::string)), not as C
+  // strings, so a value that holds a NUL byte is stored whole. The order
+  // of the Create calls fixes the byte layout; keep it.
   fb::FlatBufferBuilder builder(1024);
   std::vector<fb::Offset<wire::StreamSetting>> settings;
-  for (const auto& [key, value] : record.settings)
-    settings.push_back(wire::CreateStreamSettingDirect(builder, key.c_str(),
-                                                       value.c_str()));
+  for (const auto& [key, value] : record.settings) {
+    auto key_offset = builder.CreateString(key);
+    auto value_offset = builder.CreateString(value);
+    settings.push_back(
+        wire::CreateStreamSetting(builder, key_offset, value_offset));
+  }
   std::vector<fb::Offset<wire::SourceCursor>> sources;
   for (const auto& s : record.sources)
-    sources.push_back(wire::CreateSourceCursorDirect(
-        builder, s.name.c_str(), s.first_sequence, s.epoch, s.shard_position,
-        s.record, s.announce_from, s.drawn));
+    sources.push_back(wire::CreateSourceCursor(
+        builder, builder.CreateString(s.name), s.first_sequence, s.epoch,
+        s.shard_position, s.record, s.announce_from, s.drawn));
   std::vector<fb::Offset<wire::CarriedPiece>> carried;
   for (const auto& p : record.carried)
-    carried.push_back(wire::CreateCarriedPieceDirect(
-        builder, p.source, p.sequence, p.epoch, p.key.c_str(), p.offset,
-        p.length, p.document_tokens));
-  auto root = wire::CreateSnapshotDirect(
-      builder, snapshot_format_version, record.step, &settings,
-      record.topology.c_str(), &record.weights, record.total_drawn, &sources,
-      &carried);
+    carried.push_back(wire::CreateCarriedPiece(
+        builder, p.source, p.sequence, p.epoch, builder.CreateString(p.key),
+        p.offset, p.length, p.document_tokens));
+  auto settings_offset = builder.CreateVector(settings);
+  auto topology_offset = builder.CreateString(record.topology);
+  auto weights_offset = builder.CreateVector(record.weights);
+  auto sources_offset = builder.CreateVector(sources);
+  auto carried_offset = builder.CreateVector(carried);
+  auto root = wire::CreateSnapshot(
+      builder, snapshot_format_version, record.step, settings_offset,
+      topology_offset, weights_offset, record.total_drawn, sources_offset,
+      carried_offset);
   builder.Finish(root);
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()),
                      builder.GetSize());
