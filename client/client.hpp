@@ -36,7 +36,10 @@ struct client_options {
 };
 
 // A received batch. It owns the ZeroMQ message, and `batch()` reads the
-// FlatBuffers table in place without copying.
+// FlatBuffers table in place without copying. The constructor throws
+// overlord::error: invalid_input for a frame that fails the verifier or a
+// batch that fails transport::check_batch_layout, and the server's code
+// for an error reply.
 class received_batch {
  public:
   explicit received_batch(zmq::message_t message);
