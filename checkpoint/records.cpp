@@ -1,11 +1,30 @@
 #include "checkpoint/records.hpp"
 
+#include <cstring>
+
 #include "checkpoint/checkpoint_generated.h"
 #include "common/error.hpp"
 
 namespace overlord::checkpoint {
 
 namespace fb = flatbuffers;
+
+namespace {
+
+// Copies a vector of doubles out of a verified buffer. The FlatBuffers
+// verifier (2.0.8) checks only the 4-byte alignment of a vector's length,
+// so a damaged record can place the doubles at an address that is not
+// 8-aligned, where reading them in place is undefined behaviour.
+std::vector<double> read_doubles(const fb::Vector<double>* values) {
+  std::vector<double> out(values != nullptr ? values->size() : 0);
+  if (!out.empty())
+    std::memcpy(out.data(), values->Data(), out.size() * sizeof(double));
+  for (double& value : out)
+    value = fb::EndianScalar(value);
+  return out;
+}
+
+}  // namespace
 
 std::string encode_snapshot(const snapshot_record& record) {
   // Strings go in with their length (CreateString(std::string)), not as C
@@ -66,8 +85,7 @@ snapshot_record decode_snapshot(const std::string& bytes,
           setting->value() ? setting->value()->str() : "");
   if (root->topology())
     record.topology = root->topology()->str();
-  if (root->weights())
-    record.weights.assign(root->weights()->begin(), root->weights()->end());
+  record.weights = read_doubles(root->weights());
   record.total_drawn = root->total_drawn();
   if (root->sources())
     for (const auto* s : *root->sources()) {
@@ -127,16 +145,13 @@ delta_record decode_delta(const std::string& bytes, const std::string& origin) {
   if (auto* step = root->body_as_StepDelta()) {
     step_delta delta;
     delta.step = step->step();
-    if (step->drawn())
-      delta.drawn.assign(step->drawn()->begin(), step->drawn()->end());
+    delta.drawn = read_doubles(step->drawn());
     delta.carried_pieces = step->carried_pieces();
     record.step = std::move(delta);
   } else if (auto* change = root->body_as_WeightChange()) {
     weight_change weights;
     weights.from_step = change->from_step();
-    if (change->weights())
-      weights.weights.assign(change->weights()->begin(),
-                             change->weights()->end());
+    weights.weights = read_doubles(change->weights());
     record.weights = std::move(weights);
   } else {
     throw error(errc::invalid_input, origin + ": delta record of unknown kind");
