@@ -2,12 +2,14 @@
 // contents, as JSON Lines and as a text document, under both bad-input
 // policies. Properties checked for every input:
 // - with on_bad_input skip, every document kept is non-blank, within
-//   max_document_bytes and keyed "<shard>:<line>" with increasing lines;
+//   max_document_bytes and keyed "<shard>:<line>" with increasing lines,
+//   and its line has no NUL byte, which JSON allows nowhere unescaped;
 // - with on_bad_input fail, the reader throws overlord::error exactly when
 //   the skip run skipped something other than an empty document, and
 //   otherwise returns the same documents;
 // - no other exception escapes.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -41,7 +43,18 @@ uint64_t line_of(const std::string& key) {
   return std::stoull(key.substr(prefix.size()));
 }
 
-void check_documents(const read_result& result) {
+// Returns line `number` (1-based) of `bytes`, without its '\n'.
+std::string_view line_at(std::string_view bytes, uint64_t number) {
+  std::size_t start = 0;
+  for (uint64_t line = 1; line < number && start < bytes.size(); ++line) {
+    const std::size_t end = bytes.find('\n', start);
+    start = end == std::string_view::npos ? bytes.size() : end + 1;
+  }
+  const std::size_t end = std::min(bytes.find('\n', start), bytes.size());
+  return bytes.substr(start, end - start);
+}
+
+void check_documents(const read_result& result, std::string_view bytes) {
   uint64_t previous_line = 0;
   for (const auto& document : result.documents) {
     FUZZ_REQUIRE(!overlord::sources::is_blank(document.text),
@@ -52,10 +65,12 @@ void check_documents(const read_result& result) {
     FUZZ_REQUIRE(line > previous_line,
                  "document keys out of line order at " + document.key);
     previous_line = line;
+    FUZZ_REQUIRE(line_at(bytes, line).find('\0') == std::string_view::npos,
+                 "kept a record whose line has a NUL byte at " + document.key);
   }
 }
 
-void fuzz_jsonl(const std::string& path) {
+void fuzz_jsonl(const std::string& path, std::string_view bytes) {
   reader_options options;
   options.format = shard_format::jsonl;
   options.max_document_bytes = max_document_bytes;
@@ -63,7 +78,7 @@ void fuzz_jsonl(const std::string& path) {
   options.fail_on_bad_input = false;
   const read_result skipping =
       overlord::sources::read_shard(path, shard_name, options);
-  check_documents(skipping);
+  check_documents(skipping, bytes);
 
   options.fail_on_bad_input = true;
   bool threw = false;
@@ -112,7 +127,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);
   const std::string path =
       overlord::fuzzing::write_scratch_file(shard_name, bytes);
-  fuzz_jsonl(path);
+  fuzz_jsonl(path, bytes);
   fuzz_text(path, bytes);
   return 0;
 }
