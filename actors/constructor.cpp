@@ -141,7 +141,9 @@ void finish_build(constructor_actor* self, uint64_t step) {
 
   transport::batch_layout layout;
   layout.sequence_length =
-      static_cast<uint32_t>(st.setup->config.sequence_length);
+      pending.plan.sequence_length != 0
+          ? pending.plan.sequence_length
+          : static_cast<uint32_t>(st.setup->config.sequence_length);
   layout.pad_id = st.setup->pad_id;
   layout.cp_size = static_cast<uint32_t>(st.setup->config.topology.cp);
   for (const auto& source : st.setup->config.sources)

@@ -58,6 +58,10 @@ using lookup_atom = caf::atom_constant<caf::atom("lookup")>;
 using set_weights_atom = caf::atom_constant<caf::atom("setweights")>;
 // Admin -> planner: move a node's work elsewhere and stop it.
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
+// Planner -> source pool: run this many workers from now on.
+using resize_atom = caf::atom_constant<caf::atom("resize")>;
+// Planner -> itself: re-evaluate pool sizes.
+using scale_atom = caf::atom_constant<caf::atom("scale")>;
 // Planner -> itself: periodic liveness check.
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 // Planner -> itself: assign work to the nodes present.
@@ -85,6 +89,7 @@ struct node_info {
   uint32_t pid = 0;
   std::string address;  // host:port of its middleman, or "local"
   std::string bind;     // address its trainer-facing sockets bind to
+  uint32_t cores = 0;   // hardware threads, the default worker budget
 };
 
 // A constructor a node still runs when it joins a restarted planner.
@@ -118,6 +123,9 @@ struct tokenized_document {
 struct shard_output {
   uint32_t epoch = 0;
   uint32_t position = 0;  // index in the epoch's shard order
+  // Which read of the shard this is: indexed datasets are read in ranges
+  // of documents, other shards in one read (part 0).
+  uint32_t part = 0;
   std::vector<tokenized_document> documents;
   std::vector<std::string> skipped_kinds;
   uint64_t busy_us = 0;  // time the worker spent reading and tokenizing
@@ -126,7 +134,7 @@ struct shard_output {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, node_info& x) {
   return f(caf::meta::type_name("node_info"), x.id, x.role, x.pid, x.address,
-           x.bind);
+           x.bind, x.cores);
 }
 
 template <class Inspector>
@@ -150,7 +158,7 @@ typename Inspector::result_type inspect(Inspector& f, tokenized_document& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, shard_output& x) {
   return f(caf::meta::type_name("shard_output"), x.epoch, x.position,
-           x.documents, x.skipped_kinds, x.busy_us);
+           x.part, x.documents, x.skipped_kinds, x.busy_us);
 }
 
 // Registers the custom message types with an actor system config.
@@ -163,19 +171,19 @@ namespace overlord::planner {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, document_meta& x) {
   return f(caf::meta::type_name("document_meta"), x.source, x.sequence,
-           x.epoch, x.tokens, x.key, x.shard_position, x.record);
+           x.epoch, x.tokens, x.key, x.shard_position, x.record, x.patches);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, piece& x) {
   return f(caf::meta::type_name("piece"), x.source, x.sequence, x.epoch, x.key,
-           x.offset, x.length, x.document_tokens);
+           x.offset, x.length, x.document_tokens, x.patches);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, rank_plan& x) {
-  return f(caf::meta::type_name("rank_plan"), x.step, x.rank, x.rows, x.cost,
-           x.imbalance, x.carried_pieces);
+  return f(caf::meta::type_name("rank_plan"), x.step, x.rank,
+           x.sequence_length, x.rows, x.cost, x.imbalance, x.carried_pieces);
 }
 
 // The plane travels from the planner to every node, shards included, so
@@ -183,7 +191,8 @@ typename Inspector::result_type inspect(Inspector& f, rank_plan& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, source_config& x) {
   return f(caf::meta::type_name("source_config"), x.name, x.format,
-           x.text_field, x.paths, x.shards, x.weight, x.workers);
+           x.text_field, x.paths, x.shards, x.weight, x.weight_schedule,
+           x.workers, x.min_workers, x.max_workers, x.append_eos);
 }
 
 template <class Inspector>
@@ -195,18 +204,47 @@ typename Inspector::result_type inspect(Inspector& f, topology_config& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, cost_model& x) {
   return f(caf::meta::type_name("cost_model"), x.masking, x.linear,
-           x.quadratic);
+           x.quadratic, x.vision_linear, x.vision_quadratic);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_schedule::point& x) {
+  return f(caf::meta::type_name("schedule_point"), x.step, x.value);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_schedule& x) {
+  return f(caf::meta::type_name("step_schedule"), x.kind, x.points);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f,
+                                        length_schedule::option& x) {
+  return f(caf::meta::type_name("length_option"), x.length, x.from_step,
+           x.weight);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, length_schedule& x) {
+  return f(caf::meta::type_name("length_schedule"), x.kind, x.options);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, autoscale_config& x) {
+  return f(caf::meta::type_name("autoscale_config"), x.enabled, x.headroom,
+           x.interval_ms, x.cpu_budget, x.lookahead_steps);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, job_config& x) {
   return f(caf::meta::type_name("job_config"), x.config_path, x.seed,
-           x.sequence_length, x.rows_per_rank, x.ranks, x.topology, x.cost,
+           x.sequence_length, x.lengths, x.rows_per_rank, x.ranks, x.topology,
+           x.cost,
            x.balancer, x.bind, x.base_port, x.planner_port, x.loader_nodes,
            x.constructor_nodes, x.node_timeout_ms, x.on_bad_input, x.mix_by,
            x.tokenizer, x.plan_ahead, x.buffer_documents, x.max_document_bytes,
            x.log_level, x.checkpoint_dir, x.checkpoint_every,
-           x.checkpoint_keep, x.sources);
+           x.checkpoint_keep, x.autoscale, x.sources);
 }
 
 }  // namespace overlord::planner

@@ -12,6 +12,7 @@
 #include <csignal>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -53,6 +54,7 @@ constexpr const char* usage =
     "                      next_step of their saved state); default: the\n"
     "                      newest snapshot\n"
     "  --log-level LEVEL   trace, debug, info, warn or error\n"
+    "  --insecure          allow binding a non-loopback address without TLS\n"
     "\n"
     "CAF's wire protocol between nodes has no authentication: keep planner\n"
     "and node ports on a private network.\n";
@@ -70,6 +72,7 @@ struct options {
   std::string resume_dir;
   std::optional<uint64_t> from_step;
   bool recover = false;
+  bool insecure = false;
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -113,6 +116,8 @@ options parse_arguments(int argc, char** argv) {
       }
       if (out.payload_port < 0 || out.payload_port > 65535)
         usage_error("--payload-port " + text + " is out of range 0..65535");
+    } else if (flag == "--insecure") {
+      out.insecure = true;
     } else if (flag == "--recover") {
       out.recover = true;
     } else if (flag == "--resume") {
@@ -180,6 +185,25 @@ std::pair<std::string, uint16_t> split_host_port(const std::string& text) {
   if (port <= 0 || port > 65535)
     usage_error("--planner " + text + ": invalid port");
   return {text.substr(0, colon), static_cast<uint16_t>(port)};
+}
+
+bool is_loopback(const std::string& address) {
+  return address.rfind("127.", 0) == 0 || address == "localhost" ||
+         address == "::1";
+}
+
+// Warns once when this process listens beyond loopback under --insecure,
+// since neither CAF's wire protocol nor ZeroMQ authenticates peers here.
+// NOTE: a non-loopback bind without --insecure is accepted too, until
+// TLS options exist to take its place.
+void warn_if_exposed(const options& opts, const std::string& bind,
+                     const std::shared_ptr<spdlog::logger>& log) {
+  if (!opts.insecure || is_loopback(bind))
+    return;
+  log->warn("role={} listening on {} without TLS or authentication "
+            "(--insecure): anyone who reaches this address can join the job "
+            "and read its batches; keep it on a private network",
+            opts.role, bind);
 }
 
 // Waits for a fatal error, a drain, a signal or the end of a watched
@@ -262,6 +286,8 @@ int run(const options& opts) {
     set_log_level(opts.log_level);
   }
 
+  warn_if_exposed(opts, config ? config->bind : opts.bind, log);
+
   caf::actor_system system{system_config};
   caf::scoped_actor supervisor{system};
   auto supervisor_handle = caf::actor_cast<caf::actor>(supervisor);
@@ -306,6 +332,7 @@ int run(const options& opts) {
     actors::agent_setup setup;
     setup.info.role = opts.role;
     setup.info.pid = static_cast<uint32_t>(getpid());
+    setup.info.cores = std::thread::hardware_concurrency();
     setup.info.address = address;
     setup.info.bind = opts.role == "all" ? config->bind : opts.bind;
     setup.info.id = opts.node_id.empty()

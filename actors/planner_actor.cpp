@@ -12,6 +12,7 @@
 #include "actors/messages.hpp"
 #include "common/error.hpp"
 #include "common/log.hpp"
+#include "planner/autoscaler.hpp"
 #include "planner/step_planner.hpp"
 
 namespace overlord::actors {
@@ -56,6 +57,12 @@ struct source_slot {
   double docs_per_s = 0;
   uint64_t last_documents = 0;
   clock_type::time_point last_stats;
+  // Pool size as last set, and the autoscaler's last decision.
+  int workers = 0;
+  std::string scaled;
+  // Announced documents, for the mean document length.
+  uint64_t announced_documents = 0;
+  uint64_t announced_tokens = 0;
 };
 
 struct rank_slot {
@@ -125,7 +132,6 @@ struct planner_state {
   std::vector<std::map<uint64_t, planner::document_meta>> positions;
   int64_t released = -1;
 
-  std::vector<double> weights;
   std::vector<weight_change> weight_changes;
   uint64_t planned_steps = 0;
   uint64_t padding_tokens = 0;
@@ -134,6 +140,18 @@ struct planner_state {
   double last_imbalance = 1;
   double max_imbalance = 1;
   double imbalance_sum = 0;
+
+  // Autoscaling: time planning spent waiting for a dry source while ranks
+  // had room, and the consumption rate of the slowest rank.
+  std::unique_ptr<planner::autoscaler> scaler;
+  bool blocked = false;
+  clock_type::time_point blocked_since;
+  double blocked_seconds = 0;
+  double blocked_seconds_seen = 0;
+  int64_t rate_served = -1;
+  clock_type::time_point rate_time;
+  double steps_per_s = 0;
+  uint64_t scaling_decisions = 0;
 };
 
 using planner_actor = caf::stateful_actor<planner_state>;
@@ -173,8 +191,11 @@ void request_announcements(planner_actor* self, uint32_t source) {
                          std::string(e.what()));
               return;
             }
-            for (const auto& doc : docs)
+            for (const auto& doc : docs) {
               s.positions[source][doc.sequence] = doc;
+              s.sources[source].announced_documents++;
+              s.sources[source].announced_tokens += doc.tokens;
+            }
             plan_ahead(self);
           },
           [=](caf::error& err) {
@@ -202,7 +223,6 @@ void apply_weights(planner_actor* self, const std::vector<double>& weights,
                    uint64_t from_step) {
   auto& st = self->state;
   st.steps->set_weights(weights);
-  st.weights = weights;
   st.weight_changes.push_back({from_step, weights});
   std::string text;
   for (uint32_t s = 0; s < weights.size(); ++s)
@@ -251,8 +271,18 @@ void plan_steps(planner_actor* self) {
     auto before = st.steps->current_mixture().drawn();
     auto outcome = st.steps->plan_next();
     if (!outcome.plan) {
+      if (!st.blocked && !replaying) {
+        st.blocked = true;
+        st.blocked_since = self->clock().now();
+      }
       request_announcements(self, *outcome.starved_source);
       break;
+    }
+    if (st.blocked) {
+      st.blocked = false;
+      st.blocked_seconds += std::chrono::duration<double>(
+                                self->clock().now() - st.blocked_since)
+                                .count();
     }
     auto& plan = *outcome.plan;
     auto delta = delta_of(before, plan, st.steps->current_mixture());
@@ -299,16 +329,17 @@ void plan_steps(planner_actor* self) {
           "{:.3f} this step, {:.3f} mean, {:.3f} worst",
           plan.step,
           100.0 * st.padding_tokens /
-              (static_cast<double>(st.planned_steps) * st.config.global_rows() *
-               st.config.sequence_length),
+              (static_cast<double>(st.planned_steps) *
+               st.config.tokens_per_step()),
           plan.imbalance, st.imbalance_sum / st.planned_steps,
           st.max_imbalance);
   }
 
   // Keep every weighted source's queue topped up so that planning rarely
   // waits on a round trip.
+  auto next_weights = st.steps->weights_at(st.steps->next_step());
   for (uint32_t source = 0; source < st.sources.size(); ++source)
-    if (st.weights[source] > 0 && st.steps->queued(source) < announce_batch / 2)
+    if (next_weights[source] > 0 && st.steps->queued(source) < announce_batch / 2)
       request_announcements(self, source);
 }
 
@@ -416,6 +447,8 @@ void write_snapshot(planner_actor* self) {
   record.topology = "ranks=" + std::to_string(st.config.ranks) +
                     " rows_per_rank=" + std::to_string(st.config.rows_per_rank);
   record.weights = saved.weights;
+  record.weights_from_step = saved.weights_from_step;
+  record.mixture_weights = saved.mixture_weights;
   record.total_drawn = saved.total_drawn;
   record.carried = saved.carried;
   for (uint32_t source = 0; source < st.sources.size(); ++source) {
@@ -512,6 +545,12 @@ void assign_source(planner_actor* self, uint32_t source) {
             slot.payload_endpoint = payload_endpoint;
             slot.announcing = false;
             slot.failed_starts = 0;
+            // A pool restarted elsewhere keeps the size it had grown to.
+            if (slot.workers == 0)
+              slot.workers = s.config.sources[source].workers;
+            else if (slot.workers != s.config.sources[source].workers)
+              self->send(pool, resize_atom::value,
+                         static_cast<int32_t>(slot.workers));
             for (const auto& rank : s.ranks)
               for (const auto& constructor : {rank.constructor, rank.shadow})
                 if (constructor)
@@ -806,6 +845,7 @@ std::string status_json(planner_actor* self) {
 
   json.Key("sources");
   json.StartObject();
+  const auto weights = st.steps->weights_at(st.steps->next_step());
   for (uint32_t s = 0; s < st.sources.size(); ++s) {
     const auto& slot = st.sources[s];
     auto value = [&](const char* key) {
@@ -817,9 +857,15 @@ std::string status_json(planner_actor* self) {
     json.Key("node");
     json.String(slot.node.c_str());
     json.Key("weight");
-    json.Double(st.weights[s]);
+    json.Double(weights[s]);
+    json.Key("weight_schedule");
+    json.String(st.config.sources[s].describe_weight().c_str());
     json.Key("workers");
-    json.Uint(static_cast<unsigned>(st.config.sources[s].workers));
+    json.Uint(static_cast<unsigned>(slot.workers > 0
+                                        ? slot.workers
+                                        : st.config.sources[s].workers));
+    json.Key("autoscale");
+    json.String(slot.scaled.c_str());
     json.Key("docs_per_s");
     json.Double(slot.docs_per_s);
     json.Key("latency_ms");
@@ -875,7 +921,7 @@ std::string status_json(planner_actor* self) {
   json.Double(st.planned_steps
                   ? st.padding_tokens /
                         (static_cast<double>(st.planned_steps) *
-                         st.config.global_rows() * st.config.sequence_length)
+                         st.config.tokens_per_step())
                   : 0.0);
   json.Key("failovers");
   json.Uint64(st.failovers);
@@ -914,6 +960,79 @@ std::string status_json(planner_actor* self) {
   return text.GetString();
 }
 
+// Measures consumption and pool latency, and resizes pools whose workers
+// would fall behind (or idle) at the weights now and just ahead.
+void autoscale(planner_actor* self) {
+  auto& st = self->state;
+  if (!st.scaler || !st.assigned)
+    return;
+  // The actor clock, so that tests can drive time.
+  auto now = self->clock().now();
+  int64_t slowest = std::numeric_limits<int64_t>::max();
+  for (const auto& rank : st.ranks)
+    slowest = std::min(slowest, rank.served);
+  double blocked = st.blocked_seconds;
+  if (st.blocked)
+    blocked += std::chrono::duration<double>(now - st.blocked_since).count();
+  if (st.rate_served < 0 || slowest < st.rate_served) {
+    st.rate_served = slowest;
+    st.rate_time = now;
+    st.blocked_seconds_seen = blocked;
+    return;
+  }
+  double seconds = std::chrono::duration<double>(now - st.rate_time).count();
+  if (seconds <= 0)
+    return;
+  planner::demand_observation demand;
+  demand.next_step = st.steps->next_step();
+  double rate = (slowest - st.rate_served) / seconds;
+  // Half the weight on the newest interval: quick to follow a change,
+  // steady under one noisy interval.
+  st.steps_per_s = st.steps_per_s == 0 ? rate : 0.5 * st.steps_per_s + 0.5 * rate;
+  demand.steps_per_s = st.steps_per_s;
+  demand.blocked_fraction = (blocked - st.blocked_seconds_seen) / seconds;
+  st.rate_served = slowest;
+  st.rate_time = now;
+  st.blocked_seconds_seen = blocked;
+
+  std::vector<planner::pool_observation> pools;
+  for (uint32_t s = 0; s < st.sources.size(); ++s) {
+    const auto& slot = st.sources[s];
+    planner::pool_observation pool;
+    pool.node = slot.node;
+    pool.workers = slot.workers > 0 ? slot.workers : st.config.sources[s].workers;
+    auto latency = slot.stats.find("latency_us");
+    pool.latency_us = latency == slot.stats.end() ? 0 : latency->second;
+    if (slot.announced_documents > 0)
+      pool.mean_tokens = static_cast<double>(slot.announced_tokens) /
+                         slot.announced_documents;
+    pools.push_back(pool);
+  }
+  std::map<std::string, int> budget;
+  for (const auto& [id, node] : st.nodes)
+    if (node.alive && node.loads())
+      budget[id] = st.config.autoscale.cpu_budget > 0
+                       ? st.config.autoscale.cpu_budget
+                       : std::max<int>(1, static_cast<int>(node.info.cores));
+
+  auto decisions = st.scaler->decide(
+      pools, demand,
+      [&](uint64_t step) { return st.steps->weights_at(step); }, budget);
+  for (const auto& d : decisions) {
+    auto& slot = st.sources[d.source];
+    if (!slot.pool)
+      continue;
+    st.log->info("source={} autoscale workers {} -> {}: {}",
+                 source_name(self, d.source), d.from, d.to, d.reason);
+    slot.workers = d.to;
+    slot.scaled = std::to_string(d.from) + " -> " + std::to_string(d.to) +
+                  " at step " + std::to_string(demand.next_step) + ": " +
+                  d.reason;
+    st.scaling_decisions++;
+    self->send(slot.pool, resize_atom::value, static_cast<int32_t>(d.to));
+  }
+}
+
 void refresh_stats(planner_actor* self) {
   auto& st = self->state;
   for (uint32_t source = 0; source < st.sources.size(); ++source) {
@@ -949,7 +1068,7 @@ caf::result<uint64_t> set_weights(
     planner_actor* self,
     const std::vector<std::pair<std::string, double>>& changes) {
   auto& st = self->state;
-  auto weights = st.weights;
+  auto weights = st.steps->weights_at(st.steps->next_step());
   for (const auto& [name, weight] : changes) {
     auto found = std::find_if(
         st.config.sources.begin(), st.config.sources.end(),
@@ -999,6 +1118,8 @@ void restore_from(planner_actor* self, const checkpoint::restore_plan& plan) {
   planner::planner_state saved;
   saved.next_step = snapshot.step;
   saved.weights = snapshot.weights;
+  saved.weights_from_step = snapshot.weights_from_step;
+  saved.mixture_weights = snapshot.mixture_weights;
   saved.total_drawn = snapshot.total_drawn;
   saved.carried = snapshot.carried;
   for (const auto& cursor : snapshot.sources) {
@@ -1006,7 +1127,6 @@ void restore_from(planner_actor* self, const checkpoint::restore_plan& plan) {
     saved.next_unplanned.push_back(cursor.announce_from);
   }
   st.steps->restore(saved);
-  st.weights = snapshot.weights;
   for (uint32_t source = 0; source < snapshot.sources.size(); ++source) {
     const auto& cursor = snapshot.sources[source];
     st.restored_starts[source] =
@@ -1099,14 +1219,14 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
   st.pad_id = setup.pad_id;
   st.supervisor = std::move(setup.supervisor);
   st.steps = std::make_unique<planner::step_planner>(st.config);
+  if (st.config.autoscale.enabled)
+    st.scaler = std::make_unique<planner::autoscaler>(st.config);
   st.sources.resize(st.config.sources.size());
   st.ranks.resize(st.config.ranks);
   st.positions.resize(st.config.sources.size());
   st.log = get_logger("planner");
   st.store = std::move(setup.store);
   st.restored_starts.resize(st.config.sources.size());
-  for (const auto& source : st.config.sources)
-    st.weights.push_back(source.weight);
   if (setup.restore)
     restore_from(self, *setup.restore);
   if (setup.recover) {
@@ -1116,11 +1236,12 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
                  "constructors",
                  st.config.node_timeout_ms);
   }
-  st.log->info("planner started: {} sources, {} ranks x {} rows of {} tokens, "
-               "mix_by {}, balancer {}, seed {}; waiting for {} loader and {} "
-               "constructor nodes",
+  st.log->info("planner started: {} sources, {} ranks x {} rows of {} tokens "
+               "(row length {}), mix_by {}, balancer {}, seed {}; waiting for "
+               "{} loader and {} constructor nodes",
                st.sources.size(), st.config.ranks, st.config.rows_per_rank,
-               st.config.sequence_length, planner::to_string(st.config.mix_by),
+               st.config.shortest_length(), st.config.describe_lengths(),
+               planner::to_string(st.config.mix_by),
                planner::to_string(st.config.balancer), st.config.seed,
                st.config.loader_nodes, st.config.constructor_nodes);
 
@@ -1135,6 +1256,10 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
       }
   });
   self->send(self, tick_atom::value);
+  if (st.scaler)
+    self->delayed_send(self,
+                       std::chrono::milliseconds(st.config.autoscale.interval_ms),
+                       scale_atom::value);
 
   return {
       [=](join_atom, node_info& info) -> caf::result<planner::job_config> {
@@ -1205,6 +1330,14 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
         plan_ahead(self);
         refresh_stats(self);
         self->delayed_send(self, tick_interval, tick_atom::value);
+      },
+      [=](scale_atom) {
+        auto& s = self->state;
+        refresh_stats(self);
+        autoscale(self);
+        self->delayed_send(
+            self, std::chrono::milliseconds(s.config.autoscale.interval_ms),
+            scale_atom::value);
       },
       [=](served_atom, uint32_t rank, uint64_t step) {
         auto& s = self->state;

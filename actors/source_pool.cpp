@@ -5,12 +5,14 @@
 #include <deque>
 #include <filesystem>
 #include <map>
+#include <tuple>
 #include <unordered_map>
 
 #include "actors/messages.hpp"
 #include "common/error.hpp"
 #include "common/log.hpp"
 #include "planner/rng.hpp"
+#include "sources/indexed_dataset.hpp"
 #include "sources/reader.hpp"
 #include "transport/payload_wire.hpp"
 
@@ -25,11 +27,81 @@ namespace {
 constexpr uint64_t skip_log_burst = 20;
 constexpr uint64_t skip_log_every = 1000;
 
+// Documents per read of an indexed dataset, so that one huge dataset is
+// read in bounded pieces spread over the workers. The stream does not
+// depend on it: ranges are released in order and record numbers count
+// from the start of the dataset.
+constexpr uint64_t indexed_documents_per_read = 1024;
+
 struct worker_state {
   static inline const char* name = "source_worker";
   uint64_t skipped = 0;
   sources::gpt2_piece_cache cache;
+  // The indexed dataset read last, kept mapped for the next range.
+  std::shared_ptr<const sources::indexed_dataset> dataset;
 };
+
+// Reads part `part` of an indexed dataset: token ids as stored, without
+// tokenizing.
+sources::read_result read_indexed_part(
+    caf::stateful_actor<worker_state>* self, const pool_setup& setup,
+    const std::string& prefix, const std::string& name, uint32_t part,
+    std::vector<tokenized_document>& documents) {
+  const auto& source = setup.config.sources[setup.source];
+  const bool fail = setup.config.on_bad_input == planner::bad_input_policy::fail;
+  sources::read_result skipped;
+  auto& dataset = self->state.dataset;
+  if (!dataset || dataset->prefix() != prefix) {
+    dataset.reset();
+    try {
+      dataset = sources::indexed_dataset::open(prefix);
+    } catch (const error& e) {
+      if (fail)
+        throw error(errc::invalid_input,
+                    std::string(e.what()) +
+                        " (on_bad_input is fail; fix the data or set "
+                        "on_bad_input: skip)");
+      skipped.skipped.push_back({"unreadable_file", name, e.what()});
+      return skipped;
+    }
+  }
+
+  sources::indexed_read_options options;
+  options.fail_on_bad_input = fail;
+  options.max_document_bytes =
+      static_cast<uint64_t>(setup.config.max_document_bytes);
+  options.vocab_size = setup.tokenizer->vocab_size();
+  options.eos_id = setup.tokenizer->eos_id();
+  options.append_eos = source.append_eos;
+  auto read = sources::read_indexed_documents(
+      *dataset, name, uint64_t{part} * indexed_documents_per_read,
+      indexed_documents_per_read, options);
+  for (auto& doc : read.documents) {
+    tokenized_document out;
+    out.key = std::move(doc.key);
+    out.tokens = std::move(doc.tokens);
+    documents.push_back(std::move(out));
+  }
+  skipped.skipped = std::move(read.skipped);
+  return skipped;
+}
+
+// Returns how many reads shard `shard` takes: the ranges of an indexed
+// dataset, or 1. An indexed dataset that does not open takes one read,
+// whose worker reports the problem.
+uint32_t reads_per_shard(const planner::source_config& source,
+                         uint32_t shard) {
+  if (source.format != planner::source_format::indexed)
+    return 1;
+  try {
+    auto dataset = sources::indexed_dataset::open(source.shards[shard]);
+    auto parts = (dataset->document_count() + indexed_documents_per_read - 1) /
+                 indexed_documents_per_read;
+    return static_cast<uint32_t>(std::max<uint64_t>(parts, 1));
+  } catch (const error&) {
+    return 1;
+  }
+}
 
 // Returns true when decoding `text` replaces invalid UTF-8 with U+FFFD.
 bool has_invalid_utf8(const std::string& text) {
@@ -59,16 +131,21 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
       static_cast<uint64_t>(setup->config.max_document_bytes);
 
   return {
-      [=](read_atom, uint32_t epoch, uint32_t position,
-          uint32_t shard) -> caf::result<shard_output> {
+      [=](read_atom, uint32_t epoch, uint32_t position, uint32_t shard,
+          uint32_t part) -> caf::result<shard_output> {
         auto started = std::chrono::steady_clock::now();
         shard_output out;
         out.epoch = epoch;
         out.position = position;
+        out.part = part;
         sources::read_result read;
         try {
-          read = sources::read_shard(source.shards[shard], shard_names[shard],
-                                     options);
+          if (source.format == planner::source_format::indexed)
+            read = read_indexed_part(self, *setup, source.shards[shard],
+                                     shard_names[shard], part, out.documents);
+          else
+            read = sources::read_shard(source.shards[shard],
+                                       shard_names[shard], options);
         } catch (const error& e) {
           log->error("source={} shard={} failed: {}", source.name,
                      shard_names[shard], e.what());
@@ -106,8 +183,12 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
 
 struct held_payload {
   std::vector<int32_t> tokens;
-  std::vector<bool> fetched;  // per row-sized piece
-  size_t unfetched = 0;
+  // First tokens of the pieces fetched so far. Pieces of a document do not
+  // overlap, so the tokens not yet fetched are the document minus their
+  // lengths; a piece fetched again (by a replacement constructor) counts
+  // once.
+  std::vector<uint32_t> fetched_offsets;
+  size_t unfetched = 0;  // tokens
   uint64_t last_step = 0;     // latest step a piece was fetched for
 };
 
@@ -131,17 +212,30 @@ struct pool_state {
   std::shared_ptr<spdlog::logger> log;
   std::vector<caf::actor> workers;
   size_t next_worker = 0;
+  std::vector<std::string> shard_names;
+  // Reads in flight per worker; a worker taken out of service stops once
+  // its last read is back.
+  std::map<caf::actor_addr, size_t> worker_load;
+  std::vector<caf::actor> retiring;
 
-  // Shards are dispatched in (epoch, position) order and released in the
-  // same order, whichever worker finishes first.
+  // Reads are dispatched in (epoch, position, part) order and released in
+  // the same order, whichever worker finishes first.
   uint32_t dispatch_epoch = 0;
   uint32_t dispatch_position = 0;
+  uint32_t dispatch_part = 0;
   std::vector<uint32_t> dispatch_order;
   uint32_t release_epoch = 0;
   uint32_t release_position = 0;
+  uint32_t release_part = 0;
+  std::vector<uint32_t> release_order;  // shard order of release_epoch
   uint64_t released_in_epoch = 0;
+  // Documents released from the current shard so far: the record number
+  // of the next one.
+  uint32_t released_in_shard = 0;
   size_t outstanding = 0;
-  std::map<std::pair<uint32_t, uint32_t>, shard_output> finished;
+  std::map<std::tuple<uint32_t, uint32_t, uint32_t>, shard_output> finished;
+  // Reads each shard takes (see reads_per_shard); 0 until first needed.
+  std::vector<uint32_t> shard_reads;
 
   uint64_t next_sequence = 0;
   uint64_t announce_from = 0;
@@ -194,13 +288,24 @@ std::vector<planner::document_meta> take_announcements(pool_actor* self,
 void dispatch(pool_actor* self);
 void answer_deferred(pool_actor* self);
 
+uint32_t shard_reads(pool_actor* self, uint32_t shard) {
+  auto& st = self->state;
+  const auto& source = st.setup->config.sources[st.setup->source];
+  if (st.shard_reads.empty())
+    st.shard_reads.assign(source.shards.size(), 0);
+  if (st.shard_reads[shard] == 0)
+    st.shard_reads[shard] = reads_per_shard(source, shard);
+  return st.shard_reads[shard];
+}
+
 void release_finished(pool_actor* self) {
   auto& st = self->state;
   const auto& source = st.setup->config.sources[st.setup->source];
   const uint32_t shard_count = static_cast<uint32_t>(source.shards.size());
 
   for (;;) {
-    auto found = st.finished.find({st.release_epoch, st.release_position});
+    auto found = st.finished.find(
+        {st.release_epoch, st.release_position, st.release_part});
     if (found == st.finished.end())
       break;
     auto output = std::move(found->second);
@@ -215,11 +320,16 @@ void release_finished(pool_actor* self) {
                           ? per_document
                           : 0.9 * st.latency_us + 0.1 * per_document;
     }
-    const uint32_t row_tokens =
-        static_cast<uint32_t>(st.setup->config.sequence_length);
-    for (uint32_t record = st.skip_records; record < output.documents.size();
-         ++record) {
-      auto& doc = output.documents[record];
+    // A pool that starts inside a shard skips its first `record`
+    // documents, across as many ranges as they fill.
+    // TODO: a restart deep inside a large indexed dataset reads it again
+    // from the first range; keeping the document index in the stream
+    // position would let it start at the right range.
+    const auto count = static_cast<uint32_t>(output.documents.size());
+    const uint32_t skip = std::min(st.skip_records, count);
+    for (uint32_t index = skip; index < count; ++index) {
+      auto& doc = output.documents[index];
+      const uint32_t record = st.released_in_shard + index;
       planner::document_meta meta;
       meta.source = st.setup->source;
       meta.sequence = st.next_sequence++;
@@ -233,17 +343,24 @@ void release_finished(pool_actor* self) {
       if (doc.replaced_invalid_utf8)
         st.invalid_utf8_documents++;
       held_payload held;
-      size_t pieces = (meta.tokens + row_tokens - 1) / row_tokens;
       held.tokens = std::move(doc.tokens);
-      held.fetched.assign(pieces, false);
-      held.unfetched = pieces;
+      held.unfetched = held.tokens.size();
       st.payloads[meta.sequence] = std::move(held);
       if (meta.sequence >= st.announce_from)
         st.unannounced.push_back(std::move(meta));
     }
     st.released_in_epoch += output.documents.size();
-    st.skip_records = 0;
+    st.released_in_shard += count;
+    st.skip_records -= skip;
 
+    if (st.release_order.empty())
+      st.release_order = planner::epoch_shard_order(
+          shard_count, st.setup->config.seed, source.name, st.release_epoch);
+    const uint32_t shard = st.release_order[st.release_position];
+    if (++st.release_part < shard_reads(self, shard))
+      continue;
+    st.release_part = 0;
+    st.released_in_shard = 0;
     if (++st.release_position == shard_count) {
       if (st.released_in_epoch == 0) {
         fail_pool(self, "source=" + source.name + " epoch " +
@@ -256,6 +373,7 @@ void release_finished(pool_actor* self) {
                    source.name, st.release_epoch, st.documents);
       st.release_epoch++;
       st.release_position = 0;
+      st.release_order.clear();
       st.released_in_epoch = 0;
     }
   }
@@ -265,6 +383,55 @@ void release_finished(pool_actor* self) {
     st.has_waiting = false;
     st.waiting.deliver(take_announcements(self, st.waiting_count));
   }
+  dispatch(self);
+}
+
+// Stops a worker taken out of service once it has no read in flight.
+void read_returned(pool_actor* self, const caf::actor& worker) {
+  auto& st = self->state;
+  auto load = st.worker_load.find(worker.address());
+  if (load != st.worker_load.end() && load->second > 0)
+    load->second--;
+  auto retired = std::find(st.retiring.begin(), st.retiring.end(), worker);
+  if (retired != st.retiring.end() &&
+      (load == st.worker_load.end() || load->second == 0)) {
+    self->unlink_from(worker);
+    self->send_exit(worker, caf::exit_reason::user_shutdown);
+    st.worker_load.erase(worker.address());
+    st.retiring.erase(retired);
+  }
+}
+
+caf::actor spawn_worker(pool_actor* self) {
+  auto& st = self->state;
+  return self->spawn<caf::detached + caf::linked>(source_worker, st.setup,
+                                                  st.shard_names);
+}
+
+// Grows or shrinks the pool. Which worker reads a shard never changes
+// the stream: results are put back into (epoch, position) order.
+void resize_pool(pool_actor* self, int count) {
+  auto& st = self->state;
+  const auto& source = st.setup->config.sources[st.setup->source];
+  count = std::clamp(count, source.min_workers, source.max_workers);
+  const auto before = st.workers.size();
+  while (st.workers.size() < static_cast<size_t>(count))
+    st.workers.push_back(spawn_worker(self));
+  while (st.workers.size() > static_cast<size_t>(count)) {
+    auto worker = st.workers.back();
+    st.workers.pop_back();
+    auto load = st.worker_load.find(worker.address());
+    if (load == st.worker_load.end() || load->second == 0) {
+      self->unlink_from(worker);
+      self->send_exit(worker, caf::exit_reason::user_shutdown);
+      st.worker_load.erase(worker.address());
+    } else {
+      st.retiring.push_back(worker);
+    }
+  }
+  if (st.workers.size() != before)
+    st.log->info("source={} pool resized: {} -> {} workers", source.name,
+                 before, st.workers.size());
   dispatch(self);
 }
 
@@ -284,27 +451,36 @@ void dispatch(pool_actor* self) {
     uint32_t epoch = st.dispatch_epoch;
     uint32_t position = st.dispatch_position;
     uint32_t shard = st.dispatch_order[position];
-    if (++st.dispatch_position == shard_count) {
-      st.dispatch_epoch++;
-      st.dispatch_position = 0;
-      st.dispatch_order.clear();
+    uint32_t part = st.dispatch_part;
+    if (++st.dispatch_part == shard_reads(self, shard)) {
+      st.dispatch_part = 0;
+      if (++st.dispatch_position == shard_count) {
+        st.dispatch_epoch++;
+        st.dispatch_position = 0;
+        st.dispatch_order.clear();
+      }
     }
 
-    auto& worker = st.workers[st.next_worker];
+    st.next_worker %= st.workers.size();
+    auto worker = st.workers[st.next_worker];
     st.next_worker = (st.next_worker + 1) % st.workers.size();
     st.outstanding++;
+    st.worker_load[worker.address()]++;
     self->request(worker, caf::infinite, read_atom::value, epoch, position,
-                  shard)
+                  shard, part)
         .then(
             [=](shard_output& output) {
               auto& s = self->state;
               s.outstanding--;
-              s.finished.emplace(std::make_pair(output.epoch, output.position),
-                                 std::move(output));
+              read_returned(self, worker);
+              s.finished.emplace(
+                  std::make_tuple(output.epoch, output.position, output.part),
+                  std::move(output));
               release_finished(self);
             },
             [=](caf::error& err) {
               self->state.outstanding--;
+              read_returned(self, worker);
               fail_pool(self, self->system().render(err));
             });
   }
@@ -339,10 +515,10 @@ const std::pair<const int32_t*, const int32_t*>* piece_tokens(
   auto& held = found->second;
   const size_t end = static_cast<size_t>(std::min<uint64_t>(
       static_cast<uint64_t>(offset) + length + 1, held.tokens.size()));
-  size_t piece = offset / static_cast<uint32_t>(s.setup->config.sequence_length);
-  if (piece < held.fetched.size() && !held.fetched[piece]) {
-    held.fetched[piece] = true;
-    held.unfetched--;
+  if (std::find(held.fetched_offsets.begin(), held.fetched_offsets.end(),
+                offset) == held.fetched_offsets.end()) {
+    held.fetched_offsets.push_back(offset);
+    held.unfetched -= std::min<size_t>(held.unfetched, length);
   }
   held.last_step = std::max(held.last_step, step);
   s.last_range = {held.tokens.data() + offset, held.tokens.data() + end};
@@ -426,10 +602,9 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
         static_cast<uint32_t>(source.shards.size()), st.setup->config.seed,
         source.name, start.epoch);
 
-  auto names = shard_display_names(source.shards);
+  st.shard_names = shard_display_names(source.shards);
   for (int i = 0; i < source.workers; ++i)
-    st.workers.push_back(self->spawn<caf::detached + caf::linked>(
-        source_worker, st.setup, names));
+    st.workers.push_back(spawn_worker(self));
   st.log->info(
       "source={} pool started: {} workers, {} shards, format {}, from "
       "sequence {} (epoch {}, shard position {}, record {})",
@@ -480,6 +655,7 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
           free_released(self);
         }
       },
+      [=](resize_atom, int32_t workers) { resize_pool(self, workers); },
       [=](stats_atom) {
         auto& s = self->state;
         counters stats;

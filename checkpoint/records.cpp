@@ -47,16 +47,17 @@ std::string encode_snapshot(const snapshot_record& record) {
   for (const auto& p : record.carried)
     carried.push_back(wire::CreateCarriedPiece(
         builder, p.source, p.sequence, p.epoch, builder.CreateString(p.key),
-        p.offset, p.length, p.document_tokens));
+        p.offset, p.length, p.document_tokens, p.patches));
   auto settings_offset = builder.CreateVector(settings);
   auto topology_offset = builder.CreateString(record.topology);
   auto weights_offset = builder.CreateVector(record.weights);
   auto sources_offset = builder.CreateVector(sources);
   auto carried_offset = builder.CreateVector(carried);
+  auto mixture_offset = builder.CreateVector(record.mixture_weights);
   auto root = wire::CreateSnapshot(
       builder, snapshot_format_version, record.step, settings_offset,
       topology_offset, weights_offset, record.total_drawn, sources_offset,
-      carried_offset);
+      carried_offset, record.weights_from_step, mixture_offset);
   builder.Finish(root);
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()),
                      builder.GetSize());
@@ -86,6 +87,8 @@ snapshot_record decode_snapshot(const std::string& bytes,
   if (root->topology())
     record.topology = root->topology()->str();
   record.weights = read_doubles(root->weights());
+  record.weights_from_step = root->weights_from_step();
+  record.mixture_weights = read_doubles(root->mixture_weights());
   record.total_drawn = root->total_drawn();
   if (root->sources())
     for (const auto* s : *root->sources()) {
@@ -109,6 +112,7 @@ snapshot_record decode_snapshot(const std::string& bytes,
       p.offset = c->offset();
       p.length = c->length();
       p.document_tokens = c->document_tokens();
+      p.patches = c->patches();
       record.carried.push_back(std::move(p));
     }
   return record;

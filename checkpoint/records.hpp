@@ -30,7 +30,9 @@ struct snapshot_record {
   // Config values the stream depends on, as (key, value) text.
   std::vector<std::pair<std::string, std::string>> settings;
   std::string topology;
-  std::vector<double> weights;
+  std::vector<double> weights;  // set by an operator; empty when none was
+  uint64_t weights_from_step = 0;
+  std::vector<double> mixture_weights;
   double total_drawn = 0;
   std::vector<source_cursor> sources;
   std::vector<planner::piece> carried;

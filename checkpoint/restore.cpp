@@ -13,7 +13,7 @@ std::vector<std::pair<std::string, std::string>> stream_settings(
     const planner::job_config& config) {
   std::vector<std::pair<std::string, std::string>> out = {
       {"seed", std::to_string(config.seed)},
-      {"sequence_length", std::to_string(config.sequence_length)},
+      {"sequence_length", config.describe_lengths()},
       {"global_rows", std::to_string(config.global_rows())},
       {"mix_by", planner::to_string(config.mix_by)},
       {"on_bad_input", planner::to_string(config.on_bad_input)},
@@ -26,6 +26,13 @@ std::vector<std::pair<std::string, std::string>> stream_settings(
     out.emplace_back(prefix + "name", source.name);
     out.emplace_back(prefix + "format", planner::to_string(source.format));
     out.emplace_back(prefix + "text_field", source.text_field);
+    // Weight changes during a run go through set-weights, which the delta
+    // log records; a different schedule in the config would re-plan the
+    // steps replayed after the snapshot differently.
+    out.emplace_back(prefix + "weight", source.describe_weight());
+    if (source.format == planner::source_format::indexed)
+      out.emplace_back(prefix + "append_eos",
+                       source.append_eos ? "true" : "false");
     // Shards by file name, so moving the data folder keeps the stream.
     uint64_t hash = planner::stable_hash("");
     for (const auto& shard : source.shards)

@@ -9,13 +9,18 @@
 namespace overlord::planner {
 
 double cost_model::row_cost(const row_plan& row) const {
+  double vision = 0;
+  for (const auto& p : row) {
+    double patches = p.patches;
+    vision += vision_linear * patches + vision_quadratic * patches * patches;
+  }
   if (masking == attention::row) {
     double used = 0;
     for (const auto& p : row)
       used += p.length;
-    return linear * used + quadratic * used * used;
+    return vision + linear * used + quadratic * used * used;
   }
-  double total = 0;
+  double total = vision;
   for (const auto& p : row) {
     double l = p.length;
     total += linear * l + quadratic * l * l;

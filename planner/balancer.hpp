@@ -12,14 +12,19 @@
 
 namespace overlord::planner {
 
-// Compute cost of a packed row, in arbitrary units: a*l + b*l^2 per
-// document when attention is masked per document, or a*L + b*L^2 for the
-// L used tokens of the row when every token attends to the whole row.
+// Compute cost of a packed row, in arbitrary units, as the sum of its
+// modules. The language model: a*l + b*l^2 per document when attention is
+// masked per document, or a*L + b*L^2 for the L used tokens of the row
+// when every token attends to the whole row; l and L count image patches
+// too (the fused sequence). The vision encoder: c*p + d*p^2 per image of
+// p patches.
 struct cost_model {
   enum class attention { document, row };
   attention masking = attention::document;
   double linear = 1.0;     // a
   double quadratic = 0.0;  // b
+  double vision_linear = 0.0;     // c
+  double vision_quadratic = 0.0;  // d
 
   double row_cost(const row_plan& row) const;
 };

@@ -27,16 +27,21 @@ const std::set<std::string> top_level_keys = {
     "checkpoint_dir", "checkpoint_every", "checkpoint_keep",
     "bind",         "base_port",        "on_bad_input",       "mix_by",
     "tokenizer",    "plan_ahead",       "buffer_documents",   "max_document_bytes",
-    "log_level",    "sources",
+    "log_level",    "autoscale",        "sources",
 };
 
 const std::set<std::string> topology_keys = {"dp", "tp", "pp", "cp",
                                               "consumers"};
 const std::set<std::string> cost_model_keys = {"attention", "linear",
-                                               "quadratic"};
+                                               "quadratic", "vision"};
+const std::set<std::string> vision_cost_keys = {"linear", "quadratic"};
+const std::set<std::string> autoscale_keys = {
+    "enabled", "headroom", "interval_ms", "cpu_budget", "lookahead_steps"};
 
 const std::set<std::string> source_keys = {
-    "name", "format", "text_field", "paths", "weight", "workers",
+    "name",    "format",      "text_field",  "paths",
+    "weight",  "workers",     "min_workers", "max_workers",
+    "append_eos",
 };
 
 // Reads one YAML document and reports problems with the place they come
@@ -170,6 +175,163 @@ std::vector<std::string> expand_glob(const std::string& pattern,
   return files;
 }
 
+// Reads a list of [a, b] pairs, as schedules write their points.
+std::vector<std::pair<YAML::Node, YAML::Node>> pairs_of(
+    const YAML::Node& node, const std::string& key, const checker& check,
+    const char* example) {
+  if (!node.IsSequence() || node.size() == 0)
+    check.fail(node, key,
+               std::string("expected a non-empty list of pairs, for example ") +
+                   example);
+  std::vector<std::pair<YAML::Node, YAML::Node>> out;
+  for (const auto& entry : node) {
+    if (!entry.IsSequence() || entry.size() != 2)
+      check.fail(entry, key,
+                 std::string("each entry must be a pair, for example ") +
+                     example);
+    out.emplace_back(entry[0], entry[1]);
+  }
+  return out;
+}
+
+uint64_t schedule_step(const YAML::Node& node, const std::string& key,
+                       const checker& check) {
+  return check.scalar<uint64_t>(node, key, "non-negative step number");
+}
+
+// A source weight: a number, or a map with one key, `piecewise_linear` or
+// `stepwise`, holding [step, weight] pairs in increasing step order.
+step_schedule parse_weight(const YAML::Node& node, const std::string& key,
+                           const checker& check) {
+  auto check_value = [&](const YAML::Node& value_node) {
+    double value = check.scalar<double>(value_node, key, "number");
+    if (!std::isfinite(value) || value < 0)
+      check.fail(value_node, key,
+                 "weight must be a finite number >= 0; weights are relative, "
+                 "so scale them instead");
+    return value;
+  };
+  if (node.IsScalar())
+    return step_schedule::constant(check_value(node));
+  if (!node.IsMap() || node.size() != 1)
+    check.fail(node, key,
+               "expected a number or a map with one key, piecewise_linear or "
+               "stepwise, listing [step, weight] pairs");
+  auto kind = node.begin()->first.as<std::string>();
+  step_schedule schedule;
+  if (kind == "piecewise_linear")
+    schedule.kind = step_schedule::shape::piecewise_linear;
+  else if (kind == "stepwise")
+    schedule.kind = step_schedule::shape::stepwise;
+  else
+    check.fail(node.begin()->first, key,
+               "unknown schedule '" + kind +
+                   "'; use piecewise_linear or stepwise");
+  const char* example = "[[0, 1.0], [1000, 0.25]]";
+  for (const auto& [step_node, value_node] :
+       pairs_of(node.begin()->second, key + "." + kind, check, example)) {
+    uint64_t step = schedule_step(step_node, key + "." + kind, check);
+    if (!schedule.points.empty() && step <= schedule.points.back().step)
+      check.fail(step_node, key + "." + kind,
+                 "steps must increase from one point to the next; sort them "
+                 "and remove repeats");
+    schedule.points.push_back({step, check_value(value_node)});
+  }
+  if (schedule.kind == step_schedule::shape::stepwise &&
+      schedule.points.front().step != 0)
+    check.fail(node.begin()->second, key + ".stepwise",
+               "the first point must be at step 0, so every step has a "
+               "weight");
+  return schedule;
+}
+
+// The row length: a number, or a map with one key, `stepwise` ([step,
+// length] pairs) or `draw` ([length, relative frequency] pairs).
+length_schedule parse_lengths(const YAML::Node& node, const checker& check) {
+  const std::string key = "sequence_length";
+  if (node.IsScalar())
+    return length_schedule::constant(
+        static_cast<uint32_t>(check.integer(node, key, 1, 1 << 24)));
+  if (!node.IsMap() || node.size() != 1)
+    check.fail(node, key,
+               "expected a number or a map with one key, stepwise ([step, "
+               "length] pairs) or draw ([length, frequency] pairs)");
+  auto kind = node.begin()->first.as<std::string>();
+  length_schedule schedule;
+  auto list = node.begin()->second;
+  if (kind == "stepwise") {
+    schedule.kind = length_schedule::shape::stepwise;
+    for (const auto& [step_node, length_node] :
+         pairs_of(list, key + ".stepwise", check, "[[0, 4096], [5000, 32768]]")) {
+      uint64_t step = schedule_step(step_node, key + ".stepwise", check);
+      if (!schedule.options.empty() &&
+          step <= schedule.options.back().from_step)
+        check.fail(step_node, key + ".stepwise",
+                   "steps must increase from one entry to the next");
+      length_schedule::option o;
+      o.from_step = step;
+      o.length = static_cast<uint32_t>(
+          check.integer(length_node, key + ".stepwise", 1, 1 << 24));
+      schedule.options.push_back(o);
+    }
+    if (schedule.options.front().from_step != 0)
+      check.fail(list, key + ".stepwise",
+                 "the first entry must be at step 0, so every step has a "
+                 "length");
+  } else if (kind == "draw") {
+    schedule.kind = length_schedule::shape::draw;
+    for (const auto& [length_node, weight_node] :
+         pairs_of(list, key + ".draw", check, "[[4096, 0.9], [32768, 0.1]]")) {
+      length_schedule::option o;
+      o.length = static_cast<uint32_t>(
+          check.integer(length_node, key + ".draw", 1, 1 << 24));
+      o.weight = check.scalar<double>(weight_node, key + ".draw", "number");
+      if (!std::isfinite(o.weight) || o.weight <= 0)
+        check.fail(weight_node, key + ".draw",
+                   "frequency must be a finite number > 0");
+      for (const auto& other : schedule.options)
+        if (other.length == o.length)
+          check.fail(length_node, key + ".draw",
+                     "length " + std::to_string(o.length) +
+                         " is listed twice; merge the entries");
+      schedule.options.push_back(o);
+    }
+  } else {
+    check.fail(node.begin()->first, key,
+               "unknown schedule '" + kind + "'; use stepwise or draw");
+  }
+  return schedule;
+}
+
+void parse_autoscale(const YAML::Node& node, const checker& check,
+                     job_config& config) {
+  if (!node.IsMap())
+    check.fail(node, "autoscale",
+               "expected a map with enabled, headroom, interval_ms, "
+               "cpu_budget and lookahead_steps");
+  check.check_keys(node, "autoscale.", autoscale_keys);
+  auto& a = config.autoscale;
+  if (node["enabled"])
+    a.enabled = check.scalar<bool>(node["enabled"], "autoscale.enabled",
+                                   "boolean");
+  if (node["headroom"]) {
+    a.headroom = check.scalar<double>(node["headroom"], "autoscale.headroom",
+                                      "number");
+    if (!std::isfinite(a.headroom) || a.headroom < 1 || a.headroom > 16)
+      check.fail(node["headroom"], "autoscale.headroom",
+                 "use a number from 1 (no spare capacity) to 16");
+  }
+  if (node["interval_ms"])
+    a.interval_ms = check.integer(node["interval_ms"], "autoscale.interval_ms",
+                                  50, 600000);
+  if (node["cpu_budget"])
+    a.cpu_budget = check.integer(node["cpu_budget"], "autoscale.cpu_budget",
+                                 0, 4096);
+  if (node["lookahead_steps"])
+    a.lookahead_steps = check.integer(
+        node["lookahead_steps"], "autoscale.lookahead_steps", 0, 1 << 20);
+}
+
 // Writes one --set override into the parsed tree before it is checked, so
 // overridden values go through the same checks as written ones.
 void apply_override(YAML::Node root, const config_override& item,
@@ -225,6 +387,31 @@ void apply_override(YAML::Node root, const config_override& item,
                   "key or sources.NAME.KEY=VALUE for a source");
 }
 
+// Turns the .idx files an indexed source's globs matched into dataset
+// prefixes, and checks that each has its .bin next to it.
+std::vector<std::string> indexed_prefixes(const std::vector<std::string>& files,
+                                          const YAML::Node& paths,
+                                          const std::string& prefix,
+                                          const checker& check) {
+  const std::string suffix = ".idx";
+  std::vector<std::string> prefixes;
+  for (const auto& file : files) {
+    if (file.size() <= suffix.size() ||
+        file.compare(file.size() - suffix.size(), suffix.size(), suffix) != 0)
+      check.fail(paths, prefix + "paths",
+                 "'" + file +
+                     "' is not a .idx file; the globs of an indexed source "
+                     "match PREFIX.idx files, for example data/corpus/*.idx");
+    auto dataset = file.substr(0, file.size() - suffix.size());
+    if (!fs::is_regular_file(dataset + ".bin"))
+      check.fail(paths, prefix + "paths",
+                 "'" + file + "' has no data file '" + dataset +
+                     ".bin' next to it; copy the .bin with its .idx");
+    prefixes.push_back(dataset);
+  }
+  return prefixes;
+}
+
 source_config parse_source(const YAML::Node& node, size_t index,
                            const checker& check,
                            const std::set<std::string>& seen_names) {
@@ -255,11 +442,12 @@ source_config parse_source(const YAML::Node& node, size_t index,
   check.check_keys(node, prefix, source_keys);
 
   if (!node["format"])
-    check.fail(node, prefix + "format", "missing; use jsonl or text");
+    check.fail(node, prefix + "format", "missing; use jsonl, text or indexed");
   auto format = check.choice(node["format"], prefix + "format",
-                             {"jsonl", "text"});
-  source.format =
-      format == "jsonl" ? source_format::jsonl : source_format::text;
+                             {"jsonl", "text", "indexed"});
+  source.format = format == "jsonl"   ? source_format::jsonl
+                  : format == "text"  ? source_format::text
+                                      : source_format::indexed;
 
   if (node["text_field"]) {
     if (source.format != source_format::jsonl)
@@ -299,17 +487,47 @@ source_config parse_source(const YAML::Node& node, size_t index,
     shards.insert(matched.begin(), matched.end());
   }
   source.shards.assign(shards.begin(), shards.end());
+  if (source.format == source_format::indexed)
+    source.shards = indexed_prefixes(source.shards, paths, prefix, check);
+
+  if (node["append_eos"]) {
+    if (source.format != source_format::indexed)
+      check.fail(node["append_eos"], prefix + "append_eos",
+                 "only indexed sources hold token ids that may end with EOS; "
+                 "remove it");
+    source.append_eos =
+        check.scalar<bool>(node["append_eos"], prefix + "append_eos",
+                           "boolean (true or false)");
+  }
 
   if (node["weight"]) {
-    source.weight = check.scalar<double>(node["weight"], prefix + "weight",
-                                         "number");
-    if (!std::isfinite(source.weight) || source.weight < 0)
-      check.fail(node["weight"], prefix + "weight",
-                 "weight must be a finite number >= 0; weights are relative, "
-                 "so scale them instead");
+    source.weight_schedule =
+        parse_weight(node["weight"], prefix + "weight", check);
+    source.weight = source.weight_schedule.at(0);
   }
   if (node["workers"])
     source.workers = check.integer(node["workers"], prefix + "workers", 1, 256);
+  if (node["min_workers"])
+    source.min_workers =
+        check.integer(node["min_workers"], prefix + "min_workers", 1, 256);
+  if (node["max_workers"])
+    source.max_workers =
+        check.integer(node["max_workers"], prefix + "max_workers", 1, 256);
+  if (source.min_workers > source.max_workers)
+    check.fail(node["min_workers"], prefix + "min_workers",
+               "min_workers " + std::to_string(source.min_workers) +
+                   " exceeds max_workers " +
+                   std::to_string(source.max_workers) + "; swap or fix them");
+  if (source.workers < source.min_workers || source.workers > source.max_workers) {
+    if (node["workers"])
+      check.fail(node["workers"], prefix + "workers",
+                 "workers " + std::to_string(source.workers) +
+                     " is outside min_workers..max_workers (" +
+                     std::to_string(source.min_workers) + ".." +
+                     std::to_string(source.max_workers) + ")");
+    source.workers = std::clamp(source.workers, source.min_workers,
+                                source.max_workers);
+  }
   return source;
 }
 
@@ -346,15 +564,29 @@ void parse_cost_model(const YAML::Node& node, const checker& check,
                      {"document", "row"}) == "document"
             ? cost_model::attention::document
             : cost_model::attention::row;
-  for (const char* key : {"linear", "quadratic"}) {
-    if (!node[key])
-      continue;
-    auto name = std::string("cost_model.") + key;
-    double value = check.scalar<double>(node[key], name, "number");
+  auto coefficient = [&](const YAML::Node& value_node, const std::string& name) {
+    double value = check.scalar<double>(value_node, name, "number");
     if (!std::isfinite(value) || value < 0)
-      check.fail(node[key], name, "must be a finite number >= 0");
-    (std::string(key) == "linear" ? config.cost.linear
-                                  : config.cost.quadratic) = value;
+      check.fail(value_node, name, "must be a finite number >= 0");
+    return value;
+  };
+  if (node["linear"])
+    config.cost.linear = coefficient(node["linear"], "cost_model.linear");
+  if (node["quadratic"])
+    config.cost.quadratic =
+        coefficient(node["quadratic"], "cost_model.quadratic");
+  if (auto vision = node["vision"]) {
+    if (!vision.IsMap())
+      check.fail(vision, "cost_model.vision",
+                 "expected a map with linear and quadratic (cost per image "
+                 "from its patch count)");
+    check.check_keys(vision, "cost_model.vision.", vision_cost_keys);
+    if (vision["linear"])
+      config.cost.vision_linear =
+          coefficient(vision["linear"], "cost_model.vision.linear");
+    if (vision["quadratic"])
+      config.cost.vision_quadratic =
+          coefficient(vision["quadratic"], "cost_model.vision.quadratic");
   }
   if (config.cost.linear == 0 && config.cost.quadratic == 0)
     check.fail(node, "cost_model",
@@ -399,12 +631,30 @@ void parse_shape(const YAML::Node& root, const checker& check,
   }
 
   const int cp = config.topology.cp;
-  if (cp > 1 && config.sequence_length % (2 * cp) != 0)
-    check.fail(root["sequence_length"] ? root["sequence_length"] : root,
-               "sequence_length",
-               std::to_string(config.sequence_length) +
-                   " does not divide into 2 * cp = " + std::to_string(2 * cp) +
-                   " equal chunks; use a multiple of " + std::to_string(2 * cp));
+  const auto length_node =
+      root["sequence_length"] ? root["sequence_length"] : root;
+  const uint64_t rank_tokens =
+      static_cast<uint64_t>(config.rows_per_rank) * config.shortest_length();
+  auto all_lengths = config.varies_length()
+                         ? config.lengths.lengths()
+                         : std::vector<uint32_t>{config.shortest_length()};
+  for (uint32_t length : all_lengths) {
+    if (cp > 1 && length % (2 * cp) != 0)
+      check.fail(length_node, "sequence_length",
+                 std::to_string(length) + " does not divide into 2 * cp = " +
+                     std::to_string(2 * cp) +
+                     " equal chunks; use a multiple of " +
+                     std::to_string(2 * cp));
+    // Every step has the same token budget, so each length must split it
+    // into whole rows.
+    if (rank_tokens % length != 0)
+      check.fail(length_node, "sequence_length",
+                 "length " + std::to_string(length) + " does not divide the " +
+                     std::to_string(rank_tokens) +
+                     " tokens each rank gets per step (rows_per_rank at the "
+                     "shortest length); use lengths that divide it, or more "
+                     "rows");
+  }
 }
 
 job_config parse_tree(YAML::Node root, const std::string& origin,
@@ -422,9 +672,10 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
   if (root["seed"])
     config.seed = check.scalar<uint64_t>(root["seed"], "seed",
                                          "non-negative integer");
-  if (root["sequence_length"])
-    config.sequence_length = check.integer(root["sequence_length"],
-                                           "sequence_length", 1, 1 << 24);
+  if (root["sequence_length"]) {
+    config.lengths = parse_lengths(root["sequence_length"], check);
+    config.sequence_length = static_cast<int>(config.lengths.longest());
+  }
   parse_shape(root, check, config);
   if (root["bind"])
     config.bind = check.scalar<std::string>(root["bind"], "bind", "string");
@@ -495,7 +746,7 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
   // 2 GiB; each position takes about 13 bytes (token, label, position id,
   // loss mask).
   const uint64_t batch_bytes = static_cast<uint64_t>(config.rows_per_rank) *
-                               static_cast<uint64_t>(config.sequence_length) * 13;
+                               config.shortest_length() * 13;
   if (batch_bytes > (uint64_t{1} << 30))
     check.fail(root["sequence_length"] ? root["sequence_length"] : root,
                "sequence_length",
@@ -510,6 +761,8 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
 
   if (root["cost_model"])
     parse_cost_model(root["cost_model"], check, config);
+  if (root["autoscale"])
+    parse_autoscale(root["autoscale"], check, config);
   if (root["balancer"]) {
     auto name = check.choice(root["balancer"], "balancer",
                              {"best", "lpt", "kk", "tokens", "consecutive"});
@@ -526,13 +779,21 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
     names.insert(config.sources.back().name);
   }
 
-  double total_weight = 0;
+  // Weights change only at schedule points (linearly in between), so
+  // checking those steps covers every step.
+  std::set<uint64_t> breakpoints = {0};
   for (const auto& source : config.sources)
-    total_weight += source.weight;
-  if (!(total_weight > 0))
-    check.fail(sources, "sources",
-               "all weights are zero; give at least one source a positive "
-               "weight");
+    for (const auto& point : source.weight_schedule.points)
+      breakpoints.insert(point.step);
+  for (uint64_t step : breakpoints) {
+    double total_weight = 0;
+    for (const auto& source : config.sources)
+      total_weight += source.weight_at(step);
+    if (!(total_weight > 0))
+      check.fail(sources, "sources",
+                 "all weights are zero at step " + std::to_string(step) +
+                     "; give at least one source a positive weight there");
+  }
   return config;
 }
 
@@ -574,7 +835,15 @@ job_config load_config(const std::string& path,
 }
 
 const char* to_string(source_format format) {
-  return format == source_format::jsonl ? "jsonl" : "text";
+  switch (format) {
+    case source_format::jsonl:
+      return "jsonl";
+    case source_format::text:
+      return "text";
+    case source_format::indexed:
+      return "indexed";
+  }
+  return "unknown";
 }
 
 const char* to_string(mix_unit unit) {

@@ -6,15 +6,17 @@
 #include <cstdint>
 #include <string>
 
-#include "planner/balancer.hpp"
 #include <utility>
 #include <vector>
+
+#include "planner/balancer.hpp"
+#include "planner/schedule.hpp"
 
 namespace overlord::planner {
 
 enum class bad_input_policy { skip, fail };
 enum class mix_unit { tokens, documents };
-enum class source_format { jsonl, text };
+enum class source_format { jsonl, text, indexed };
 
 struct source_config {
   std::string name;
@@ -23,11 +25,48 @@ struct source_config {
   std::string text_field = "text";
   // Globs as written in the config, and the files they matched (sorted,
   // absolute). The shard order of an epoch is a seeded shuffle of `shards`.
+  // For indexed sources the globs match PREFIX.idx files and `shards`
+  // contains the prefixes.
   std::vector<std::string> paths;
   std::vector<std::string> shards;
-  // Relative mixture weight; only ratios between sources matter.
+  // Relative mixture weight; only ratios between sources matter. A
+  // constant weight is `weight`; otherwise `weight_schedule` gives it per
+  // step and `weight` holds its value at step 0.
   double weight = 1;
+  step_schedule weight_schedule;
+
+  double weight_at(uint64_t step) const {
+    return weight_schedule.kind == step_schedule::shape::constant
+               ? weight
+               : weight_schedule.at(step);
+  }
+  std::string describe_weight() const {
+    return weight_schedule.kind == step_schedule::shape::constant
+               ? step_schedule::constant(weight).describe()
+               : weight_schedule.describe();
+  }
+  // Workers at start, and the range the autoscaler keeps the pool in.
   int workers = 1;
+  int min_workers = 1;
+  int max_workers = 64;
+  // Indexed sources only: append the EOS id to every document. False means
+  // the dataset's documents already end with it.
+  bool append_eos = true;
+};
+
+// How the planner sizes source pools from observed demand and latency.
+struct autoscale_config {
+  bool enabled = false;
+  // Worker capacity kept above the measured need (1.5 = 50% spare).
+  double headroom = 1.5;
+  // How often the planner re-evaluates pool sizes.
+  int interval_ms = 500;
+  // Cores the pools of one loader node may keep busy together; 0 takes
+  // the node's hardware threads.
+  int cpu_budget = 0;
+  // A scheduled weight change this many steps ahead is already planned
+  // for, so pools grow before the demand arrives.
+  int lookahead_steps = 50;
 };
 
 // How the trainers are parallelised. Only one rank per data-parallel
@@ -47,9 +86,15 @@ struct topology_config {
 struct job_config {
   std::string config_path;
   uint64_t seed = 0;
+  // Row length of each step. A constant length is `sequence_length`;
+  // otherwise `lengths` says which length each step uses and
+  // `sequence_length` is the longest of them.
   int sequence_length = 2048;
-  // Rows each rank receives per step. Set directly, or derived from
-  // `global_rows` (the whole job's batch) divided by `ranks`.
+  length_schedule lengths;
+  // Rows each rank receives per step at the shortest length. Set directly,
+  // or derived from `global_rows` (the whole job's batch) divided by
+  // `ranks`. Steps with longer rows get proportionally fewer, so every
+  // step has the same token budget.
   int rows_per_rank = 1;
   // Data-parallel ranks (replicas) that receive batches.
   int ranks = 1;
@@ -85,9 +130,34 @@ struct job_config {
   // Snapshots kept; a trainer can resume from a step at or after the
   // oldest one kept.
   int checkpoint_keep = 20;
+  autoscale_config autoscale;
   std::vector<source_config> sources;
 
   int global_rows() const { return rows_per_rank * ranks; }
+  // Token positions of one step across all ranks.
+  uint64_t tokens_per_step() const {
+    return static_cast<uint64_t>(global_rows()) * shortest_length();
+  }
+  bool varies_length() const {
+    return lengths.kind != length_schedule::shape::constant;
+  }
+  uint32_t shortest_length() const {
+    return varies_length() ? lengths.shortest()
+                           : static_cast<uint32_t>(sequence_length);
+  }
+  uint32_t length_at(uint64_t step) const {
+    return varies_length() ? lengths.at(step, seed)
+                           : static_cast<uint32_t>(sequence_length);
+  }
+  std::string describe_lengths() const {
+    return varies_length() ? lengths.describe()
+                           : std::to_string(sequence_length);
+  }
+  // Rows per rank in a step whose rows are `length` tokens long.
+  uint32_t rows_per_rank_at(uint32_t length) const {
+    return static_cast<uint32_t>(static_cast<uint64_t>(rows_per_rank) *
+                                 shortest_length() / length);
+  }
 };
 
 // A `--set KEY=VALUE` override. Keys are dotted paths; a source is

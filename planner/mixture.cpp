@@ -29,6 +29,27 @@ void mixture::set_weights(const std::vector<double>& weights) {
     shares_.push_back(w / sum);
 }
 
+void mixture::rebase(const std::vector<double>& weights) {
+  // Current deficits, kept for sources that stay in the mix so that the
+  // fraction of a document each is owed carries over.
+  std::vector<double> deficit(shares_.size());
+  for (size_t i = 0; i < shares_.size(); ++i)
+    deficit[i] = shares_[i] * total_ - drawn_[i];
+  set_weights(weights);
+  double kept = 0;
+  for (size_t i = 0; i < shares_.size(); ++i) {
+    if (shares_[i] <= 0)
+      deficit[i] = 0;
+    kept += deficit[i];
+  }
+  // Deficits sum to zero; spread what dropped-out sources held over the
+  // others by share.
+  for (size_t i = 0; i < shares_.size(); ++i) {
+    deficit[i] -= kept * shares_[i];
+    drawn_[i] = shares_[i] * total_ - deficit[i];
+  }
+}
+
 uint32_t mixture::pick(uint64_t step, uint64_t pick_index) const {
   const auto key = derive_key(derive_key(seed_, step), pick_index);
   uint32_t best = 0;

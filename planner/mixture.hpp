@@ -28,6 +28,13 @@ class mixture {
   // mixture converges to the new shares.
   void set_weights(const std::vector<double>& weights);
 
+  // Replaces the weights and forgets the history behind the old ones: the
+  // next draws follow the new shares at once, and only what each source
+  // was owed (less than a document) carries over. Schedules and weight
+  // changes use this; set_weights alone would make a source that was off
+  // for a long time catch up on everything it missed.
+  void rebase(const std::vector<double>& weights);
+
   // Sets the drawn amounts, as saved by drawn() and total().
   void restore(const std::vector<double>& drawn, double total);
 

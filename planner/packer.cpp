@@ -17,6 +17,9 @@ std::vector<piece> split_document(const document_meta& meta,
     p.offset = offset;
     p.length = std::min(capacity, meta.tokens - offset);
     p.document_tokens = meta.tokens;
+    // A document's image patches come first.
+    p.patches = offset >= meta.patches ? 0
+                                       : std::min(meta.patches - offset, p.length);
     pieces.push_back(std::move(p));
   }
   return pieces;

@@ -20,6 +20,9 @@ struct document_meta {
   // documents. A replacement pool resumes the stream from here.
   uint32_t shard_position = 0;
   uint32_t record = 0;
+  // Image patches among the tokens (image-text samples); they feed the
+  // vision encoder's share of the cost model.
+  uint32_t patches = 0;
 };
 
 // A contiguous slice of one document placed in one packed row. Documents
@@ -32,6 +35,7 @@ struct piece {
   uint32_t offset = 0;  // first token of the slice within the document
   uint32_t length = 0;
   uint32_t document_tokens = 0;
+  uint32_t patches = 0;  // image patches inside this slice
 
   bool starts_document() const { return offset == 0; }
   bool ends_document() const { return offset + length == document_tokens; }
@@ -43,6 +47,7 @@ using row_plan = std::vector<piece>;
 struct rank_plan {
   uint64_t step = 0;
   uint32_t rank = 0;
+  uint32_t sequence_length = 0;  // tokens per row in this step
   std::vector<row_plan> rows;
   double cost = 0;       // modelled compute cost of these rows
   double imbalance = 1;  // the step's max over mean rank cost
@@ -52,6 +57,7 @@ struct rank_plan {
 // Everything decided for one global step.
 struct step_plan {
   uint64_t step = 0;
+  uint32_t sequence_length = 0;   // tokens per row in this step
   std::vector<row_plan> rows;     // global rows, independent of rank count
   std::vector<rank_plan> ranks;   // rows split across ranks
   uint64_t padding_tokens = 0;

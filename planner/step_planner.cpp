@@ -10,19 +10,41 @@ namespace overlord::planner {
 
 namespace {
 
-std::vector<double> weights_of(const job_config& config) {
+std::vector<double> scheduled_weights(const job_config& config,
+                                      uint64_t step) {
   std::vector<double> weights;
   for (const auto& source : config.sources)
-    weights.push_back(source.weight);
+    weights.push_back(source.weight_at(step));
   return weights;
+}
+
+// Cuts carried pieces longer than `capacity` (left by a step with longer
+// rows) into pieces that fit.
+std::vector<piece> fit_pieces(const std::vector<piece>& pieces,
+                              uint32_t capacity) {
+  std::vector<piece> out;
+  for (const auto& p : pieces) {
+    if (p.length <= capacity) {
+      out.push_back(p);
+      continue;
+    }
+    for (uint32_t done = 0; done < p.length; done += capacity) {
+      piece part = p;
+      part.offset = p.offset + done;
+      part.length = std::min(capacity, p.length - done);
+      part.patches = done >= p.patches ? 0 : std::min(p.patches - done, part.length);
+      out.push_back(std::move(part));
+    }
+  }
+  return out;
 }
 
 }  // namespace
 
 step_planner::step_planner(const job_config& config)
     : config_(config),
-      weights_(weights_of(config)),
-      mixture_(weights_, config.seed),
+      mixture_weights_(scheduled_weights(config, 0)),
+      mixture_(mixture_weights_, config.seed),
       queues_(config.sources.size()),
       next_sequence_(config.sources.size(), 0) {}
 
@@ -45,17 +67,41 @@ void step_planner::add_documents(uint32_t source,
   }
 }
 
+std::vector<double> step_planner::weights_at(uint64_t step) const {
+  auto weights = scheduled_weights(config_, step);
+  if (set_weights_.empty() || step < set_from_step_)
+    return weights;
+  for (size_t s = 0; s < weights.size(); ++s) {
+    double at_set = config_.sources[s].weight_at(set_from_step_);
+    weights[s] = at_set > 0 ? set_weights_[s] * weights[s] / at_set
+                            : set_weights_[s];
+  }
+  return weights;
+}
+
 step_planner::outcome step_planner::plan_next() {
-  const uint32_t capacity = static_cast<uint32_t>(config_.sequence_length);
-  const uint32_t rows = static_cast<uint32_t>(config_.global_rows());
+  const uint32_t capacity = config_.length_at(next_step_);
+  const uint32_t rows = config_.rows_per_rank_at(capacity) *
+                        static_cast<uint32_t>(config_.ranks);
   const uint64_t budget = static_cast<uint64_t>(rows) * capacity;
 
   // Draw on copies so that a starved source leaves the planner untouched.
   mixture trial = mixture_;
+  auto weights = weights_at(next_step_);
+  double total_weight = 0;
+  for (double w : weights)
+    total_weight += w;
+  if (!(total_weight > 0))
+    throw error(errc::invalid_config,
+                "step " + std::to_string(next_step_) +
+                    ": every source weight is zero; fix the weight schedules");
+  if (weights != mixture_weights_)
+    trial.rebase(weights);
   std::vector<size_t> taken(queues_.size(), 0);
   std::vector<piece> fresh;
+  auto carried = fit_pieces(carried_, capacity);
   uint64_t filled = 0;
-  for (const auto& p : carried_)
+  for (const auto& p : carried)
     filled += p.length;
 
   for (uint64_t pick = 0; filled < budget; ++pick) {
@@ -72,10 +118,11 @@ step_planner::outcome step_planner::plan_next() {
     filled += meta.tokens;
   }
 
-  auto packed = pack_rows(carried_, fresh, rows, capacity);
+  auto packed = pack_rows(carried, fresh, rows, capacity);
 
   step_plan plan;
   plan.step = next_step_;
+  plan.sequence_length = capacity;
   plan.rows = std::move(packed.rows);
   plan.carried_pieces = packed.leftover.size();
   for (const auto& row : plan.rows) {
@@ -90,6 +137,7 @@ step_planner::outcome step_planner::plan_next() {
     queues_[source].erase(queues_[source].begin(),
                           queues_[source].begin() + taken[source]);
   mixture_ = trial;
+  mixture_weights_ = std::move(weights);
   carried_ = std::move(packed.leftover);
   ++next_step_;
 
@@ -109,14 +157,21 @@ uint64_t step_planner::oldest_held_sequence(uint32_t source) const {
 }
 
 void step_planner::set_weights(const std::vector<double>& weights) {
-  mixture_.set_weights(weights);
-  weights_ = weights;
+  if (weights.size() != config_.sources.size())
+    throw error(errc::invalid_input,
+                "set_weights: " + std::to_string(weights.size()) +
+                    " weights for " + std::to_string(config_.sources.size()) +
+                    " sources");
+  set_weights_ = weights;
+  set_from_step_ = next_step_;
 }
 
 planner_state step_planner::save() const {
   planner_state state;
   state.next_step = next_step_;
-  state.weights = weights_;
+  state.weights = set_weights_;
+  state.weights_from_step = set_from_step_;
+  state.mixture_weights = mixture_weights_;
   state.drawn = mixture_.drawn();
   state.total_drawn = mixture_.total();
   state.carried = carried_;
@@ -133,7 +188,20 @@ void step_planner::restore(const planner_state& state) {
                 "saved planner state has " +
                     std::to_string(state.next_unplanned.size()) +
                     " sources, the job has " + std::to_string(queues_.size()));
-  set_weights(state.weights);
+  set_weights_ = state.weights;
+  set_from_step_ = state.weights_from_step;
+  if (!set_weights_.empty() && set_weights_.size() != queues_.size())
+    throw error(errc::invalid_input, "saved planner state has weights for " +
+                                         std::to_string(set_weights_.size()) +
+                                         " sources, the job has " +
+                                         std::to_string(queues_.size()));
+  // The mixture continues with the weights of the step before, so that
+  // the next step rebases exactly as it did in the first run.
+  mixture_weights_ = state.mixture_weights.size() == queues_.size()
+                         ? state.mixture_weights
+                         : weights_at(state.next_step == 0 ? 0
+                                                           : state.next_step - 1);
+  mixture_.set_weights(mixture_weights_);
   mixture_.restore(state.drawn, state.total_drawn);
   carried_ = state.carried;
   next_step_ = state.next_step;
@@ -154,6 +222,8 @@ void split_across_ranks(const job_config& config, step_plan& plan) {
   }
 
   const auto ranks = static_cast<uint32_t>(config.ranks);
+  if (plan.sequence_length == 0)
+    plan.sequence_length = static_cast<uint32_t>(config.sequence_length);
   auto assignment = assign_rows(costs, tokens, ranks, config.balancer);
   plan.rank_costs = assignment.rank_costs;
   plan.imbalance = assignment.imbalance();
@@ -162,6 +232,7 @@ void split_across_ranks(const job_config& config, step_plan& plan) {
     auto& out = plan.ranks[rank];
     out.step = plan.step;
     out.rank = rank;
+    out.sequence_length = plan.sequence_length;
     out.cost = assignment.rank_costs[rank];
     out.imbalance = plan.imbalance;
     out.carried_pieces = plan.carried_pieces;

@@ -20,7 +20,12 @@ namespace overlord::planner {
 // `next_unplanned`.
 struct planner_state {
   uint64_t next_step = 0;
-  std::vector<double> weights;  // as configured or last set, not normalised
+  // Weights last set by an operator and the step they took effect at;
+  // empty when the schedule alone decides.
+  std::vector<double> weights;
+  uint64_t weights_from_step = 0;
+  // Weights the mixture used for the last planned step.
+  std::vector<double> mixture_weights;
   std::vector<double> drawn;
   double total_drawn = 0;
   std::vector<piece> carried;
@@ -62,8 +67,18 @@ class step_planner {
   // carried), or next_sequence(source) when it holds none.
   uint64_t oldest_held_sequence(uint32_t source) const;
 
-  // Changes the mixture weights for every step planned from now on.
+  // Sets the weights from the next step on. With a weight schedule the
+  // set value scales it: a source set to w at step S has weight
+  // w * schedule(t) / schedule(S) at t >= S (w itself where schedule(S) is
+  // zero), so the schedule's shape goes on from the operator's value.
   void set_weights(const std::vector<double>& weights);
+
+  // Mixture weights of `step`: the schedules, composed with the last
+  // operator change.
+  std::vector<double> weights_at(uint64_t step) const;
+
+  // Row length of `step` and the global rows at that length.
+  uint32_t length_at(uint64_t step) const { return config_.length_at(step); }
 
   // Returns the state between the last planned step and the next.
   planner_state save() const;
@@ -74,7 +89,9 @@ class step_planner {
 
  private:
   job_config config_;
-  std::vector<double> weights_;
+  std::vector<double> set_weights_;  // empty: no operator change
+  uint64_t set_from_step_ = 0;
+  std::vector<double> mixture_weights_;
   mixture mixture_;
   std::vector<std::deque<document_meta>> queues_;
   std::vector<uint64_t> next_sequence_;

@@ -311,6 +311,57 @@ TEST_CASE("config names folders matched by glob", "[config]") {
   CHECK_THAT(message, Catch::Contains("matches only 1 folder"));
 }
 
+TEST_CASE("config indexed source uses prefixes", "[config]") {
+  config_fixture f;
+  f.dir.write("tokens/b.idx", "");
+  f.dir.write("tokens/b.bin", "");
+  f.dir.write("tokens/a.idx", "");
+  f.dir.write("tokens/a.bin", "");
+  auto path = f.write_config(config_fixture::valid_body() +
+                             "  - name: tokens\n"
+                             "    format: indexed\n"
+                             "    paths: tokens/*.idx\n"
+                             "    append_eos: false\n");
+  auto config = load_config(path);
+  REQUIRE(config.sources.size() == 3);
+  const auto& source = config.sources[2];
+  CHECK(source.format == overlord::planner::source_format::indexed);
+  CHECK(source.append_eos == false);
+  CHECK(source.shards == std::vector<std::string>{
+                             (f.dir.path() / "tokens" / "a").string(),
+                             (f.dir.path() / "tokens" / "b").string()});
+  CHECK(config.sources[0].append_eos == true);
+}
+
+TEST_CASE("config indexed source needs idx and bin", "[config]") {
+  config_fixture f;
+  f.dir.write("tokens/a.idx", "");
+  f.dir.write("tokens/a.bin", "");
+  f.dir.write("tokens/lonely.idx", "");
+  f.dir.write("tokens/notes.txt", "");
+
+  auto message = f.error_of(config_fixture::valid_body() +
+                            "  - name: tokens\n"
+                            "    format: indexed\n"
+                            "    paths: tokens/*.idx\n");
+  CHECK_THAT(message, Catch::Contains("sources.tokens.paths"));
+  CHECK_THAT(message, Catch::Contains("lonely.idx' has no data file"));
+
+  message = f.error_of(config_fixture::valid_body() +
+                       "  - name: tokens\n"
+                       "    format: indexed\n"
+                       "    paths: tokens/*.txt\n");
+  CHECK_THAT(message, Catch::Contains("notes.txt' is not a .idx file"));
+}
+
+TEST_CASE("config rejects append_eos on text sources", "[config]") {
+  config_fixture f;
+  auto message = f.error_of(replace(config_fixture::valid_body(),
+                                    "    format: text\n",
+                                    "    format: text\n    append_eos: true\n"));
+  CHECK_THAT(message, Catch::Contains("sources.books.append_eos"));
+}
+
 TEST_CASE("config rejects list as key", "[config]") {
   config_fixture f;
   auto top = f.error_of("? [seed]\n: 7\n");

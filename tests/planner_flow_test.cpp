@@ -28,6 +28,8 @@ struct recorder {
   std::map<uint32_t, std::vector<uint64_t>> plans;  // rank -> steps
   std::map<uint32_t, std::vector<uint64_t>> releases;  // source -> steps
   std::map<uint32_t, caf::actor> constructors;         // rank -> actor
+  std::map<uint32_t, std::vector<int32_t>> resizes;    // source -> sizes
+  std::map<uint32_t, uint64_t> latency_us;             // reported per source
   int joined = 0;
 };
 
@@ -54,7 +56,12 @@ caf::behavior fake_pool(caf::event_based_actor* self, uint32_t source,
       [=](release_atom, uint64_t step, uint64_t) {
         rec->releases[source].push_back(step);
       },
-      [=](stats_atom) { return counters{}; },
+      [=](stats_atom) {
+        return counters{{"latency_us", rec->latency_us[source]}};
+      },
+      [=](resize_atom, int32_t workers) {
+        rec->resizes[source].push_back(workers);
+      },
   };
 }
 
@@ -128,13 +135,13 @@ struct flow_fixture {
   std::shared_ptr<recorder> rec = std::make_shared<recorder>();
   caf::actor planner;
 
-  flow_fixture() {
+  explicit flow_fixture(planner::job_config job = flow_config()) {
     config.set("scheduler.policy", caf::atom("testing"));
     add_message_types(config);
     system = std::make_unique<caf::actor_system>(config);
     scheduler =
         &dynamic_cast<caf::scheduler::test_coordinator&>(system->scheduler());
-    planner = spawn_planner(*system, planner_setup{flow_config(), 50256, {}});
+    planner = spawn_planner(*system, planner_setup{job, 50256, {}});
     scheduler->run();
   }
 
@@ -244,4 +251,41 @@ TEST_CASE("planner ignores served from strangers", "[planner_flow]") {
   f.scheduler->run();
   CHECK(f.rec->plans[0] == std::vector<uint64_t>{0, 1, 2});
   CHECK(f.rec->releases.empty());
+}
+
+TEST_CASE("planner resizes pools from observed latency", "[planner_flow]") {
+  // 2 ranks x 2 rows x 256 tokens of 100-token documents, half from each
+  // source: 5.12 documents per source per step.
+  auto job = flow_config();
+  job.autoscale.enabled = true;
+  job.autoscale.interval_ms = 500;
+  job.autoscale.headroom = 1.5;
+  job.autoscale.cpu_budget = 8;
+  for (auto& source : job.sources)
+    source.max_workers = 8;
+  flow_fixture f(job);
+  f.join("loader-1", "loader");
+  f.join("constructor-1", "constructor");
+  f.rec->latency_us[0] = 1000;    // 1 ms per document
+  f.rec->latency_us[1] = 200000;  // 200 ms per document
+
+  // Trainers take a step every 250 ms: four a second.
+  uint64_t step = 0;
+  for (int tick = 0; tick < 4; ++tick) {
+    f.served(0, step);
+    f.served(1, step);
+    ++step;
+    f.scheduler->advance_time(std::chrono::milliseconds(250));
+    f.scheduler->run();
+    f.served(0, step);
+    f.served(1, step);
+    ++step;
+    f.scheduler->advance_time(std::chrono::milliseconds(250));
+    f.scheduler->run();
+  }
+  // Source b needs 4 steps/s x 5.12 x 0.2 s x 1.5 = 6.14 workers; source
+  // a needs 0.03 and keeps its one.
+  CHECK(f.rec->resizes[0].empty());
+  REQUIRE(f.rec->resizes[1].size() == 1);
+  CHECK(f.rec->resizes[1][0] == 7);
 }

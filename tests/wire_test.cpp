@@ -146,6 +146,26 @@ TEST_CASE("batch digest follows content", "[wire]") {
   CHECK(transport::batch_digest(*other) != digest);
 }
 
+TEST_CASE("content digest leaves out keys", "[wire]") {
+  two_row_batch input;
+  auto buffer = input.build();
+  auto* batch = transport::verify_reply(buffer.data(), buffer.size())->body_as_Batch();
+  auto content = transport::batch_content_digest(*batch);
+  CHECK(content.size() == 64);
+  CHECK(content != transport::batch_digest(*batch));
+
+  input.plan.rows[0][0].key = "other:7";
+  auto rekeyed = input.build();
+  auto* renamed = transport::verify_reply(rekeyed.data(), rekeyed.size())->body_as_Batch();
+  CHECK(transport::batch_content_digest(*renamed) == content);
+  CHECK(transport::batch_digest(*renamed) != transport::batch_digest(*batch));
+
+  input.payloads[0][1] = 12;
+  auto changed = input.build();
+  auto* other = transport::verify_reply(changed.data(), changed.size())->body_as_Batch();
+  CHECK(transport::batch_content_digest(*other) != content);
+}
+
 TEST_CASE("reply verifier rejects corrupt frames", "[wire]") {
   two_row_batch input;
   auto buffer = input.build();

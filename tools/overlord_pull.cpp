@@ -42,7 +42,8 @@ constexpr const char* usage =
     "  --progress         print a progress line to stderr\n"
     "\n"
     "Prints one JSON object per batch: step, rank, rows, tokens, documents,\n"
-    "sources, source_tokens, padding, imbalance, digest.\n";
+    "sources, source_tokens, padding, imbalance, digest, content_digest\n"
+    "(the digest without sample keys).\n";
 
 struct options {
   overlord::client::client_options client;
@@ -195,6 +196,8 @@ std::string summarize(const overlord::wire::Batch& batch) {
   json.Double(counters ? counters->imbalance() : 1.0);
   json.Key("digest");
   json.String(overlord::transport::batch_digest(batch).c_str());
+  json.Key("content_digest");
+  json.String(overlord::transport::batch_content_digest(batch).c_str());
   json.EndObject();
   return text.GetString();
 }

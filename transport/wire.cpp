@@ -144,9 +144,7 @@ class sha256 {
   std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> context_;
 };
 
-}  // namespace
-
-std::string batch_digest(const wire::Batch& batch) {
+std::string digest_of(const wire::Batch& batch, bool with_keys) {
   sha256 hash;
   hash.add_value(batch.step());
   hash.add_value(batch.rank());
@@ -168,7 +166,8 @@ std::string batch_digest(const wire::Batch& batch) {
   if (auto* documents = batch.documents()) {
     for (auto* slice : *documents) {
       hash.add_value(slice->source());
-      hash.add_string(slice->key());
+      if (with_keys)
+        hash.add_string(slice->key());
       hash.add_value(slice->epoch());
       hash.add_value(slice->row());
       hash.add_value(slice->row_offset());
@@ -178,6 +177,16 @@ std::string batch_digest(const wire::Batch& batch) {
     }
   }
   return hash.hex();
+}
+
+}  // namespace
+
+std::string batch_digest(const wire::Batch& batch) {
+  return digest_of(batch, true);
+}
+
+std::string batch_content_digest(const wire::Batch& batch) {
+  return digest_of(batch, false);
 }
 
 }  // namespace overlord::transport

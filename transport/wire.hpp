@@ -45,4 +45,10 @@ std::string check_batch_layout(const wire::Batch& batch);
 // out, so equal plans give equal digests on every run.
 std::string batch_digest(const wire::Batch& batch);
 
+// Returns the hex SHA-256 of the same content without the sample keys.
+// Batches with the same tokens in the same places get the same digest
+// whatever the sources' key schemes. One example is a JSON Lines source
+// and the indexed dataset converted from it.
+std::string batch_content_digest(const wire::Batch& batch);
+
 }  // namespace overlord::transport

@@ -1,0 +1,184 @@
+// Simulated synchronous trainers for bench/stall: one thread per rank
+// pulls batches from its constructor; each step, every rank "computes" for
+// a fixed time, then waits for its next batch. The step ends when the
+// slowest rank has its batch, as in synchronous data-parallel training.
+// Prints one line per step (step, wait_ms) and a JSON summary.
+//
+//   stall_trainer --port BASE_PORT --ranks R --steps N --step-ms MS
+//                 [--prefetch K] [--wait-threshold-ms T]
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "client/client.hpp"
+#include "common/error.hpp"
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+// Releases the ranks of a step together; a rank that fails leaves it so
+// the others do not wait for it forever.
+class step_gate {
+ public:
+  explicit step_gate(int ranks) : ranks_(ranks) {}
+
+  void arrive_and_wait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    uint64_t round = round_;
+    if (++arrived_ >= ranks_) {
+      next_round();
+      return;
+    }
+    changed_.wait(lock, [&] { return round_ != round; });
+  }
+
+  void leave() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (--ranks_ <= arrived_)
+      next_round();
+  }
+
+ private:
+  void next_round() {
+    arrived_ = 0;
+    ++round_;
+    changed_.notify_all();
+  }
+
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  int ranks_;
+  int arrived_ = 0;
+  uint64_t round_ = 0;
+};
+
+struct options {
+  std::string host = "127.0.0.1";
+  int base_port = 0;
+  int ranks = 1;
+  int steps = 100;
+  int step_ms = 100;
+  int prefetch = 2;
+  double wait_threshold_ms = 5;
+};
+
+[[noreturn]] void usage(const char* problem) {
+  std::fprintf(stderr,
+               "stall_trainer: %s\nusage: stall_trainer --port BASE_PORT "
+               "--ranks R --steps N --step-ms MS [--prefetch K] "
+               "[--wait-threshold-ms T]\n",
+               problem);
+  std::exit(2);
+}
+
+options parse(int argc, char** argv) {
+  options out;
+  for (int i = 1; i < argc; ++i) {
+    std::string flag = argv[i];
+    if (i + 1 >= argc)
+      usage(("missing value for " + flag).c_str());
+    std::string value = argv[++i];
+    try {
+      if (flag == "--port")
+        out.base_port = std::stoi(value);
+      else if (flag == "--ranks")
+        out.ranks = std::stoi(value);
+      else if (flag == "--steps")
+        out.steps = std::stoi(value);
+      else if (flag == "--step-ms")
+        out.step_ms = std::stoi(value);
+      else if (flag == "--prefetch")
+        out.prefetch = std::stoi(value);
+      else if (flag == "--wait-threshold-ms")
+        out.wait_threshold_ms = std::stod(value);
+      else
+        usage(("unknown flag " + flag).c_str());
+    } catch (const std::exception&) {
+      usage(("bad number for " + flag).c_str());
+    }
+  }
+  if (out.base_port <= 0 || out.ranks < 1 || out.steps < 1 || out.step_ms < 0)
+    usage("--port, --ranks, --steps and --step-ms are required and positive");
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto opts = parse(argc, argv);
+  // wait_ms[step][rank]: how long the rank waited for the step's batch
+  // after it was ready for it.
+  std::vector<std::vector<double>> wait_ms(opts.steps,
+                                           std::vector<double>(opts.ranks, 0));
+  std::vector<std::string> failures(opts.ranks);
+  // Every rank starts computing a step when all have their batch.
+  step_gate step_barrier(opts.ranks);
+
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < opts.ranks; ++rank) {
+    threads.emplace_back([&, rank] {
+      try {
+        overlord::client::client_options client;
+        client.endpoint = "tcp://" + opts.host + ":" +
+                          std::to_string(opts.base_port + rank);
+        client.rank = static_cast<uint32_t>(rank);
+        client.prefetch = static_cast<uint32_t>(opts.prefetch);
+        client.timeout = std::chrono::milliseconds(60000);
+        overlord::client::batch_client puller(client);
+        for (int step = 0; step < opts.steps; ++step) {
+          auto asked = clock_type::now();
+          auto batch = puller.next();
+          wait_ms[step][rank] =
+              std::chrono::duration<double, std::milli>(clock_type::now() - asked)
+                  .count();
+          if (batch.batch().step() != static_cast<uint64_t>(step))
+            throw std::runtime_error("received step " +
+                                     std::to_string(batch.batch().step()) +
+                                     " for " + std::to_string(step));
+          step_barrier.arrive_and_wait();
+          std::this_thread::sleep_for(std::chrono::milliseconds(opts.step_ms));
+        }
+      } catch (const std::exception& e) {
+        failures[rank] = e.what();
+        step_barrier.leave();
+      }
+    });
+  }
+  for (auto& t : threads)
+    t.join();
+  for (int rank = 0; rank < opts.ranks; ++rank)
+    if (!failures[rank].empty()) {
+      std::fprintf(stderr, "stall_trainer: rank=%d failed: %s\n", rank,
+                   failures[rank].c_str());
+      return 1;
+    }
+
+  // A synchronous step waits for its slowest rank. The first step waits
+  // for the job to start, which is not a stall.
+  double waited = 0;
+  int last_waiting = -1;
+  for (int step = 0; step < opts.steps; ++step) {
+    double wait = *std::max_element(wait_ms[step].begin(), wait_ms[step].end());
+    std::printf("step %d wait_ms %.1f\n", step, wait);
+    if (step == 0)
+      continue;
+    waited += wait;
+    if (wait > opts.wait_threshold_ms)
+      last_waiting = step;
+  }
+  double computed = static_cast<double>(opts.steps - 1) * opts.step_ms;
+  std::printf(
+      "{\"steps\": %d, \"step_ms\": %d, \"wait_fraction\": %.4f, "
+      "\"steps_to_no_wait\": %d, \"waited_ms\": %.1f}\n",
+      opts.steps, opts.step_ms, waited / (waited + computed),
+      last_waiting < 0 ? 0 : last_waiting + 1, waited);
+  return 0;
+}
