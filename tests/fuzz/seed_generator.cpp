@@ -1,10 +1,13 @@
-// Writes seed inputs for the batch and checkpoint fuzz targets, made by the
-// code that writes them in a running job: batches from
-// transport::build_batch and serialize_batch over tokens of a real
-// document, and a checkpoint directory from checkpoint_store.
+// Writes seed inputs for the batch, checkpoint and indexed_reader fuzz
+// targets, made by the code that writes them in a running job: batches
+// from transport::build_batch and serialize_batch over tokens of a real
+// document, a checkpoint directory from checkpoint_store, and indexed
+// datasets from sources::indexed_writer.
 //
 // Usage: seed_generator OUT_DIR TEXT_FILE
-// Writes OUT_DIR/batch/* and OUT_DIR/checkpoint/*. Needs the GPT-2
+// Writes OUT_DIR/batch/*, OUT_DIR/checkpoint/* and OUT_DIR/indexed_reader/*
+// (a 4-byte little-endian .idx size, the .idx, then the .bin, the input
+// layout of that target). Needs the GPT-2
 // vocabulary ($OVERLORD_GPT2_DIR or $OVERLORD_DATA_DIR/gpt2) to tokenize
 // TEXT_FILE.
 
@@ -21,6 +24,7 @@
 #include "checkpoint/store.hpp"
 #include "common/error.hpp"
 #include "planner/config.hpp"
+#include "sources/indexed_dataset.hpp"
 #include "sources/tokenizer.hpp"
 #include "tests/fuzz/fuzz_support.hpp"
 #include "transport/batch_builder.hpp"
@@ -162,6 +166,40 @@ void write_checkpoint(const fs::path& dir) {
   fs::remove_all(store_dir);
 }
 
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+}
+
+// Writes three documents cut from `tokens`, each ending with the EOS id,
+// as a dataset of `dtype`, and stores it in the target's input layout.
+void write_indexed(const fs::path& dir, const std::vector<int32_t>& tokens,
+                   overlord::sources::token_dtype dtype,
+                   const std::string& name) {
+  fs::create_directories(dir);
+  const fs::path prefix = dir / ("dataset-" + name);
+  {
+    overlord::sources::indexed_writer writer(prefix.string(), dtype);
+    const size_t cuts[] = {0, 7, 19, 40};
+    for (size_t i = 0; i + 1 < std::size(cuts); ++i) {
+      std::vector<int32_t> document(tokens.begin() + cuts[i],
+                                    tokens.begin() + cuts[i + 1]);
+      document.push_back(50256);
+      writer.add_document(document);
+    }
+    writer.finish();
+  }
+  const std::string idx = read_file(prefix.string() + ".idx");
+  const std::string bin = read_file(prefix.string() + ".bin");
+  std::string input;
+  for (int shift = 0; shift < 32; shift += 8)
+    input.push_back(static_cast<char>((idx.size() >> shift) & 0xff));
+  write_file(dir / (name + "_dataset.bin"), input + idx + bin);
+  fs::remove(prefix.string() + ".idx");
+  fs::remove(prefix.string() + ".bin");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -182,6 +220,11 @@ int main(int argc, char** argv) {
     const fs::path out = argv[1];
     write_batches(out / "batch", tokenizer->encode(text));
     write_checkpoint(out / "checkpoint");
+    const auto tokens = tokenizer->encode(text);
+    write_indexed(out / "indexed_reader", tokens,
+                  overlord::sources::token_dtype::uint16, "uint16");
+    write_indexed(out / "indexed_reader", tokens,
+                  overlord::sources::token_dtype::int32, "int32");
     return 0;
   } catch (const overlord::error& e) {
     std::fprintf(stderr, "seed_generator: %s\n", e.what());
