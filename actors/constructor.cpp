@@ -6,6 +6,7 @@
 #include "actors/messages.hpp"
 #include "actors/node_links.hpp"
 #include "common/error.hpp"
+#include "common/job_metrics.hpp"
 #include "common/log.hpp"
 #include "transport/batch_builder.hpp"
 #include "transport/payload_client.hpp"
@@ -35,13 +36,21 @@ struct remote_fetch {
 
 struct pending_build {
   planner::rank_plan plan;
-  // Tokens of each piece, row-major in plan order.
+  // Tokens of each piece, row-major in plan order, and the image of each
+  // piece that starts an image-text document (null elsewhere).
   std::vector<std::vector<int32_t>> payloads;
+  std::vector<std::shared_ptr<const sources::decoded_image>> images;
   std::vector<bool> have;
   size_t missing = 0;
 };
 
 using batch_buffer = std::shared_ptr<flatbuffers::DetachedBuffer>;
+
+// A trainer request for a step not built yet.
+struct waiting_request {
+  std::string client;
+  std::chrono::steady_clock::time_point since;
+};
 
 struct constructor_state {
   static inline const char* name = "constructor";
@@ -59,7 +68,8 @@ struct constructor_state {
   // Built batches by step, one per context-parallel rank.
   std::map<uint64_t, std::vector<batch_buffer>> built;
   // Clients waiting for (step, cp rank).
-  std::map<std::pair<uint64_t, uint32_t>, std::vector<std::string>> waiting;
+  std::map<std::pair<uint64_t, uint32_t>, std::vector<waiting_request>>
+      waiting;
   // Per context-parallel rank: the last step up to which its trainer
   // reported holding every batch. The planner releases steps only below
   // this mark, never one still being built or in a queue.
@@ -116,6 +126,7 @@ void note_progress(constructor_actor* self, uint32_t cp_rank, uint64_t step) {
                                   st.served_by_cp.end());
   if (all > st.served) {
     st.served = all;
+    metrics::record_rank_step(st.setup->rank, all + 1);
     if (st.planner)
       self->send(st.planner, served_atom::value, st.setup->rank,
                  static_cast<uint64_t>(all));
@@ -132,6 +143,7 @@ void deliver(constructor_actor* self, uint64_t step, uint32_t cp_rank,
   auto& st = self->state;
   st.server->send(client, to_message(st.built.at(step).at(cp_rank)));
   st.batches_served++;
+  metrics::record_batch_served(st.setup->rank);
 }
 
 void finish_build(constructor_actor* self, uint64_t step) {
@@ -156,8 +168,12 @@ void finish_build(constructor_actor* self, uint64_t step) {
     index += row.size();
   }
   auto rows = transport::lay_out_rows(
-      pending.plan, layout, [&](size_t row, size_t piece) {
+      pending.plan, layout,
+      [&](size_t row, size_t piece) {
         return pending.payloads[row_start[row] + piece].data();
+      },
+      [&](size_t row, size_t piece) {
+        return pending.images[row_start[row] + piece].get();
       });
   std::vector<batch_buffer> batches;
   for (uint32_t cp_rank = 0; cp_rank < layout.cp_size; ++cp_rank)
@@ -173,9 +189,15 @@ void finish_build(constructor_actor* self, uint64_t step) {
     auto list = std::move(clients->second);
     st.waiting.erase(clients);
     st.waiting_count -= list.size();
-    for (const auto& client : list)
-      deliver(self, step, cp_rank, client);
+    auto now = std::chrono::steady_clock::now();
+    for (const auto& request : list) {
+      metrics::record_rank_wait(
+          st.setup->rank,
+          std::chrono::duration<double>(now - request.since).count());
+      deliver(self, step, cp_rank, request.client);
+    }
   }
+  metrics::record_prefetch_depth(st.setup->rank, st.waiting_count);
 }
 
 const planner::piece* piece_at(const pending_build& build, size_t index) {
@@ -191,7 +213,8 @@ void retry_later(constructor_actor* self, uint64_t step, size_t index,
                  uint32_t source, uint64_t sequence, const std::string& reason);
 
 void accept_payload(constructor_actor* self, uint64_t step, size_t index,
-                    std::vector<int32_t> tokens) {
+                    piece_payload payload) {
+  auto& tokens = payload.tokens;
   auto& s = self->state;
   auto build = s.building.find(step);
   if (build == s.building.end() || build->second.have[index])
@@ -207,7 +230,16 @@ void accept_payload(constructor_actor* self, uint64_t step, size_t index,
                     " were expected");
     return;
   }
+  const bool needs_image = p->patches > 0 && p->starts_document();
+  if (needs_image && (!payload.image || payload.image->patches != p->patches)) {
+    retry_later(self, step, index, p->source, p->sequence,
+                "reply holds no image of " + std::to_string(p->patches) +
+                    " patches for document " + p->key);
+    return;
+  }
   build->second.payloads[index] = std::move(tokens);
+  if (needs_image)
+    build->second.images[index] = std::move(payload.image);
   build->second.have[index] = true;
   if (--build->second.missing == 0)
     finish_build(self, step);
@@ -217,6 +249,7 @@ void retry_later(constructor_actor* self, uint64_t step, size_t index,
                  uint32_t source, uint64_t sequence, const std::string& reason) {
   auto& s = self->state;
   s.fetch_retries++;
+  metrics::record_fetch_retry(s.setup->rank);
   // A lost pool fails every open fetch at once: log one line a second.
   auto now = std::chrono::steady_clock::now();
   s.retries_since_log++;
@@ -245,7 +278,9 @@ void fetch_piece(constructor_actor* self, uint64_t step, size_t index,
       st.payload_client = std::make_unique<transport::payload_client>(
           *st.setup->zmq_context, [handle](transport::payload_reply reply) {
             caf::anon_send(handle, payload_atom::value, reply.id, reply.code,
-                           std::move(reply.message), std::move(reply.tokens));
+                           std::move(reply.message),
+                           piece_payload{std::move(reply.tokens),
+                                         std::move(reply.image)});
           });
     }
     uint64_t id = st.next_fetch_id++;
@@ -257,8 +292,8 @@ void fetch_piece(constructor_actor* self, uint64_t step, size_t index,
   self->request(st.pools.at(p.source), fetch_timeout, fetch_atom::value, step,
                 p.sequence, p.offset, p.length)
       .then(
-          [=](std::vector<int32_t>& tokens) {
-            accept_payload(self, step, index, std::move(tokens));
+          [=](piece_payload& payload) {
+            accept_payload(self, step, index, std::move(payload));
           },
           [=](caf::error& err) {
             retry_later(self, step, index, p.source, p.sequence,
@@ -286,6 +321,7 @@ void start_build(constructor_actor* self, planner::rank_plan plan) {
   for (const auto& row : pending.plan.rows)
     count += row.size();
   pending.payloads.resize(count);
+  pending.images.resize(count);
   pending.have.assign(count, false);
   pending.missing = count;
   if (count == 0) {
@@ -423,7 +459,7 @@ caf::behavior constructor_behavior(
           fetch_piece(self, step, index, *p);
       },
       [=](payload_atom, uint64_t id, uint8_t code, std::string& message,
-          std::vector<int32_t>& tokens) {
+          piece_payload& payload) {
         auto& s = self->state;
         auto found = s.remote_fetches.find(id);
         if (found == s.remote_fetches.end())
@@ -431,7 +467,7 @@ caf::behavior constructor_behavior(
         auto fetch = found->second;
         s.remote_fetches.erase(found);
         if (code == 0) {
-          accept_payload(self, fetch.step, fetch.index, std::move(tokens));
+          accept_payload(self, fetch.step, fetch.index, std::move(payload));
           return;
         }
         auto build = s.building.find(fetch.step);
@@ -460,6 +496,10 @@ caf::behavior constructor_behavior(
           if (auto* p = piece_at(build->second, fetch.index))
             retry_later(self, fetch.step, fetch.index, p->source, p->sequence,
                         "no answer from the payload server");
+        }
+        if (!s.standby) {
+          metrics::record_rank_step(rank, s.served + 1);
+          metrics::record_prefetch_depth(rank, s.waiting_count);
         }
         self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);
       },
@@ -525,8 +565,10 @@ caf::behavior constructor_behavior(
                          "clients' prefetch");
           return;
         }
-        s.waiting[{step, cp_rank}].push_back(client);
+        s.waiting[{step, cp_rank}].push_back(
+            {client, std::chrono::steady_clock::now()});
         s.waiting_count++;
+        metrics::record_prefetch_depth(rank, s.waiting_count);
       },
       [=](stats_atom) {
         auto& s = self->state;

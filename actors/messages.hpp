@@ -8,11 +8,13 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "planner/config.hpp"
 #include "planner/plan.hpp"
+#include "sources/image.hpp"
 
 namespace overlord::actors {
 
@@ -78,6 +80,9 @@ using planner_atom = caf::atom_constant<caf::atom("planner")>;
 using demote_atom = caf::atom_constant<caf::atom("demote")>;
 // Admin -> planner: every endpoint of a rank, primary first.
 using endpoints_atom = caf::atom_constant<caf::atom("endpoints")>;
+// Admin -> planner -> node agents: set a logger's level; node agents
+// reply with, and report after joining, their loggers' levels.
+using log_level_atom = caf::atom_constant<caf::atom("loglevel")>;
 
 // Named counters an actor reports for status and logs.
 using counters = std::map<std::string, uint64_t>;
@@ -112,11 +117,24 @@ struct stream_position {
   uint64_t announce_from = 0;
 };
 
-// One tokenized document as a worker returns it.
+// One tokenized document as a worker returns it. An image-text document
+// starts with `patches` image positions (image_token_id each), followed
+// by the caption's tokens.
 struct tokenized_document {
   std::string key;
   std::vector<int32_t> tokens;  // EOS appended
   bool replaced_invalid_utf8 = false;
+  uint32_t patches = 0;  // 0 for text documents
+  bool truncated_caption = false;
+  sources::decoded_image image;
+};
+
+// A fetched piece within one process: its tokens and, when the piece
+// starts a document with an image, that image, shared with the pool
+// instead of copied.
+struct piece_payload {
+  std::vector<int32_t> tokens;
+  std::shared_ptr<const sources::decoded_image> image;
 };
 
 // A worker's result for one shard.
@@ -152,7 +170,7 @@ typename Inspector::result_type inspect(Inspector& f, stream_position& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, tokenized_document& x) {
   return f(caf::meta::type_name("tokenized_document"), x.key, x.tokens,
-           x.replaced_invalid_utf8);
+           x.replaced_invalid_utf8, x.patches, x.truncated_caption, x.image);
 }
 
 template <class Inspector>
@@ -166,18 +184,33 @@ void add_message_types(caf::actor_system_config& config);
 
 }  // namespace overlord::actors
 
+// Only sent within one process (a pool's reply to an in-process
+// constructor), so it needs no serialisation.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(overlord::actors::piece_payload)
+
+namespace overlord::sources {
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, decoded_image& x) {
+  return f(caf::meta::type_name("decoded_image"), x.height, x.width,
+           x.channels, x.patches, x.pixels);
+}
+
+}  // namespace overlord::sources
+
 namespace overlord::planner {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, document_meta& x) {
   return f(caf::meta::type_name("document_meta"), x.source, x.sequence,
-           x.epoch, x.tokens, x.key, x.shard_position, x.record, x.patches);
+           x.epoch, x.tokens, x.key, x.shard_position, x.record, x.patches,
+           x.atomic);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, piece& x) {
   return f(caf::meta::type_name("piece"), x.source, x.sequence, x.epoch, x.key,
-           x.offset, x.length, x.document_tokens, x.patches);
+           x.offset, x.length, x.document_tokens, x.patches, x.atomic);
 }
 
 template <class Inspector>
@@ -192,7 +225,10 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, source_config& x) {
   return f(caf::meta::type_name("source_config"), x.name, x.format,
            x.text_field, x.paths, x.shards, x.weight, x.weight_schedule,
-           x.workers, x.min_workers, x.max_workers, x.append_eos);
+           x.workers, x.min_workers, x.max_workers, x.append_eos,
+           x.caption_field, x.image_max_pixels, x.patch_size, x.image_mean[0],
+           x.image_mean[1], x.image_mean[2], x.image_std[0], x.image_std[1],
+           x.image_std[2]);
 }
 
 template <class Inspector>
@@ -244,7 +280,7 @@ typename Inspector::result_type inspect(Inspector& f, job_config& x) {
            x.constructor_nodes, x.node_timeout_ms, x.on_bad_input, x.mix_by,
            x.tokenizer, x.plan_ahead, x.buffer_documents, x.max_document_bytes,
            x.log_level, x.checkpoint_dir, x.checkpoint_every,
-           x.checkpoint_keep, x.autoscale, x.sources);
+           x.checkpoint_keep, x.autoscale, x.sources, x.image_token_id);
 }
 
 }  // namespace overlord::planner

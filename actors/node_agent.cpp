@@ -12,6 +12,7 @@
 #include "actors/source_pool.hpp"
 #include "common/error.hpp"
 #include "common/log.hpp"
+#include "common/metrics_server.hpp"
 #include "sources/tokenizer.hpp"
 #include "transport/payload_wire.hpp"
 #include "transport/router_server.hpp"
@@ -141,6 +142,8 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
                  "node " + id + " lost the planner");
       return;
     }
+    metrics::set_health(false, "lost the planner; reconnecting to " +
+                                   s.setup.planner_address);
     // Keep serving what is built, and wait for the planner to come back
     // (restarted with --resume); then hand it what this node runs.
     s.log->warn("node={} lost the planner ({}); serving built batches and "
@@ -165,6 +168,9 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
                         "ranks",
                         id, s.setup.info.role, s.config->sources.size(),
                         s.config->ranks);
+            metrics::set_health(true, "joined the planner");
+            self->send(s.setup.planner, log_level_atom::value, id,
+                       describe_log_levels());
             self->send(self, heartbeat_atom::value);
           },
           [=](caf::error& err) {
@@ -212,6 +218,9 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
             .then(
                 [=](planner::job_config&) {
                   auto& st2 = self->state;
+                  metrics::set_health(true, "joined the restarted planner");
+                  self->send(st2.setup.planner, log_level_atom::value, id,
+                             describe_log_levels());
                   auto assets = std::make_shared<std::vector<rank_asset>>();
                   auto pending =
                       std::make_shared<size_t>(st2.constructors.size());
@@ -322,6 +331,20 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
           s.log->error("node={} cannot serve rank={}: {}", id, rank, e.what());
           return caf::make_error(caf::sec::runtime_error, e.what());
         }
+      },
+      [=](log_level_atom, const std::string& logger,
+          const std::string& level) -> caf::result<std::string> {
+        auto& s = self->state;
+        try {
+          check_logger_level(logger, level);
+          s.log->info("node={} logger={} level={} set on request", id, logger,
+                      level);
+          set_logger_level(logger, level);
+        } catch (const error& e) {
+          return caf::make_error(caf::sec::invalid_argument,
+                                 std::string(e.what()));
+        }
+        return describe_log_levels();
       },
       [=](leave_atom) {
         auto& s = self->state;

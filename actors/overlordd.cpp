@@ -12,6 +12,7 @@
 #include <csignal>
 #include <iostream>
 #include <string>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -22,7 +23,9 @@
 #include "actors/node_agent.hpp"
 #include "actors/planner_actor.hpp"
 #include "common/error.hpp"
+#include "common/job_metrics.hpp"
 #include "common/log.hpp"
+#include "common/metrics_server.hpp"
 #include "planner/config.hpp"
 #include "sources/tokenizer.hpp"
 
@@ -40,6 +43,8 @@ constexpr const char* usage =
     "  --set KEY=VALUE     override a config value; sources by name, e.g.\n"
     "                      --set sources.mail.workers=4\n"
     "  --planner HOST:PORT the planner to join; loader and constructor only\n"
+    "  --join-timeout-ms MS keep trying to reach the planner this long at\n"
+    "                      start, for nodes started before it (default 30000)\n"
     "  --bind ADDR         address this node listens on (default 127.0.0.1)\n"
     "  --port PORT         port of this node's middleman (default: any free)\n"
     "  --payload-port PORT port a loader node serves payloads on over\n"
@@ -55,6 +60,11 @@ constexpr const char* usage =
     "                      newest snapshot\n"
     "  --log-level LEVEL   trace, debug, info, warn or error\n"
     "  --insecure          allow binding a non-loopback address without TLS\n"
+    "  --log-format FORMAT text (default) or json: one JSON object per line\n"
+    "  --metrics-port PORT serve Prometheus metrics at /metrics and a health\n"
+    "                      check at /healthz over HTTP on this port, on the\n"
+    "                      node's bind address (default: metrics_port of\n"
+    "                      the config for planner and all, else 0: off)\n"
     "\n"
     "CAF's wire protocol between nodes has no authentication: keep planner\n"
     "and node ports on a private network.\n";
@@ -64,11 +74,14 @@ struct options {
   std::string config_path;
   std::vector<overlord::planner::config_override> overrides;
   std::string planner;
+  int join_timeout_ms = 30000;
   std::string bind = "127.0.0.1";
   int port = 0;
   int payload_port = 0;
   std::string node_id;
   std::string log_level;
+  std::string log_format = "text";
+  std::optional<int> metrics_port;  // overrides metrics_port of the config
   std::string resume_dir;
   std::optional<uint64_t> from_step;
   bool recover = false;
@@ -116,8 +129,31 @@ options parse_arguments(int argc, char** argv) {
       }
       if (out.payload_port < 0 || out.payload_port > 65535)
         usage_error("--payload-port " + text + " is out of range 0..65535");
+    } else if (flag == "--join-timeout-ms") {
+      auto text = value();
+      try {
+        out.join_timeout_ms = std::stoi(text);
+      } catch (const std::exception&) {
+        usage_error("--join-timeout-ms expects a number, got '" + text + "'");
+      }
+      if (out.join_timeout_ms < 0)
+        usage_error("--join-timeout-ms must be >= 0");
     } else if (flag == "--insecure") {
       out.insecure = true;
+    } else if (flag == "--metrics-port") {
+      auto text = value();
+      try {
+        out.metrics_port = std::stoi(text);
+      } catch (const std::exception&) {
+        usage_error("--metrics-port expects a number, got '" + text + "'");
+      }
+      if (*out.metrics_port < 0 || *out.metrics_port > 65535)
+        usage_error("--metrics-port " + text + " is out of range 0..65535");
+    } else if (flag == "--log-format") {
+      out.log_format = value();
+      if (out.log_format != "text" && out.log_format != "json")
+        usage_error("--log-format expects text or json, got '" +
+                    out.log_format + "'");
     } else if (flag == "--recover") {
       out.recover = true;
     } else if (flag == "--resume") {
@@ -206,29 +242,38 @@ void warn_if_exposed(const options& opts, const std::string& bind,
             opts.role, bind);
 }
 
+// The node's id: --node-id, or ROLE-HOST-PID.
+std::string node_id_of(const options& opts) {
+  if (!opts.node_id.empty())
+    return opts.node_id;
+  return opts.role + "-" + host_name() + "-" + std::to_string(getpid());
+}
+
 // Waits for a fatal error, a drain, a signal or the end of a watched
 // actor (the node agent or the planner). Returns the exit code.
 int supervise(caf::scoped_actor& supervisor,
-              const std::shared_ptr<spdlog::logger>& log) {
+              const std::shared_ptr<spdlog::logger>& log,
+              const std::string& node_id) {
   int exit_code = 0;
   bool running = true;
   while (running) {
     supervisor->receive(
         [&](caf::down_msg& down) {
-          log->error("stopping: an actor of this node ended ({})",
-                     supervisor->system().render(down.reason));
+          log->error("node={} stopping: an actor of this node ended ({})",
+                     node_id, supervisor->system().render(down.reason));
           exit_code = 1;
           running = false;
         },
         [&](overlord::actors::fatal_atom, const std::string& message) {
-          log->error("stopping: {}", message);
+          log->error("node={} stopping: {}", node_id, message);
           exit_code = 1;
           running = false;
         },
         [&](overlord::actors::leave_atom) { running = false; },
         caf::after(std::chrono::milliseconds(200)) >> [&] {
           if (stop_signal != 0) {
-            log->info("received signal {}; shutting down", stop_signal.load());
+            log->info("node={} received signal {}; shutting down", node_id,
+                      stop_signal.load());
             running = false;
           }
         });
@@ -238,7 +283,9 @@ int supervise(caf::scoped_actor& supervisor,
 
 int run(const options& opts) {
   using namespace overlord;
+  set_log_format(opts.log_format);
   auto log = get_logger("actors");
+  const std::string node_id = node_id_of(opts);
 
   caf::actor_system_config system_config;
   actors::add_message_types(system_config);
@@ -277,7 +324,7 @@ int run(const options& opts) {
       restore = checkpoint::prepare_restore(*store, *config, step);
       store->rewrite_deltas(restore->kept_records);
       if (restore->dropped_weight_changes > 0)
-        log->warn("resume at step {} drops {} weight change(s) that the "
+        log->warn("resume at step={} drops {} weight change(s) that the "
                   "previous run logged for later steps; set them again if "
                   "they are still wanted",
                   step, restore->dropped_weight_changes);
@@ -287,6 +334,20 @@ int run(const options& opts) {
   }
 
   warn_if_exposed(opts, config ? config->bind : opts.bind, log);
+  // The planner's process listens on the config's bind address, other
+  // nodes on --bind.
+  const std::string bind_address = config ? config->bind : opts.bind;
+  int metrics_port = config ? config->metrics_port : 0;
+  if (opts.metrics_port)
+    metrics_port = *opts.metrics_port;
+  metrics::metrics_server metrics_http;
+  if (metrics_port > 0) {
+    metrics_http.start(bind_address, metrics_port);
+    metrics::record_node(node_id, opts.role);
+    metrics::set_health(false, "starting");
+    log->info("node={} serves metrics at http://{}:{}/metrics", node_id,
+              bind_address, metrics_port);
+  }
 
   caf::actor_system system{system_config};
   caf::scoped_actor supervisor{system};
@@ -315,10 +376,29 @@ int run(const options& opts) {
       address = config->bind + ":" + std::to_string(*published);
       log->info("planner listening on {} (CAF middleman, no authentication)",
                 address);
+      if (opts.role == "planner")
+        metrics::set_health(true, "planner listening on " + address);
     }
   } else {
     auto [host, port] = split_host_port(opts.planner);
+    // Nodes are often started together with, or before, the planner:
+    // retry with a growing pause until the join timeout.
+    auto give_up = std::chrono::steady_clock::now() +
+                   std::chrono::milliseconds(opts.join_timeout_ms);
+    auto pause = std::chrono::milliseconds(200);
     auto remote = system.middleman().remote_actor(host, port);
+    for (int attempt = 1; !remote && stop_signal == 0 &&
+                          std::chrono::steady_clock::now() + pause < give_up;
+         ++attempt) {
+      if (attempt == 1 || attempt % 10 == 0)
+        log->warn("planner at {} not reachable yet ({}); retrying for up to "
+                  "{} ms",
+                  opts.planner, system.render(remote.error()),
+                  opts.join_timeout_ms);
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds(2000));
+      remote = system.middleman().remote_actor(host, port);
+    }
     if (!remote) {
       log->error("cannot reach the planner at {}: {}; check --planner and "
                  "that the planner runs",
@@ -335,10 +415,7 @@ int run(const options& opts) {
     setup.info.cores = std::thread::hardware_concurrency();
     setup.info.address = address;
     setup.info.bind = opts.role == "all" ? config->bind : opts.bind;
-    setup.info.id = opts.node_id.empty()
-                        ? opts.role + "-" + host_name() + "-" +
-                              std::to_string(getpid())
-                        : opts.node_id;
+    setup.info.id = node_id;
     setup.planner = planner_handle;
     setup.planner_address = opts.planner;
     setup.supervisor = supervisor_handle;
@@ -354,8 +431,9 @@ int run(const options& opts) {
       auto published = system.middleman().publish(
           agent, static_cast<uint16_t>(opts.port), opts.bind.c_str(), true);
       if (!published) {
-        log->error("cannot listen on {}:{}: {}; choose another --port",
-                   opts.bind, opts.port, system.render(published.error()));
+        log->error("node={} cannot listen on {}:{}: {}; choose another --port",
+                   node_id, opts.bind, opts.port,
+                   system.render(published.error()));
         for (auto& actor : everyone)
           caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
         return 1;
@@ -367,10 +445,11 @@ int run(const options& opts) {
   }
   if (config)
     supervisor->monitor(planner_handle);
-  log->info("node started: role={} pid={} address={}", opts.role, getpid(),
-            address);
+  log->info("node={} started: role={} pid={} address={}", node_id, opts.role,
+            getpid(), address);
 
-  int exit_code = supervise(supervisor, log);
+  int exit_code = supervise(supervisor, log, node_id);
+  metrics::set_health(false, "stopping");
   for (auto& actor : everyone)
     caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
   everyone.clear();
@@ -391,7 +470,8 @@ int main(int argc, char** argv) {
   }
   try {
     int code = run(opts);
-    overlord::get_logger("actors")->info("node stopped");
+    overlord::get_logger("actors")->info("node stopped: node={}",
+                                         node_id_of(opts));
     return code;
   } catch (const overlord::error& e) {
     std::cerr << "overlordd: " << e.what() << "\n";

@@ -11,6 +11,7 @@
 
 #include "actors/messages.hpp"
 #include "common/error.hpp"
+#include "common/job_metrics.hpp"
 #include "common/log.hpp"
 #include "planner/autoscaler.hpp"
 #include "planner/step_planner.hpp"
@@ -38,6 +39,7 @@ struct node_entry {
   uint64_t join_order = 0;
   bool alive = true;
   bool draining = false;
+  std::string log_levels;  // as the node last reported them
 
   bool loads() const { return info.role == "loader" || info.role == "all"; }
   bool constructs() const {
@@ -309,12 +311,14 @@ void plan_steps(planner_actor* self) {
       record.step = delta;
       st.delta_bytes = st.store->append_delta(checkpoint::encode_delta(record));
       st.deltas_written++;
-      st.delta_ms_total += std::chrono::duration<double, std::milli>(
-                               clock_type::now() - started)
-                               .count();
+      auto seconds =
+          std::chrono::duration<double>(clock_type::now() - started).count();
+      st.delta_ms_total += seconds * 1000;
+      metrics::record_checkpoint("delta", st.delta_bytes, seconds);
     }
 
     st.planned_steps++;
+    metrics::record_planned_step(plan.step, plan.imbalance);
     st.padding_tokens += plan.padding_tokens;
     st.carried_pieces += plan.carried_pieces;
     st.last_imbalance = plan.imbalance;
@@ -474,6 +478,8 @@ void write_snapshot(planner_actor* self) {
                        clock_type::now() - started)
                        .count();
   st.last_snapshot_step = static_cast<int64_t>(record.step);
+  metrics::record_checkpoint("snapshot", st.snapshot_bytes,
+                             st.snapshot_ms / 1000);
   st.log->info("step={} snapshot written to {}: {} bytes in {:.2f} ms",
                record.step, st.store->directory(), st.snapshot_bytes,
                st.snapshot_ms);
@@ -756,6 +762,7 @@ void retire_node(planner_actor* self, const std::string& id,
       continue;
     slot = source_slot{};
     moved += " source=" + source_name(self, source);
+    metrics::record_failover("loader");
   }
   for (uint32_t rank = 0; rank < st.ranks.size(); ++rank) {
     auto& slot = st.ranks[rank];
@@ -778,6 +785,7 @@ void retire_node(planner_actor* self, const std::string& id,
       slot.shadow_node.clear();
       slot.shadow_endpoint.clear();
       self->send(slot.constructor, promote_atom::value);
+      metrics::record_failover("shadow_promote");
       st.log->warn("rank={} promoted its shadow on node={} at {}", rank,
                    slot.node, slot.endpoint);
       moved += " rank=" + std::to_string(rank) + "(to its shadow)";
@@ -787,6 +795,7 @@ void retire_node(planner_actor* self, const std::string& id,
     slot = rank_slot{};
     slot.served = served;
     moved += " rank=" + std::to_string(rank);
+    metrics::record_failover("constructor");
   }
   st.log->warn("node={} role={} left the job: {}; reassigning{}", id,
                found->second.info.role, reason,
@@ -807,6 +816,8 @@ std::string status_json(planner_actor* self) {
   json.Int64(st.released);
   json.Key("assigned");
   json.Bool(st.assigned);
+  json.Key("log_levels");
+  json.String(describe_log_levels().c_str());
 
   json.Key("nodes");
   json.StartArray();
@@ -827,6 +838,8 @@ std::string status_json(planner_actor* self) {
     else if (node.draining)
       state = "draining";
     json.String(state);
+    json.Key("log_levels");
+    json.String(node.log_levels.c_str());
     json.Key("sources");
     json.StartArray();
     for (uint32_t s = 0; s < st.sources.size(); ++s)
@@ -876,6 +889,14 @@ std::string status_json(planner_actor* self) {
     json.Uint64(value("documents"));
     json.Key("epoch");
     json.Uint64(value("epoch"));
+    if (st.config.sources[s].format == planner::source_format::webdataset) {
+      json.Key("images");
+      json.Uint64(value("images"));
+      json.Key("image_patches");
+      json.Uint64(value("image_patches"));
+      json.Key("truncated_captions");
+      json.Uint64(value("truncated_captions"));
+    }
     json.Key("skipped");
     json.StartObject();
     for (const auto& [key, count] : slot.stats)
@@ -1029,6 +1050,7 @@ void autoscale(planner_actor* self) {
                   " at step " + std::to_string(demand.next_step) + ": " +
                   d.reason;
     st.scaling_decisions++;
+    metrics::record_autoscale(source_name(self, d.source), d.from, d.to);
     self->send(slot.pool, resize_atom::value, static_cast<int32_t>(d.to));
   }
 }
@@ -1107,6 +1129,85 @@ caf::result<uint64_t> set_weights(
   return from_step;
 }
 
+// Sets `logger` to `level` on node `node_id`, or on the planner's process
+// and every running node when `node_id` is empty. Replies once every node
+// has replied, naming the nodes, or fails naming those that did not.
+caf::result<std::string> set_log_levels(planner_actor* self,
+                                        const std::string& node_id,
+                                        const std::string& logger,
+                                        const std::string& level) {
+  auto& st = self->state;
+  try {
+    check_logger_level(logger, level);
+  } catch (const error& e) {
+    return caf::make_error(caf::sec::invalid_argument, std::string(e.what()));
+  }
+  std::vector<std::string> targets;
+  for (const auto& [id, node] : st.nodes)
+    if (node.alive && (node_id.empty() || id == node_id))
+      targets.push_back(id);
+  if (!node_id.empty() && targets.empty())
+    return caf::make_error(caf::sec::invalid_argument,
+                           "no running node with id " + node_id +
+                               "; overlordctl status lists the nodes");
+  st.log->info("logger={} level={} requested for {}", logger, level,
+               node_id.empty() ? "the planner and every node"
+                               : "node=" + node_id);
+  auto reached = std::make_shared<std::vector<std::string>>();
+  auto failures = std::make_shared<std::vector<std::string>>();
+  if (node_id.empty()) {
+    set_logger_level(logger, level);
+    reached->push_back("the planner");
+  }
+  // Joins the names with ", ", the planner first and the nodes sorted, so
+  // the reply does not depend on the order in which the nodes reply.
+  auto list = [](std::vector<std::string> items) {
+    auto nodes_begin = items.begin();
+    if (!items.empty() && items.front() == "the planner")
+      ++nodes_begin;
+    std::sort(nodes_begin, items.end());
+    std::string out;
+    for (const auto& item : items)
+      out += (out.empty() ? "" : ", ") + item;
+    return out.empty() ? std::string("no node") : out;
+  };
+  auto summary = [=] {
+    std::string text = "logger " + logger + " set to " + level + " on " +
+                       list(*reached);
+    if (!failures->empty())
+      text += "; failed on " + list(*failures) + "; retry those nodes";
+    return text;
+  };
+  if (targets.empty())
+    return summary();
+
+  auto promise = self->make_response_promise();
+  auto pending = std::make_shared<size_t>(targets.size());
+  auto finish = [=]() mutable {
+    if (--*pending > 0)
+      return;
+    if (failures->empty())
+      promise.deliver(summary());
+    else
+      promise.deliver(caf::make_error(caf::sec::runtime_error, summary()));
+  };
+  for (const auto& id : targets)
+    self->request(st.nodes[id].agent, std::chrono::seconds(5),
+                  log_level_atom::value, logger, level)
+        .then(
+            [=](std::string& levels) mutable {
+              self->state.nodes[id].log_levels = levels;
+              reached->push_back("node=" + id);
+              finish();
+            },
+            [=](caf::error& err) mutable {
+              failures->push_back("node=" + id + " (" +
+                                  self->system().render(err) + ")");
+              finish();
+            });
+  return promise;
+}
+
 // ---- Behaviour -----------------------------------------------------------
 
 // Restores the snapshot in `plan` and arranges the replay to its resume
@@ -1141,7 +1242,7 @@ void restore_from(planner_actor* self, const checkpoint::restore_plan& plan) {
   for (auto& rank : st.ranks)
     rank.served = static_cast<int64_t>(plan.resume_step) - 1;
   st.released = static_cast<int64_t>(plan.resume_step) - 1;
-  st.log->info("restored {} (step {}); replaying to step {}{}",
+  st.log->info("restored {} (step={}); replaying to step={}{}",
                plan.snapshot_path, snapshot.step, plan.resume_step,
                plan.torn_tail ? "; the delta log ended in a partial record "
                                 "from a crash, which was ignored"
@@ -1205,7 +1306,7 @@ void finish_recovery(planner_actor* self) {
     slot.shadow_endpoint = entry.second.endpoint;
     slot.shadow_node = entry.first;
   }
-  st.log->info("recovered: {} constructors adopted, resuming at step {}",
+  st.log->info("recovered: {} constructors adopted, resuming at step={}",
                st.adopted_primaries.size() + st.adopted_shadows.size(),
                resume_step);
   st.assigned = true;
@@ -1361,6 +1462,7 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
           std::swap(slot.endpoint, slot.shadow_endpoint);
           self->send(slot.shadow, demote_atom::value);
           s.failovers++;
+          metrics::record_failover("shadow_promote");
           s.log->warn("rank={} trainers moved to the shadow on node={}; it is "
                       "the primary now, and node={} stands by",
                       rank, slot.node, slot.shadow_node);
@@ -1397,6 +1499,15 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
       [=](set_weights_atom,
           const std::vector<std::pair<std::string, double>>& changes) {
         return set_weights(self, changes);
+      },
+      [=](log_level_atom, const std::string& node_id, const std::string& logger,
+          const std::string& level) {
+        return set_log_levels(self, node_id, logger, level);
+      },
+      [=](log_level_atom, const std::string& id, const std::string& levels) {
+        auto found = self->state.nodes.find(id);
+        if (found != self->state.nodes.end())
+          found->second.log_levels = levels;
       },
       [=](drain_atom, const std::string& id) -> caf::result<std::string> {
         auto& s = self->state;

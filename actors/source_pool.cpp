@@ -10,10 +10,12 @@
 
 #include "actors/messages.hpp"
 #include "common/error.hpp"
+#include "common/job_metrics.hpp"
 #include "common/log.hpp"
 #include "planner/rng.hpp"
 #include "sources/indexed_dataset.hpp"
 #include "sources/reader.hpp"
+#include "sources/webdataset.hpp"
 #include "transport/payload_wire.hpp"
 
 namespace fs = std::filesystem;
@@ -36,6 +38,7 @@ constexpr uint64_t indexed_documents_per_read = 1024;
 struct worker_state {
   static inline const char* name = "source_worker";
   uint64_t skipped = 0;
+  uint64_t truncated = 0;
   sources::gpt2_piece_cache cache;
   // The indexed dataset read last, kept mapped for the next range.
   std::shared_ptr<const sources::indexed_dataset> dataset;
@@ -115,7 +118,78 @@ bool has_invalid_utf8(const std::string& text) {
   return replacements > 0;
 }
 
-caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
+using worker_actor = caf::stateful_actor<worker_state>;
+
+// Reads one text shard (jsonl or text) into `out`. Under quarantine, a
+// shard with any bad record contributes no document at all.
+void load_text_shard(const pool_setup& setup, const sources::reader_options& options,
+                     const std::string& path, const std::string& shard_name,
+                     sources::read_result& read) {
+  read = sources::read_shard(path, shard_name, options);
+  if (setup.config.on_bad_input != planner::bad_input_policy::quarantine)
+    return;
+  size_t bad = 0;
+  for (const auto& record : read.skipped)
+    bad += record.kind != "empty";
+  if (bad == 0)
+    return;
+  read.skipped.push_back(
+      {"quarantined", shard_name,
+       std::to_string(bad) + " bad record(s); all " +
+           std::to_string(read.documents.size()) +
+           " good document(s) of the shard dropped too"});
+  read.documents.clear();
+}
+
+// Reads, decodes and tokenizes one WebDataset shard into `out`. Each
+// sample becomes one document: `patches` image positions, the caption's
+// tokens (cut to fit one row) and EOS.
+void load_image_text_shard(worker_actor* self, const pool_setup& setup,
+                           const std::string& path,
+                           const std::string& shard_name, shard_output& out,
+                           std::vector<sources::bad_record>& skipped) {
+  const auto& config = setup.config;
+  const auto& source = config.sources[setup.source];
+  sources::webdataset_options options;
+  options.caption_field = source.caption_field;
+  options.max_member_bytes = static_cast<uint64_t>(config.max_document_bytes);
+  options.on_bad_input =
+      config.on_bad_input == planner::bad_input_policy::fail
+          ? sources::bad_input_action::fail
+      : config.on_bad_input == planner::bad_input_policy::quarantine
+          ? sources::bad_input_action::quarantine
+          : sources::bad_input_action::skip;
+  sources::image_options image;
+  image.max_pixels = source.image_max_pixels;
+  image.patch_size = source.patch_size;
+  image.mean = source.image_mean;
+  image.std = source.image_std;
+
+  auto read = sources::read_image_text_shard(path, shard_name, options, image);
+  skipped = std::move(read.skipped);
+  const size_t capacity = static_cast<size_t>(config.sequence_length);
+  for (auto& sample : read.samples) {
+    tokenized_document document;
+    document.patches = sample.image.patches;
+    document.tokens.assign(sample.image.patches, config.image_token_id);
+    auto caption = setup.tokenizer->encode(sample.caption, self->state.cache);
+    // Config checks leave room for the image, one caption token and EOS.
+    const size_t room = capacity - document.patches - 1;
+    if (caption.size() > room) {
+      caption.resize(room);
+      document.truncated_caption = true;
+    }
+    document.tokens.insert(document.tokens.end(), caption.begin(),
+                           caption.end());
+    document.tokens.push_back(setup.tokenizer->eos_id());
+    document.replaced_invalid_utf8 = has_invalid_utf8(sample.caption);
+    document.key = std::move(sample.key);
+    document.image = std::move(sample.image);
+    out.documents.push_back(std::move(document));
+  }
+}
+
+caf::behavior source_worker(worker_actor* self,
                             std::shared_ptr<const pool_setup> setup,
                             std::vector<std::string> shard_names) {
   auto log = get_logger("sources");
@@ -129,6 +203,7 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
       setup->config.on_bad_input == planner::bad_input_policy::fail;
   options.max_document_bytes =
       static_cast<uint64_t>(setup->config.max_document_bytes);
+  auto& series = metrics::series_of_source(source.name);
 
   return {
       [=](read_atom, uint32_t epoch, uint32_t position, uint32_t shard,
@@ -139,13 +214,18 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
         out.position = position;
         out.part = part;
         sources::read_result read;
+        const bool image_text =
+            source.format == planner::source_format::webdataset;
         try {
           if (source.format == planner::source_format::indexed)
             read = read_indexed_part(self, *setup, source.shards[shard],
                                      shard_names[shard], part, out.documents);
+          else if (image_text)
+            load_image_text_shard(self, *setup, source.shards[shard],
+                                  shard_names[shard], out, read.skipped);
           else
-            read = sources::read_shard(source.shards[shard],
-                                       shard_names[shard], options);
+            load_text_shard(*setup, options, source.shards[shard],
+                            shard_names[shard], read);
         } catch (const error& e) {
           log->error("source={} shard={} failed: {}", source.name,
                      shard_names[shard], e.what());
@@ -153,7 +233,9 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
                                  "source=" + source.name + " " + e.what());
         }
 
+        auto read_done = std::chrono::steady_clock::now();
         for (auto& record : read.skipped) {
+          metrics::record_bad_input(source.name, record.kind);
           auto count = ++self->state.skipped;
           if (count <= skip_log_burst || count % skip_log_every == 0)
             log->warn("source={} skipped {} {}: {} (skipped so far by this "
@@ -163,12 +245,42 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
           out.skipped_kinds.push_back(record.kind);
         }
 
+        // Each document's latency: its share of the shard's read time plus
+        // its own tokenization.
+        const double read_share =
+            read.documents.empty()
+                ? 0
+                : std::chrono::duration<double>(read_done - started).count() /
+                      read.documents.size();
+        for (const auto& document : out.documents) {
+          if (!document.truncated_caption)
+            continue;
+          auto count = ++self->state.truncated;
+          if (count <= skip_log_burst || count % skip_log_every == 0)
+            log->warn("source={} truncated the caption of {} to fit its "
+                      "image and caption in sequence_length {} (truncated so "
+                      "far by this worker: {})",
+                      source.name, document.key,
+                      setup->config.sequence_length, count);
+        }
+
         for (auto& doc : read.documents) {
+          auto tokenize_started = std::chrono::steady_clock::now();
           tokenized_document tokenized;
           tokenized.tokens = setup->tokenizer->encode(doc.text,
                                                       self->state.cache);
           tokenized.replaced_invalid_utf8 = has_invalid_utf8(doc.text);
           tokenized.tokens.push_back(setup->tokenizer->eos_id());
+          series.documents.add();
+          series.bytes.add(static_cast<double>(doc.text.size()));
+          series.tokens.add(static_cast<double>(tokenized.tokens.size()));
+          series.document_seconds.observe(
+              read_share + std::chrono::duration<double>(
+                               std::chrono::steady_clock::now() -
+                               tokenize_started)
+                               .count());
+          if (tokenized.replaced_invalid_utf8)
+            metrics::record_bad_input(source.name, "invalid_utf8");
           tokenized.key = std::move(doc.key);
           out.documents.push_back(std::move(tokenized));
         }
@@ -176,6 +288,11 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
             std::chrono::duration_cast<std::chrono::microseconds>(
                 std::chrono::steady_clock::now() - started)
                 .count());
+        log->debug("source={} shard={} epoch={} read: {} documents, {} "
+                   "skipped, {:.2f} ms",
+                   source.name, shard_names[shard], epoch,
+                   out.documents.size(), out.skipped_kinds.size(),
+                   out.busy_us / 1000.0);
         return out;
       },
   };
@@ -183,6 +300,8 @@ caf::behavior source_worker(caf::stateful_actor<worker_state>* self,
 
 struct held_payload {
   std::vector<int32_t> tokens;
+  // The image of an image-text document, shared with in-process fetches.
+  std::shared_ptr<const sources::decoded_image> image;
   // First tokens of the pieces fetched so far. Pieces of a document do not
   // overlap, so the tokens not yet fetched are the document minus their
   // lengths; a piece fetched again (by a replacement constructor) counts
@@ -257,10 +376,17 @@ struct pool_state {
   uint64_t documents = 0;
   uint64_t tokens = 0;
   uint64_t invalid_utf8_documents = 0;
+  uint64_t images = 0;
+  uint64_t image_patches = 0;
+  uint64_t truncated_captions = 0;
   // Moving average of a worker's time per document, in microseconds.
   double latency_us = 0;
   std::map<std::string, uint64_t> skipped_by_kind;
   bool failed = false;
+  // Token bytes of the unannounced documents and of every held payload,
+  // for /metrics.
+  uint64_t buffered_bytes = 0;
+  uint64_t held_bytes = 0;
 };
 
 using pool_actor = caf::stateful_actor<pool_state>;
@@ -280,6 +406,7 @@ std::vector<planner::document_meta> take_announcements(pool_actor* self,
   std::vector<planner::document_meta> out;
   while (!st.unannounced.empty() && out.size() < max_count) {
     out.push_back(std::move(st.unannounced.front()));
+    st.buffered_bytes -= uint64_t{out.back().tokens} * sizeof(int32_t);
     st.unannounced.pop_front();
   }
   return out;
@@ -296,6 +423,14 @@ uint32_t shard_reads(pool_actor* self, uint32_t shard) {
   if (st.shard_reads[shard] == 0)
     st.shard_reads[shard] = reads_per_shard(source, shard);
   return st.shard_reads[shard];
+}
+
+// Updates the buffer gauges of /metrics.
+void record_buffer(pool_actor* self) {
+  auto& st = self->state;
+  metrics::record_source_buffer(
+      st.setup->config.sources[st.setup->source].name, st.unannounced.size(),
+      st.buffered_bytes, st.held_bytes);
 }
 
 void release_finished(pool_actor* self) {
@@ -338,16 +473,28 @@ void release_finished(pool_actor* self) {
       meta.key = doc.key;
       meta.shard_position = output.position;
       meta.record = record;
+      meta.patches = doc.patches;
+      meta.atomic = doc.patches > 0;
       st.documents++;
       st.tokens += doc.tokens.size();
       if (doc.replaced_invalid_utf8)
         st.invalid_utf8_documents++;
       held_payload held;
       held.tokens = std::move(doc.tokens);
+      st.held_bytes += held.tokens.size() * sizeof(int32_t);
+      if (doc.patches > 0) {
+        st.images++;
+        st.image_patches += doc.patches;
+        st.truncated_captions += doc.truncated_caption;
+        held.image = std::make_shared<const sources::decoded_image>(
+            std::move(doc.image));
+      }
       held.unfetched = held.tokens.size();
       st.payloads[meta.sequence] = std::move(held);
-      if (meta.sequence >= st.announce_from)
+      if (meta.sequence >= st.announce_from) {
+        st.buffered_bytes += uint64_t{meta.tokens} * sizeof(int32_t);
         st.unannounced.push_back(std::move(meta));
+      }
     }
     st.released_in_epoch += output.documents.size();
     st.released_in_shard += count;
@@ -384,6 +531,7 @@ void release_finished(pool_actor* self) {
     st.waiting.deliver(take_announcements(self, st.waiting_count));
   }
   dispatch(self);
+  record_buffer(self);
 }
 
 // Stops a worker taken out of service once it has no read in flight.
@@ -429,9 +577,12 @@ void resize_pool(pool_actor* self, int count) {
       st.retiring.push_back(worker);
     }
   }
-  if (st.workers.size() != before)
+  if (st.workers.size() != before) {
     st.log->info("source={} pool resized: {} -> {} workers", source.name,
                  before, st.workers.size());
+    metrics::record_source_workers(source.name,
+                                   static_cast<int>(st.workers.size()));
+  }
   dispatch(self);
 }
 
@@ -540,6 +691,10 @@ void answer_fetch(pool_actor* self, deferred_fetch fetch) {
   std::string problem;
   auto* tokens = piece_tokens(self, fetch.step, fetch.sequence, fetch.offset,
                               fetch.length, problem);
+  // The piece that starts an image-text document carries its image.
+  std::shared_ptr<const sources::decoded_image> image;
+  if (tokens != nullptr && fetch.offset == 0)
+    image = s.payloads.at(fetch.sequence).image;
   if (!fetch.client.empty()) {
     auto reply =
         tokens == nullptr
@@ -548,14 +703,16 @@ void answer_fetch(pool_actor* self, deferred_fetch fetch) {
                   nullptr, 0)
             : transport::encode_payload_reply(
                   fetch.id, 0, "", tokens->first,
-                  static_cast<size_t>(tokens->second - tokens->first));
+                  static_cast<size_t>(tokens->second - tokens->first),
+                  image.get());
     s.setup->payload_server->send(fetch.client, std::move(reply));
     return;
   }
   if (tokens == nullptr)
     fetch.promise.deliver(caf::make_error(caf::sec::invalid_argument, problem));
   else
-    fetch.promise.deliver(std::vector<int32_t>(tokens->first, tokens->second));
+    fetch.promise.deliver(piece_payload{
+        std::vector<int32_t>(tokens->first, tokens->second), std::move(image)});
 }
 
 // Replies to deferred fetches whose documents have been read since.
@@ -577,8 +734,10 @@ void free_released(pool_actor* self) {
     const auto& held = it->second;
     bool done = held.unfetched == 0 &&
                 static_cast<int64_t>(held.last_step) <= st.released_step;
-    if (done || it->first < st.sequence_floor)
+    if (done || it->first < st.sequence_floor) {
+      st.held_bytes -= it->second.tokens.size() * sizeof(int32_t);
       it = st.payloads.erase(it);
+    }
     else
       ++it;
   }
@@ -611,6 +770,7 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
       source.name, source.workers, source.shards.size(),
       planner::to_string(source.format), start.first_sequence, start.epoch,
       start.shard_position, start.record);
+  metrics::record_source_workers(source.name, source.workers);
   dispatch(self);
 
   return {
@@ -620,6 +780,7 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
         if (!s.unannounced.empty()) {
           auto out = take_announcements(self, max_count);
           dispatch(self);
+          record_buffer(self);
           return out;
         }
         // Nothing ready yet: reply once a shard comes back.
@@ -629,7 +790,7 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
         return s.waiting;
       },
       [=](fetch_atom, uint64_t step, uint64_t sequence, uint32_t offset,
-          uint32_t length) -> caf::result<std::vector<int32_t>> {
+          uint32_t length) -> caf::result<piece_payload> {
         deferred_fetch fetch{step, sequence, offset, length,
                              self->make_response_promise(), "", 0};
         auto promise = fetch.promise;
@@ -653,6 +814,7 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
                        s.setup->config.sources[s.setup->source].name, step,
                        sequence_floor);
           free_released(self);
+          record_buffer(self);
         }
       },
       [=](resize_atom, int32_t workers) { resize_pool(self, workers); },
@@ -662,6 +824,9 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
         stats["documents"] = s.documents;
         stats["tokens"] = s.tokens;
         stats["invalid_utf8_documents"] = s.invalid_utf8_documents;
+        stats["images"] = s.images;
+        stats["image_patches"] = s.image_patches;
+        stats["truncated_captions"] = s.truncated_captions;
         stats["buffered"] = s.unannounced.size();
         stats["held_payloads"] = s.payloads.size();
         stats["epoch"] = s.release_epoch;

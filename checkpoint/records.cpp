@@ -47,7 +47,7 @@ std::string encode_snapshot(const snapshot_record& record) {
   for (const auto& p : record.carried)
     carried.push_back(wire::CreateCarriedPiece(
         builder, p.source, p.sequence, p.epoch, builder.CreateString(p.key),
-        p.offset, p.length, p.document_tokens, p.patches));
+        p.offset, p.length, p.document_tokens, p.patches, p.atomic));
   auto settings_offset = builder.CreateVector(settings);
   auto topology_offset = builder.CreateString(record.topology);
   auto weights_offset = builder.CreateVector(record.weights);
@@ -113,6 +113,7 @@ snapshot_record decode_snapshot(const std::string& bytes,
       p.length = c->length();
       p.document_tokens = c->document_tokens();
       p.patches = c->patches();
+      p.atomic = c->atomic();
       record.carried.push_back(std::move(p));
     }
   return record;

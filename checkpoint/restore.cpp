@@ -33,6 +33,18 @@ std::vector<std::pair<std::string, std::string>> stream_settings(
     if (source.format == planner::source_format::indexed)
       out.emplace_back(prefix + "append_eos",
                        source.append_eos ? "true" : "false");
+    if (source.format == planner::source_format::webdataset) {
+      out.emplace_back(prefix + "caption_field", source.caption_field);
+      out.emplace_back(prefix + "image_max_pixels",
+                       std::to_string(source.image_max_pixels));
+      out.emplace_back(prefix + "patch_size", std::to_string(source.patch_size));
+      std::string normalisation;
+      for (int c = 0; c < 3; ++c)
+        normalisation += std::to_string(source.image_mean[c]) + "/" +
+                         std::to_string(source.image_std[c]) + " ";
+      out.emplace_back(prefix + "image_mean/std", normalisation);
+      out.emplace_back("image_token_id", std::to_string(config.image_token_id));
+    }
     // Shards by file name, so moving the data folder keeps the stream.
     uint64_t hash = planner::stable_hash("");
     for (const auto& shard : source.shards)

@@ -28,6 +28,7 @@ const std::set<std::string> top_level_keys = {
     "bind",         "base_port",        "on_bad_input",       "mix_by",
     "tokenizer",    "plan_ahead",       "buffer_documents",   "max_document_bytes",
     "log_level",    "autoscale",        "sources",
+    "metrics_port", "image_token_id",
 };
 
 const std::set<std::string> topology_keys = {"dp", "tp", "pp", "cp",
@@ -41,8 +42,19 @@ const std::set<std::string> autoscale_keys = {
 const std::set<std::string> source_keys = {
     "name",    "format",      "text_field",  "paths",
     "weight",  "workers",     "min_workers", "max_workers",
-    "append_eos",
+    "append_eos", "caption_field", "image_max_pixels", "patch_size",
+    "image_mean", "image_std",
 };
+
+// Keys that only WebDataset (image-text) sources accept.
+const std::set<std::string> webdataset_keys = {
+    "caption_field", "image_max_pixels", "patch_size", "image_mean",
+    "image_std",
+};
+
+// Image token positions plus one caption token plus EOS: the smallest
+// image-text document, which must fit in one row.
+constexpr uint32_t min_caption_positions = 2;
 
 // Reads one YAML document and reports problems with the place they come
 // from: a line of the config file, or the --set flag that wrote the value.
@@ -360,6 +372,25 @@ void apply_override(YAML::Node root, const config_override& item,
     return;
   }
 
+  // A key inside one of the top-level maps: topology.dp, autoscale.enabled.
+  static const std::map<std::string, const std::set<std::string>*> maps = {
+      {"topology", &topology_keys},
+      {"cost_model", &cost_model_keys},
+      {"autoscale", &autoscale_keys},
+  };
+  if (parts.size() == 2 && maps.count(parts[0]) != 0) {
+    if (maps.at(parts[0])->count(parts[1]) == 0)
+      throw error(errc::invalid_config,
+                  "--set " + flag + ": unknown key '" + parts[1] + "' in " +
+                      parts[0]);
+    if (root[parts[0]] && !root[parts[0]].IsMap())
+      throw error(errc::invalid_config,
+                  "--set " + flag + ": " + parts[0] + " is not a map here");
+    root[parts[0]][parts[1]] = value;
+    check.mark_overridden(key, flag);
+    return;
+  }
+
   if (parts.size() == 3 && parts[0] == "sources") {
     auto sources = root["sources"];
     if (sources.IsSequence()) {
@@ -384,7 +415,8 @@ void apply_override(YAML::Node root, const config_override& item,
   throw error(errc::invalid_config,
               "--set " + flag +
                   ": cannot address this key; use KEY=VALUE for a top-level "
-                  "key or sources.NAME.KEY=VALUE for a source");
+                  "key, MAP.KEY=VALUE inside topology, cost_model or "
+                  "autoscale, or sources.NAME.KEY=VALUE for a source");
 }
 
 // Turns the .idx files an indexed source's globs matched into dataset
@@ -410,6 +442,67 @@ std::vector<std::string> indexed_prefixes(const std::vector<std::string>& files,
     prefixes.push_back(dataset);
   }
   return prefixes;
+}
+
+// Reads three finite numbers (R, G, B); `positive` also demands > 0.
+std::array<float, 3> parse_channels(const YAML::Node& node,
+                                    const std::string& key,
+                                    const checker& check, bool positive) {
+  if (!node.IsSequence() || node.size() != 3)
+    check.fail(node, key, "expected a list of 3 numbers (R, G, B)");
+  std::array<float, 3> out{};
+  for (size_t c = 0; c < 3; ++c) {
+    double value = check.scalar<double>(node[c], key, "number");
+    if (!std::isfinite(value) || (positive && !(value > 0)))
+      check.fail(node[c], key,
+                 std::string("each value must be a finite number") +
+                     (positive ? " > 0" : "") + " on the 0..1 pixel scale");
+    out[c] = static_cast<float>(value);
+  }
+  return out;
+}
+
+// Reads the image-text keys of a source and rejects them on other formats.
+void parse_image_keys(const YAML::Node& node, const std::string& prefix,
+                      const checker& check, source_config& source) {
+  if (source.format != source_format::webdataset) {
+    for (const auto& key : webdataset_keys)
+      if (node[key])
+        check.fail(node[key], prefix + key,
+                   "only webdataset sources have this key; remove it");
+    return;
+  }
+  if (node["caption_field"]) {
+    source.caption_field = check.scalar<std::string>(
+        node["caption_field"], prefix + "caption_field", "string");
+    if (source.caption_field.empty())
+      check.fail(node["caption_field"], prefix + "caption_field",
+                 "empty field name; name the JSON field holding the caption");
+  }
+  if (node["patch_size"])
+    source.patch_size = static_cast<uint32_t>(
+        check.integer(node["patch_size"], prefix + "patch_size", 1, 1024));
+  const int max_pixels_limit = 1 << 26;  // sources::max_source_pixels
+  if (node["image_max_pixels"])
+    source.image_max_pixels = static_cast<uint64_t>(check.integer(
+        node["image_max_pixels"], prefix + "image_max_pixels", 1,
+        max_pixels_limit));
+  const uint64_t patch_area =
+      static_cast<uint64_t>(source.patch_size) * source.patch_size;
+  if (source.image_max_pixels < patch_area)
+    check.fail(node["image_max_pixels"] ? node["image_max_pixels"] : node,
+               prefix + "image_max_pixels",
+               std::to_string(source.image_max_pixels) +
+                   " pixels hold less than one patch of " +
+                   std::to_string(source.patch_size) + "x" +
+                   std::to_string(source.patch_size) +
+                   "; raise it or lower patch_size");
+  if (node["image_mean"])
+    source.image_mean = parse_channels(node["image_mean"],
+                                       prefix + "image_mean", check, false);
+  if (node["image_std"])
+    source.image_std = parse_channels(node["image_std"], prefix + "image_std",
+                                      check, true);
 }
 
 source_config parse_source(const YAML::Node& node, size_t index,
@@ -442,12 +535,15 @@ source_config parse_source(const YAML::Node& node, size_t index,
   check.check_keys(node, prefix, source_keys);
 
   if (!node["format"])
-    check.fail(node, prefix + "format", "missing; use jsonl, text or indexed");
+    check.fail(node, prefix + "format",
+               "missing; use jsonl, text, indexed or webdataset");
   auto format = check.choice(node["format"], prefix + "format",
-                             {"jsonl", "text", "indexed"});
-  source.format = format == "jsonl"   ? source_format::jsonl
-                  : format == "text"  ? source_format::text
-                                      : source_format::indexed;
+                             {"jsonl", "text", "indexed", "webdataset"});
+  source.format = format == "jsonl"     ? source_format::jsonl
+                  : format == "text"    ? source_format::text
+                  : format == "indexed" ? source_format::indexed
+                                        : source_format::webdataset;
+  parse_image_keys(node, prefix, check, source);
 
   if (node["text_field"]) {
     if (source.format != source_format::jsonl)
@@ -687,6 +783,18 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
   if (root["planner_port"])
     config.planner_port =
         check.integer(root["planner_port"], "planner_port", 0, 65535);
+  if (root["metrics_port"]) {
+    config.metrics_port =
+        check.integer(root["metrics_port"], "metrics_port", 0, 65535);
+    bool rank_port = config.metrics_port >= config.base_port &&
+                     config.metrics_port < config.base_port + config.ranks;
+    if (config.metrics_port != 0 &&
+        (rank_port || config.metrics_port == config.planner_port))
+      check.fail(root["metrics_port"], "metrics_port",
+                 "port " + std::to_string(config.metrics_port) +
+                     " is also the planner's or a rank's port; choose "
+                     "another");
+  }
   if (root["loader_nodes"])
     config.loader_nodes =
         check.integer(root["loader_nodes"], "loader_nodes", 1, 1 << 16);
@@ -696,12 +804,21 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
   if (root["node_timeout_ms"])
     config.node_timeout_ms = check.integer(root["node_timeout_ms"],
                                            "node_timeout_ms", 100, 3600000);
-  if (root["on_bad_input"])
-    config.on_bad_input =
-        check.choice(root["on_bad_input"], "on_bad_input", {"skip", "fail"}) ==
-                "skip"
-            ? bad_input_policy::skip
-            : bad_input_policy::fail;
+  if (root["on_bad_input"]) {
+    auto policy = check.choice(root["on_bad_input"], "on_bad_input",
+                               {"skip", "quarantine", "fail"});
+    config.on_bad_input = policy == "skip"         ? bad_input_policy::skip
+                          : policy == "quarantine" ? bad_input_policy::quarantine
+                                                   : bad_input_policy::fail;
+  }
+  if (root["image_token_id"]) {
+    config.image_token_id = check.integer(root["image_token_id"],
+                                          "image_token_id", 0, INT32_MAX);
+    if (config.image_token_id == 50256)
+      check.fail(root["image_token_id"], "image_token_id",
+                 "50256 is GPT-2's end-of-text token; use an id outside the "
+                 "text vocabulary, such as 50257");
+  }
   if (root["mix_by"])
     config.mix_by =
         check.choice(root["mix_by"], "mix_by", {"tokens", "documents"}) ==
@@ -779,6 +896,25 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
     names.insert(config.sources.back().name);
   }
 
+  for (size_t i = 0; i < config.sources.size(); ++i) {
+    const auto& source = config.sources[i];
+    if (source.format != source_format::webdataset)
+      continue;
+    const uint64_t smallest =
+        uint64_t{max_image_positions(source)} + min_caption_positions;
+    if (smallest > static_cast<uint64_t>(config.shortest_length()))
+      check.fail(sources[i]["image_max_pixels"] ? sources[i]["image_max_pixels"]
+                                                : sources[i],
+                 "sources." + source.name + ".image_max_pixels",
+                 "an image may take " +
+                     std::to_string(max_image_positions(source)) +
+                     " positions (image_max_pixels / patch_size^2), which "
+                     "with a 1-token caption and EOS exceeds sequence_length " +
+                     std::to_string(config.shortest_length()) +
+                     " (the shortest row length); lower image_max_pixels, "
+                     "raise patch_size or raise sequence_length");
+  }
+
   // Weights change only at schedule points (linearly in between), so
   // checking those steps covers every step.
   std::set<uint64_t> breakpoints = {0};
@@ -842,8 +978,19 @@ const char* to_string(source_format format) {
       return "text";
     case source_format::indexed:
       return "indexed";
+    case source_format::webdataset:
+      return "webdataset";
   }
   return "unknown";
+}
+
+uint32_t max_image_positions(const source_config& source) {
+  // The same bound as sources::max_image_patches, which planner code may
+  // not link: decode_image keeps the patch count at or below it.
+  const uint64_t area =
+      static_cast<uint64_t>(source.patch_size) * source.patch_size;
+  const uint64_t limit = area == 0 ? 1 : source.image_max_pixels / area;
+  return static_cast<uint32_t>(std::clamp<uint64_t>(limit, 1, UINT32_MAX));
 }
 
 const char* to_string(mix_unit unit) {
@@ -851,7 +998,14 @@ const char* to_string(mix_unit unit) {
 }
 
 const char* to_string(bad_input_policy policy) {
-  return policy == bad_input_policy::skip ? "skip" : "fail";
+  switch (policy) {
+    case bad_input_policy::skip:
+      return "skip";
+    case bad_input_policy::quarantine:
+      return "quarantine";
+    default:
+      return "fail";
+  }
 }
 
 }  // namespace overlord::planner

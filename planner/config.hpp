@@ -3,6 +3,7 @@
 // is a plain value that can be copied and compared.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 
@@ -14,15 +15,24 @@
 
 namespace overlord::planner {
 
-enum class bad_input_policy { skip, fail };
+// Values are appended, never reordered: checkpoints compare them.
+enum class bad_input_policy { skip, fail, quarantine };
 enum class mix_unit { tokens, documents };
-enum class source_format { jsonl, text, indexed };
+enum class source_format { jsonl, text, indexed, webdataset };
 
 struct source_config {
   std::string name;
   source_format format = source_format::text;
   // JSON Lines only: the string field that holds the document text.
   std::string text_field = "text";
+  // WebDataset only: the string field of `.json` captions, and how images
+  // are preprocessed (see sources/image.hpp). The mean and std defaults
+  // are the RGB statistics OpenAI's CLIP normalises with.
+  std::string caption_field = "caption";
+  uint64_t image_max_pixels = 224 * 224;
+  uint32_t patch_size = 14;
+  std::array<float, 3> image_mean = {0.48145466f, 0.4578275f, 0.40821073f};
+  std::array<float, 3> image_std = {0.26862954f, 0.26130258f, 0.27577711f};
   // Globs as written in the config, and the files they matched (sorted,
   // absolute). The shard order of an epoch is a seeded shuffle of `shards`.
   // For indexed sources the globs match PREFIX.idx files and `shards`
@@ -106,6 +116,12 @@ struct job_config {
   // Port of the planner's CAF middleman, which nodes join and overlordctl
   // talks to; 0 keeps a one-process job private.
   int planner_port = 0;
+  // Port of the planner's process's /metrics and /healthz endpoint, on
+  // `bind`. 0 serves none, and overlordd --metrics-port overrides it.
+  // It is left out of job_config's inspect(), so nodes never receive it:
+  // processes on one host need different ports, so nodes take only
+  // --metrics-port.
+  int metrics_port = 0;
   // The planner assigns work once this many loader and constructor nodes
   // have joined (a --role all process counts as both).
   int loader_nodes = 1;
@@ -113,6 +129,9 @@ struct job_config {
   // A node that sends no heartbeat for this long is taken as dead.
   int node_timeout_ms = 5000;
   bad_input_policy on_bad_input = bad_input_policy::skip;
+  // Token id at the positions an image takes in its document; one past
+  // GPT-2's vocabulary by default, so it never collides with text.
+  int32_t image_token_id = 50257;
   mix_unit mix_by = mix_unit::tokens;
   // Directory with GPT-2's encoder.json and vocab.bpe.
   std::string tokenizer;
@@ -181,6 +200,9 @@ job_config parse_config(const std::string& yaml_text, const std::string& origin,
                         const std::vector<config_override>& overrides = {});
 
 const char* to_string(source_format format);
+
+// Largest number of sequence positions an image of `source` can take.
+uint32_t max_image_positions(const source_config& source);
 const char* to_string(mix_unit unit);
 const char* to_string(bad_input_policy policy);
 

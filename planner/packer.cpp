@@ -2,11 +2,19 @@
 
 #include <algorithm>
 #include <numeric>
+#include <string>
+
+#include "common/error.hpp"
 
 namespace overlord::planner {
 
 std::vector<piece> split_document(const document_meta& meta,
                                   uint32_t capacity) {
+  if (meta.atomic && meta.tokens > capacity)
+    throw error(errc::internal,
+                "document " + meta.key + " must stay whole but has " +
+                    std::to_string(meta.tokens) + " tokens, more than a row's " +
+                    std::to_string(capacity));
   std::vector<piece> pieces;
   for (uint32_t offset = 0; offset < meta.tokens; offset += capacity) {
     piece p;
@@ -17,9 +25,10 @@ std::vector<piece> split_document(const document_meta& meta,
     p.offset = offset;
     p.length = std::min(capacity, meta.tokens - offset);
     p.document_tokens = meta.tokens;
-    // A document's image patches come first.
+    // A document's image positions come first.
     p.patches = offset >= meta.patches ? 0
                                        : std::min(meta.patches - offset, p.length);
+    p.atomic = meta.atomic;
     pieces.push_back(std::move(p));
   }
   return pieces;

@@ -20,9 +20,12 @@ struct document_meta {
   // documents. A replacement pool resumes the stream from here.
   uint32_t shard_position = 0;
   uint32_t record = 0;
-  // Image patches among the tokens (image-text samples); they feed the
-  // vision encoder's share of the cost model.
+  // Image positions at the start of the document (0 for text), for cost
+  // models that charge a vision encoder by patch.
   uint32_t patches = 0;
+  // Placed whole in one row, never split: the document fits a row by
+  // construction (an image with its caption).
+  bool atomic = false;
 };
 
 // A contiguous slice of one document placed in one packed row. Documents
@@ -35,7 +38,8 @@ struct piece {
   uint32_t offset = 0;  // first token of the slice within the document
   uint32_t length = 0;
   uint32_t document_tokens = 0;
-  uint32_t patches = 0;  // image patches inside this slice
+  uint32_t patches = 0;  // image positions inside this slice
+  bool atomic = false;   // the whole document, which must not be split
 
   bool starts_document() const { return offset == 0; }
   bool ends_document() const { return offset + length == document_tokens; }

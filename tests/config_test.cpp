@@ -179,7 +179,7 @@ TEST_CASE("config rejects bad policy value", "[config]") {
   config_fixture f;
   auto message = f.error_of(config_fixture::valid_body() + "on_bad_input: ignore\n");
   CHECK_THAT(message, Catch::Contains("on_bad_input"));
-  CHECK_THAT(message, Catch::Contains("use skip or fail"));
+  CHECK_THAT(message, Catch::Contains("use skip or quarantine or fail"));
 }
 
 TEST_CASE("config reports invalid YAML syntax", "[config]") {
@@ -360,6 +360,115 @@ TEST_CASE("config rejects append_eos on text sources", "[config]") {
                                     "    format: text\n",
                                     "    format: text\n    append_eos: true\n"));
   CHECK_THAT(message, Catch::Contains("sources.books.append_eos"));
+}
+
+TEST_CASE("config metrics port", "[config]") {
+  config_fixture f;
+  auto path =
+      f.write_config(config_fixture::valid_body() + "metrics_port: 9400\n");
+  CHECK(load_config(path, {}).metrics_port == 9400);
+  CHECK(load_config(f.write_config(config_fixture::valid_body()), {})
+            .metrics_port == 0);
+
+  auto message = f.error_of(config_fixture::valid_body() +
+                            "base_port: 6000\nmetrics_port: 6001\n");
+  CHECK_THAT(message, Catch::Contains("metrics_port: port 6001 is also the "
+                                      "planner's or a rank's port"));
+  message = f.error_of(config_fixture::valid_body() +
+                       "planner_port: 7070\nmetrics_port: 7070\n");
+  CHECK_THAT(message, Catch::Contains("metrics_port"));
+  message = f.error_of(config_fixture::valid_body() + "metrics_port: 70000\n");
+  CHECK_THAT(message, Catch::Contains("metrics_port"));
+}
+
+namespace {
+
+// valid_body plus a WebDataset source with `keys` (indented lines).
+std::string with_images(const std::string& keys) {
+  return config_fixture::valid_body() +
+         "  - name: pictures\n"
+         "    format: webdataset\n"
+         "    paths: images/*.tar\n" +
+         keys;
+}
+
+}  // namespace
+
+TEST_CASE("config loads a webdataset source", "[config]") {
+  config_fixture f;
+  f.dir.write("images/a.tar", "");
+  auto config = load_config(f.write_config(
+      "on_bad_input: quarantine\nimage_token_id: 60000\n" +
+      replace(with_images("    caption_field: alt\n"
+                          "    image_max_pixels: 1024\n"
+                          "    patch_size: 8\n"
+                          "    image_mean: [0.5, 0.4, 0.3]\n"
+                          "    image_std: [0.2, 0.25, 0.5]\n"),
+              "sequence_length: 128", "sequence_length: 64")));
+  REQUIRE(config.sources.size() == 3);
+  const auto& source = config.sources[2];
+  CHECK(source.format == overlord::planner::source_format::webdataset);
+  CHECK(source.caption_field == "alt");
+  CHECK(source.image_max_pixels == 1024);
+  CHECK(source.patch_size == 8);
+  CHECK(source.image_mean[2] == Approx(0.3));
+  CHECK(source.image_std[1] == Approx(0.25));
+  CHECK(config.image_token_id == 60000);
+  CHECK(config.on_bad_input == overlord::planner::bad_input_policy::quarantine);
+  CHECK(overlord::planner::max_image_positions(source) == 16);
+}
+
+TEST_CASE("config webdataset defaults", "[config]") {
+  config_fixture f;
+  f.dir.write("images/a.tar", "");
+  auto config = load_config(f.write_config(replace(
+      with_images(""), "sequence_length: 128", "sequence_length: 512")));
+  const auto& source = config.sources[2];
+  CHECK(source.caption_field == "caption");
+  CHECK(source.image_max_pixels == 224 * 224);
+  CHECK(source.patch_size == 14);
+  CHECK(config.image_token_id == 50257);
+  CHECK(overlord::planner::max_image_positions(source) == 256);
+}
+
+TEST_CASE("config rejects bad webdataset keys", "[config]") {
+  config_fixture f;
+  f.dir.write("images/a.tar", "");
+  // The default image takes up to 256 positions, more than 128 - 2.
+  CHECK_THAT(f.error_of(with_images("")),
+             Catch::Contains("sources.pictures.image_max_pixels: an image may "
+                             "take 256 positions") &&
+                 Catch::Contains("exceeds sequence_length 128"));
+  CHECK_THAT(f.error_of(with_images("    image_max_pixels: 8192\n"
+                                    "    patch_size: 8\n")),
+             Catch::Contains("job.yaml:") &&
+                 Catch::Contains("may take 128 positions"));
+  CHECK_THAT(f.error_of(with_images("    patch_size: 16\n"
+                                    "    image_max_pixels: 100\n")),
+             Catch::Contains("sources.pictures.image_max_pixels: 100 pixels "
+                             "hold less than one patch of 16x16"));
+  CHECK_THAT(f.error_of(with_images("    image_max_pixels: 1024\n"
+                                    "    image_mean: [0.5, 0.5]\n")),
+             Catch::Contains("sources.pictures.image_mean: expected a list of 3 "
+                             "numbers"));
+  CHECK_THAT(f.error_of(with_images("    image_max_pixels: 1024\n"
+                                    "    image_std: [0.5, 0, 0.5]\n")),
+             Catch::Contains("sources.pictures.image_std: each value must be a "
+                             "finite number > 0"));
+  CHECK_THAT(f.error_of(with_images("    image_max_pixels: 1024\n"
+                                    "    caption_field: \"\"\n")),
+             Catch::Contains("sources.pictures.caption_field: empty field name"));
+  CHECK_THAT(f.error_of(replace(config_fixture::valid_body(),
+                                "    workers: 2\n",
+                                "    workers: 2\n    patch_size: 14\n")),
+             Catch::Contains("sources.mail.patch_size: only webdataset "
+                             "sources have this key"));
+  CHECK_THAT(f.error_of("image_token_id: 50256\n" + config_fixture::valid_body()),
+             Catch::Contains("image_token_id: 50256 is GPT-2's end-of-text "
+                             "token"));
+  CHECK_THAT(f.error_of("on_bad_input: drop\n" + config_fixture::valid_body()),
+             Catch::Contains("on_bad_input: unknown value 'drop'; use skip or "
+                             "quarantine or fail"));
 }
 
 TEST_CASE("config rejects list as key", "[config]") {

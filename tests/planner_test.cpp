@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "common/error.hpp"
 #include "planner/mixture.hpp"
 #include "planner/packer.hpp"
 #include "planner/rng.hpp"
@@ -322,4 +323,93 @@ TEST_CASE("global rows do not depend on ranks", "[planner]") {
           CHECK(row[k].key == row2[k].key);
       }
     }
+}
+
+TEST_CASE("split keeps an atomic document whole", "[packer]") {
+  document_meta meta;
+  meta.key = "images-0.tar:000001";
+  meta.tokens = 700;
+  meta.patches = 600;
+  meta.atomic = true;
+  auto pieces = split_document(meta, 1024);
+  REQUIRE(pieces.size() == 1);
+  CHECK(pieces[0].length == 700);
+  CHECK(pieces[0].patches == 600);
+  CHECK(pieces[0].atomic);
+
+  meta.tokens = 1025;
+  CHECK_THROWS_AS(split_document(meta, 1024), overlord::error);
+}
+
+TEST_CASE("packer never splits atomic documents", "[packer]") {
+  // Source 1 announces atomic image-text documents of 300 to 1000 tokens
+  // among long text documents of source 0, which are split.
+  auto config = make_config({1, 2}, 1024, 4, 2, mix_unit::documents);
+  step_planner planner(config);
+  std::vector<uint64_t> fed(2, 0);
+  std::map<uint64_t, uint32_t> atomic_tokens;
+  std::map<uint64_t, uint32_t> placed;
+  for (int planned = 0; planned < 150;) {
+    auto outcome = planner.plan_next();
+    if (outcome.plan) {
+      ++planned;
+      for (const auto& row : outcome.plan->rows) {
+        REQUIRE(row_tokens(row) <= 1024);
+        for (const auto& p : row) {
+          if (p.source != 1)
+            continue;
+          CHECK(p.atomic);
+          CHECK(p.offset == 0);
+          CHECK(p.length == p.document_tokens);
+          CHECK(++placed[p.sequence] == 1);
+        }
+      }
+      continue;
+    }
+    auto source = *outcome.starved_source;
+    std::vector<document_meta> docs;
+    for (int i = 0; i < 16; ++i, ++fed[source]) {
+      document_meta meta;
+      meta.source = source;
+      meta.sequence = fed[source];
+      meta.key = "s" + std::to_string(source) + ":" + std::to_string(meta.sequence);
+      auto r = draw(source + 7, meta.sequence);
+      if (source == 1) {
+        meta.patches = 256 + static_cast<uint32_t>(bounded(r, 577));
+        meta.tokens = meta.patches + 2 + static_cast<uint32_t>(bounded(r >> 20, 160));
+        meta.atomic = true;
+        atomic_tokens[meta.sequence] = meta.tokens;
+      } else {
+        meta.tokens = 200 + static_cast<uint32_t>(bounded(r, 3000));
+      }
+      docs.push_back(meta);
+    }
+    planner.add_documents(source, docs);
+  }
+  CHECK(placed.size() > 100);
+}
+
+TEST_CASE("packer is deterministic with atomic documents", "[packer]") {
+  std::vector<piece> fresh;
+  for (uint32_t i = 0; i < 12; ++i) {
+    piece p;
+    p.source = i % 2;
+    p.sequence = i;
+    p.length = 100 + 37 * i;
+    p.document_tokens = p.length;
+    p.atomic = p.source == 1;
+    p.patches = p.atomic ? p.length - 10 : 0;
+    fresh.push_back(p);
+  }
+  auto first = pack_rows({}, fresh, 3, 1024);
+  auto second = pack_rows({}, fresh, 3, 1024);
+  REQUIRE(first.rows.size() == second.rows.size());
+  for (size_t row = 0; row < first.rows.size(); ++row) {
+    REQUIRE(first.rows[row].size() == second.rows[row].size());
+    for (size_t i = 0; i < first.rows[row].size(); ++i)
+      CHECK(first.rows[row][i].sequence == second.rows[row][i].sequence);
+  }
+  // Whatever does not fit stays whole in the leftover.
+  for (const auto& p : first.leftover)
+    CHECK(p.length == p.document_tokens);
 }

@@ -222,6 +222,36 @@ sources:
              "exceeds max_workers");
 }
 
+TEST_CASE("overrides reach keys inside maps", "[schedule][config]") {
+  overlord::testing::temp_dir dir("schedule-override");
+  dir.write("gpt2/encoder.json", "{}");
+  dir.write("gpt2/vocab.bpe", "");
+  dir.write("a.txt", "alpha");
+  const std::string yaml =
+      "tokenizer: gpt2\nsources: [{name: a, format: text, paths: a.txt}]\n";
+  auto config = parse_config(yaml, "job.yaml", dir.path().string(),
+                             {{"autoscale.enabled", "true"},
+                              {"autoscale.cpu_budget", "3"},
+                              {"cost_model.quadratic", "0.5"}});
+  CHECK(config.autoscale.enabled);
+  CHECK(config.autoscale.cpu_budget == 3);
+  CHECK(config.cost.quadratic == 0.5);
+  try {
+    parse_config(yaml, "job.yaml", dir.path().string(),
+                 {{"autoscale.speed", "9"}});
+    FAIL("accepted an unknown key");
+  } catch (const overlord::error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("unknown key 'speed' in autoscale"));
+  }
+  try {
+    parse_config(yaml, "job.yaml", dir.path().string(),
+                 {{"autoscale.headroom", "0.5"}});
+    FAIL("accepted headroom 0.5");
+  } catch (const overlord::error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("--set autoscale.headroom=0.5"));
+  }
+}
+
 TEST_CASE("a source switched on by a schedule joins at its share at once",
           "[schedule][planner]") {
   auto config = two_sources(

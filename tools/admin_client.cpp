@@ -126,4 +126,16 @@ std::string admin_client::drain(const std::string& node_id) {
   return out;
 }
 
+std::string admin_client::set_log_level(const std::string& node_id,
+                                        const std::string& logger,
+                                        const std::string& level) {
+  caf::scoped_actor self{holder_->system};
+  std::string out;
+  self->request(holder_->planner, timeout_, actors::log_level_atom::value,
+                node_id, logger, level)
+      .receive([&](std::string& reply) { out = std::move(reply); },
+               [&](caf::error& err) { fail(holder_->system, address_, err); });
+  return out;
+}
+
 }  // namespace overlord::tools

@@ -38,6 +38,13 @@ class admin_client {
   // Moves a node's work elsewhere and stops it; returns the planner's reply.
   std::string drain(const std::string& node_id);
 
+  // Sets `logger` ("sources", ..., or "all") to `level` on one node, or on
+  // the planner and every node when `node_id` is empty. Returns the
+  // planner's reply, which names the nodes reached.
+  std::string set_log_level(const std::string& node_id,
+                            const std::string& logger,
+                            const std::string& level);
+
  private:
   struct system_holder;
   std::unique_ptr<system_holder> holder_;

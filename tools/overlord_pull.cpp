@@ -42,7 +42,8 @@ constexpr const char* usage =
     "  --progress         print a progress line to stderr\n"
     "\n"
     "Prints one JSON object per batch: step, rank, rows, tokens, documents,\n"
-    "sources, source_tokens, padding, imbalance, digest, content_digest\n"
+    "sources, source_tokens, padding, imbalance, images (count),\n"
+    "image_patches (their positions), digest, content_digest\n"
     "(the digest without sample keys).\n";
 
 struct options {
@@ -194,6 +195,14 @@ std::string summarize(const overlord::wire::Batch& batch) {
   json.Uint64(counters ? counters->padding() : 0);
   json.Key("imbalance");
   json.Double(counters ? counters->imbalance() : 1.0);
+  uint64_t image_patches = 0;
+  if (batch.images())
+    for (auto* image : *batch.images())
+      image_patches += image->patches();
+  json.Key("images");
+  json.Uint64(batch.images() ? batch.images()->size() : 0);
+  json.Key("image_patches");
+  json.Uint64(image_patches);
   json.Key("digest");
   json.String(overlord::transport::batch_digest(batch).c_str());
   json.Key("content_digest");

@@ -4,6 +4,7 @@
 //   overlordctl --planner HOST:PORT top [--interval SECONDS] [--iterations N]
 //   overlordctl --planner HOST:PORT set-weights NAME=WEIGHT ...
 //   overlordctl --planner HOST:PORT drain NODE
+//   overlordctl --planner HOST:PORT log-level [--node ID] LOGGER LEVEL
 
 #include <rapidjson/document.h>
 
@@ -28,6 +29,11 @@ constexpr const char* usage =
     "                           status, refreshed every S seconds (1)\n"
     "  set-weights NAME=W ...   change mixture weights from the next step\n"
     "  drain NODE               move a node's work elsewhere and stop it\n"
+    "  log-level [--node ID] LOGGER LEVEL\n"
+    "                           set a logger (actors, checkpoint, planner,\n"
+    "                           sources, transport or all) to trace, debug,\n"
+    "                           info, warn, error or off on one node, or on\n"
+    "                           the planner and every node\n"
     "\n"
     "  --timeout SECONDS        wait this long for the planner (10)\n";
 
@@ -78,12 +84,15 @@ std::string render_status(const std::string& json) {
                 number_or(status, "failovers"));
   out += line;
 
-  out += "\nNODE                           ROLE         STATE     PID      ADDRESS\n";
+  out += "log levels: planner " + string_or(status, "log_levels") + "\n";
+
+  out += "\nNODE                           ROLE         STATE     PID      ADDRESS               LOG LEVELS\n";
   for (const auto& node : status["nodes"].GetArray()) {
-    std::snprintf(line, sizeof line, "%-30s %-12s %-9s %-8.0f %s\n",
+    std::snprintf(line, sizeof line, "%-30s %-12s %-9s %-8.0f %-21s %s\n",
                   string_or(node, "id").c_str(), string_or(node, "role").c_str(),
                   string_or(node, "state").c_str(), number_or(node, "pid"),
-                  string_or(node, "address").c_str());
+                  string_or(node, "address").c_str(),
+                  string_or(node, "log_levels").c_str());
     out += line;
   }
 
@@ -222,6 +231,20 @@ int run(int argc, char** argv) {
       throw error(errc::invalid_config, "drain takes one node id");
     overlord::tools::admin_client client(planner, timeout);
     std::cout << client.drain(args[0]) << "\n";
+    return 0;
+  }
+
+  if (command == "log-level") {
+    std::string node;
+    if (args.size() >= 2 && args[0] == "--node") {
+      node = args[1];
+      args.erase(args.begin(), args.begin() + 2);
+    }
+    if (args.size() != 2)
+      throw error(errc::invalid_config,
+                  "log-level takes [--node ID] LOGGER LEVEL");
+    overlord::tools::admin_client client(planner, timeout);
+    std::cout << client.set_log_level(node, args[0], args[1]) << "\n";
     return 0;
   }
 

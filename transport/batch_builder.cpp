@@ -6,9 +6,37 @@
 
 namespace overlord::transport {
 
+namespace {
+
+placed_image place_image(const planner::piece& p, size_t row, size_t index,
+                         uint32_t position, const image_lookup& images) {
+  const sources::decoded_image* image = images ? images(row, index) : nullptr;
+  if (image == nullptr || image->patches != p.patches ||
+      image->pixels.size() != static_cast<size_t>(image->channels) *
+                                  image->height * image->width)
+    throw error(errc::internal,
+                "document " + p.key + " has " + std::to_string(p.patches) +
+                    " image positions but " +
+                    (image ? "an image of " + std::to_string(image->patches) +
+                                 " patches with " +
+                                 std::to_string(image->pixels.size()) +
+                                 " values"
+                           : std::string("no image")) +
+                    " was fetched");
+  placed_image out;
+  out.row = static_cast<uint32_t>(row);
+  out.row_offset = position;
+  out.piece = &p;
+  out.image = image;
+  return out;
+}
+
+}  // namespace
+
 packed_rows lay_out_rows(const planner::rank_plan& plan,
                       const batch_layout& layout,
-                      const payload_lookup& payload) {
+                      const payload_lookup& payload,
+                      const image_lookup& images) {
   const size_t rows = plan.rows.size();
   const size_t length = layout.sequence_length;
   packed_rows out;
@@ -25,11 +53,15 @@ packed_rows lay_out_rows(const planner::rank_plan& plan,
       const int32_t* source_tokens = payload(row, index);
       const size_t base = row * length + position;
       out.cu_seqlens.push_back(static_cast<int32_t>(position));
+      if (p.patches > 0 && p.starts_document())
+        out.images.push_back(place_image(plan.rows[row][index], row, index,
+                                         position, images));
       for (uint32_t i = 0; i < p.length; ++i) {
         out.tokens[base + i] = source_tokens[i];
         out.position_ids[base + i] = static_cast<int32_t>(i);
         bool last_of_document = p.offset + i + 1 == p.document_tokens;
-        if (!last_of_document) {
+        bool image_position = p.offset + i < p.patches;
+        if (!last_of_document && !image_position) {
           // Within the piece, or the first token of the next piece when
           // the document continues in another row.
           out.labels[base + i] = source_tokens[i + 1];
@@ -95,6 +127,30 @@ flatbuffers::DetachedBuffer serialize_batch(const planner::rank_plan& plan,
     }
   }
 
+  // Images ride with the batch of every cp rank whose chunks they overlap.
+  std::vector<flatbuffers::Offset<wire::Image>> images;
+  std::pair<uint32_t, uint32_t> kept_chunks = {0, 0};
+  if (cp_size > 1)
+    kept_chunks = planner::cp_chunks(cp_size, cp_rank);
+  const size_t chunk_length = length / (2 * cp_size);
+  for (const auto& placed : rows.images) {
+    if (cp_size > 1) {
+      const size_t begin = placed.row_offset;
+      const size_t end = begin + placed.image->patches;
+      auto overlaps = [&](uint32_t chunk) {
+        return begin < (chunk + 1) * chunk_length && chunk * chunk_length < end;
+      };
+      if (!overlaps(kept_chunks.first) && !overlaps(kept_chunks.second))
+        continue;
+    }
+    const auto& image = *placed.image;
+    images.push_back(wire::CreateImage(
+        builder, placed.row, placed.row_offset, image.patches, image.height,
+        image.width, image.channels, builder.CreateVector(image.pixels),
+        static_cast<uint16_t>(placed.piece->source),
+        builder.CreateString(placed.piece->key)));
+  }
+
   std::vector<flatbuffers::Offset<flatbuffers::String>> names;
   for (const auto& name : layout.source_names)
     names.push_back(builder.CreateString(name));
@@ -133,7 +189,7 @@ flatbuffers::DetachedBuffer serialize_batch(const planner::rank_plan& plan,
       builder.CreateVector(chunks), row_length, tokens, labels, mask,
       positions, builder.CreateVector(rows.cu_seqlens),
       builder.CreateVector(rows.row_splits), builder.CreateVector(slices),
-      builder.CreateVector(names), counters);
+      builder.CreateVector(names), counters, builder.CreateVector(images));
   builder.Finish(
       wire::CreateReply(builder, wire::ReplyBody::Batch, batch.Union()));
   return builder.Release();
@@ -141,8 +197,10 @@ flatbuffers::DetachedBuffer serialize_batch(const planner::rank_plan& plan,
 
 flatbuffers::DetachedBuffer build_batch(const planner::rank_plan& plan,
                                         const batch_layout& layout,
-                                        const payload_lookup& payload) {
-  return serialize_batch(plan, layout, lay_out_rows(plan, layout, payload), 0);
+                                        const payload_lookup& payload,
+                                        const image_lookup& images) {
+  return serialize_batch(plan, layout,
+                         lay_out_rows(plan, layout, payload, images), 0);
 }
 
 }  // namespace overlord::transport

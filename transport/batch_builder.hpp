@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "planner/plan.hpp"
+#include "sources/image.hpp"
 
 namespace overlord::transport {
 
@@ -29,6 +30,19 @@ struct batch_layout {
 // token is the label of its last position).
 using payload_lookup = std::function<const int32_t*(size_t row, size_t index)>;
 
+// Returns the image of piece `index` of row `row`, or null when the piece
+// does not start a document with an image.
+using image_lookup =
+    std::function<const sources::decoded_image*(size_t row, size_t index)>;
+
+// An image placed in a row, before serialisation.
+struct placed_image {
+  uint32_t row = 0;
+  uint32_t row_offset = 0;
+  const planner::piece* piece = nullptr;
+  const sources::decoded_image* image = nullptr;
+};
+
 // The full rows of one step for one replica, before serialisation.
 struct packed_rows {
   std::vector<int32_t> tokens;
@@ -37,12 +51,17 @@ struct packed_rows {
   std::vector<int32_t> position_ids;
   std::vector<int32_t> cu_seqlens;
   std::vector<uint32_t> row_splits;
+  std::vector<placed_image> images;
   uint64_t used_tokens = 0;
 };
 
+// Positions of a document's image (its first `patches` tokens) get label
+// ignore_label and loss mask 0. A piece that starts a document with
+// patches > 0 must have an image from `images`; its shape must match.
 packed_rows lay_out_rows(const planner::rank_plan& plan,
                       const batch_layout& layout,
-                      const payload_lookup& payload);
+                      const payload_lookup& payload,
+                      const image_lookup& images = nullptr);
 
 // Serialises `rows` as a finished Reply buffer whose body is the Batch
 // that context-parallel rank `cp_rank` receives (all of each row when
@@ -55,6 +74,7 @@ flatbuffers::DetachedBuffer serialize_batch(const planner::rank_plan& plan,
 // lay_out_rows then serialize_batch for cp rank 0.
 flatbuffers::DetachedBuffer build_batch(const planner::rank_plan& plan,
                                         const batch_layout& layout,
-                                        const payload_lookup& payload);
+                                        const payload_lookup& payload,
+                                        const image_lookup& images = nullptr);
 
 }  // namespace overlord::transport

@@ -25,11 +25,20 @@ std::optional<payload_request> decode_payload_request(std::string_view frame) {
 
 zmq::message_t encode_payload_reply(uint64_t id, uint8_t code,
                                     const std::string& message,
-                                    const int32_t* tokens, size_t count) {
-  flatbuffers::FlatBufferBuilder builder(count * 4 + message.size() + 128);
+                                    const int32_t* tokens, size_t count,
+                                    const sources::decoded_image* image) {
+  const size_t image_bytes = image ? image->pixels.size() * 4 + 64 : 0;
+  flatbuffers::FlatBufferBuilder builder(count * 4 + image_bytes +
+                                         message.size() + 128);
   auto text = builder.CreateString(message);
   auto values = builder.CreateVector(tokens, count);
-  builder.Finish(wire::CreatePayloadReply(builder, id, code, text, values));
+  flatbuffers::Offset<wire::PayloadImage> picture;
+  if (image)
+    picture = wire::CreatePayloadImage(builder, image->height, image->width,
+                                       image->channels, image->patches,
+                                       builder.CreateVector(image->pixels));
+  builder.Finish(
+      wire::CreatePayloadReply(builder, id, code, text, values, picture));
   // Hand the builder's buffer to ZeroMQ, which frees it after sending.
   auto* buffer = new flatbuffers::DetachedBuffer(builder.Release());
   return zmq::message_t(
@@ -54,6 +63,22 @@ std::optional<payload_reply> decode_payload_reply(const void* data,
     out.message = root->message()->str();
   if (root->tokens())
     out.tokens.assign(root->tokens()->begin(), root->tokens()->end());
+  if (const auto* picture = root->image()) {
+    auto image = std::make_shared<sources::decoded_image>();
+    image->height = picture->height();
+    image->width = picture->width();
+    image->channels = picture->channels();
+    image->patches = picture->patches();
+    if (picture->pixels())
+      image->pixels.assign(picture->pixels()->begin(),
+                           picture->pixels()->end());
+    // A reply whose pixels do not match its shape would make the batch
+    // read past them; treat it like a frame that fails verification.
+    if (image->pixels.size() != static_cast<size_t>(image->height) *
+                                    image->width * image->channels)
+      return std::nullopt;
+    out.image = std::move(image);
+  }
   return out;
 }
 

@@ -2,12 +2,15 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <zmq.hpp>
+
+#include "sources/image.hpp"
 
 namespace overlord::transport {
 
@@ -25,6 +28,7 @@ struct payload_reply {
   uint8_t code = 0;  // 0 on success
   std::string message;
   std::vector<int32_t> tokens;
+  std::shared_ptr<const sources::decoded_image> image;  // or null
 };
 
 std::string encode_payload_request(const payload_request& value);
@@ -33,9 +37,11 @@ std::string encode_payload_request(const payload_request& value);
 std::optional<payload_request> decode_payload_request(std::string_view frame);
 
 // Builds a reply frame as a ZeroMQ message without an extra copy.
+// `image` may be null.
 zmq::message_t encode_payload_reply(uint64_t id, uint8_t code,
                                     const std::string& message,
-                                    const int32_t* tokens, size_t count);
+                                    const int32_t* tokens, size_t count,
+                                    const sources::decoded_image* image = nullptr);
 
 // Returns the reply in `frame`, or nothing when it fails verification.
 std::optional<payload_reply> decode_payload_reply(const void* data,

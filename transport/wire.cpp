@@ -176,6 +176,21 @@ std::string digest_of(const wire::Batch& batch, bool with_keys) {
       hash.add_value(slice->document_tokens());
     }
   }
+  // Text-only batches hash exactly as before images existed.
+  if (auto* images = batch.images(); images && images->size() > 0) {
+    hash.add_value(static_cast<uint64_t>(images->size()));
+    for (auto* image : *images) {
+      hash.add_value(image->row());
+      hash.add_value(image->row_offset());
+      hash.add_value(image->patches());
+      hash.add_value(image->height());
+      hash.add_value(image->width());
+      hash.add_value(image->channels());
+      hash.add_vector(image->pixels());
+      hash.add_value(image->source());
+      hash.add_string(image->key());
+    }
+  }
   return hash.hex();
 }
 

@@ -66,6 +66,33 @@ py::list view_documents(const wire::Batch& batch) {
   return out;
 }
 
+// One dict per image; `pixels` is a read-only float32 array [channels,
+// height, width] over the message, like the token arrays.
+py::list view_images(const wire::Batch& batch, const py::object& base) {
+  py::list out;
+  if (!batch.images())
+    return out;
+  for (auto* image : *batch.images()) {
+    py::dict entry;
+    entry["row"] = image->row();
+    entry["row_offset"] = image->row_offset();
+    entry["patches"] = image->patches();
+    entry["height"] = image->height();
+    entry["width"] = image->width();
+    entry["channels"] = image->channels();
+    entry["source_index"] = image->source();
+    entry["key"] = image->key() ? image->key()->str() : std::string();
+    entry["pixels"] = view_vector(
+        image->pixels(),
+        {static_cast<py::ssize_t>(image->channels()),
+         static_cast<py::ssize_t>(image->height()),
+         static_cast<py::ssize_t>(image->width())},
+        base, "images.pixels");
+    out.append(std::move(entry));
+  }
+  return out;
+}
+
 py::dict view_counters(const wire::Batch& batch) {
   py::dict out;
   const auto* counters = batch.counters();
@@ -134,6 +161,7 @@ py::dict batch_to_dict(client::received_batch received) {
       names.append(name->str());
   out["source_names"] = std::move(names);
   out["documents"] = view_documents(batch);
+  out["images"] = view_images(batch, holder);
   out["counters"] = view_counters(batch);
   return out;
 }

@@ -328,15 +328,14 @@ def check_timeout(free_port):
 
     waiter = threading.Thread(target=wait)
     waiter.start()
-    # This thread runs only while the waiter does not hold the GIL.
-    longest_gap = 0.0
-    last = time.monotonic()
-    deadline = last + 10
+    # This thread runs only while the waiter does not hold the GIL: with
+    # the GIL held through the whole wait it would get a turn or two, not
+    # dozens, however loaded the machine is.
+    turns = 0
+    deadline = time.monotonic() + 10
     while waiter.is_alive() and time.monotonic() < deadline:
         time.sleep(0.001)
-        now = time.monotonic()
-        longest_gap = max(longest_gap, now - last)
-        last = now
+        turns += 1
     waiter.join(timeout=10)
     assert not waiter.is_alive(), "next() still waits after 10 s"
 
@@ -348,19 +347,20 @@ def check_timeout(free_port):
     assert error.code == "timeout", error.code
     assert "rank 3" in str(error), str(error)
     assert f"127.0.0.1:{free_port}" in str(error), str(error)
-    assert 0.9 <= outcome["seconds"] <= 2.5, f"timed out after {outcome['seconds']:.2f} s"
-    assert longest_gap < 0.5, f"the main thread stalled {longest_gap:.2f} s: GIL held"
+    assert outcome["seconds"] >= 0.9, f"timed out early, after {outcome['seconds']:.2f} s"
+    assert turns >= 20, f"the main thread ran {turns} times during the wait: GIL held"
 
 
 def check_planner_errors(planner, free_port):
     started = time.monotonic()
     try:
-        overlord.Client(planner=planner, rank=7, timeout=5)
+        overlord.Client(planner=planner, rank=7, timeout=60)
     except overlord.InvalidInputError as error:
         assert "rank 7 does not exist" in str(error), str(error)
     else:
         raise AssertionError("rank 7 of a 2-rank job was found")
-    assert time.monotonic() - started < 3, "an unknown rank was retried"
+    # Retrying would take the whole 60 s timeout.
+    assert time.monotonic() - started < 30, "an unknown rank was retried"
 
     # An unreachable planner is retried until the timeout.
     started = time.monotonic()
@@ -371,7 +371,8 @@ def check_planner_errors(planner, free_port):
     else:
         raise AssertionError("a planner on a free port was reached")
     seconds = time.monotonic() - started
-    assert 1.9 <= seconds <= 4, f"gave up on the planner after {seconds:.2f} s"
+    assert seconds >= 1.9, f"gave up on the planner after {seconds:.2f} s"
+    assert seconds < 30, f"still retried the planner after {seconds:.2f} s"
 
 
 def check_torch_views(batch):

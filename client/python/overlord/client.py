@@ -54,7 +54,14 @@ class Client:
     ``sequence_length``, ``row_length``, ``pad_id``, ``cp_size``,
     ``cp_rank``, ``cp_chunks``, ``digest`` (hex SHA-256 of the content,
     equal to ``overlord_pull``'s), ``source_names``, ``documents`` (one
-    dict per document slice) and ``counters``.
+    dict per document slice), ``images`` and ``counters``.
+
+    ``images`` has one dict per image of an image-text document: ``row``,
+    ``row_offset`` (first of its ``patches`` positions in the whole row,
+    which hold the image token with label -100), ``patches``, ``height``,
+    ``width``, ``channels``, ``source_index``, ``key`` and ``pixels``, a
+    read-only float32 array ``[channels, height, width]`` of normalised
+    values that also views the message without a copy.
 
     Iterating yields batches forever. A client serves one thread at a
     time (concurrent calls are serialised) and releases the GIL while it

@@ -1,0 +1,140 @@
+# Trainer stalls with and without autoscaling. Simulated synchronous
+# trainers (bench/stall_trainer) consume batches at a fixed step time from
+# a job that mixes cheap text (the mail corpus) with image-text samples
+# whose decoding costs far more per document. Both runs get the same CPU
+# budget, BUDGET cores for the loader (default: this machine's cores):
+#   static     every source gets an equal share of the budget in workers,
+#              fixed for the run;
+#   autoscale  the same start, then the planner resizes pools within
+#              autoscale.cpu_budget = BUDGET.
+# The step time is calibrated first so that the image source needs about
+# 1.4x what one equal share of the budget delivers. Reports the share of
+# trainer time spent waiting for data and the steps until waiting stops.
+# Run through scripts/bench stall. STEPS (default 120) sets the run length.
+set -euo pipefail
+source tests/e2e_lib.sh
+
+data="$OVERLORD_DATA_DIR"
+bin="$BAZEL_BIN"
+steps="${STEPS:-120}"
+cores=$(nproc)
+budget="${BUDGET:-$cores}"
+[[ -d "$data/images" ]] || fail "no image-text shards in $data/images; run scripts/fetch-demo-data"
+work=$(mktemp -d /tmp/overlord-bench-stall.XXXXXX)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
+echo "machine: $cores cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); budget $budget cores"
+
+sources=2
+share=$(( budget / sources > 0 ? budget / sources : 1 ))
+
+# Writes the job: 2 ranks x 4 rows of 1024 tokens, 3 image-text samples
+# for every text document.
+write_job() {
+  local path=$1 port=$2 workers=$3 autoscale=$4
+  cat >"$path" <<YAML
+seed: 7
+planner_port: $(( port + 2 ))
+sequence_length: 1024
+rows_per_rank: 4
+ranks: 2
+base_port: $port
+mix_by: documents
+plan_ahead: 4
+buffer_documents: 32
+tokenizer: $data/gpt2
+autoscale:
+  enabled: $autoscale
+  headroom: 1.3
+  interval_ms: 250
+  cpu_budget: $budget
+sources:
+  - name: mail
+    format: jsonl
+    paths: $data/mail/*.jsonl
+    weight: 1
+    workers: $workers
+    max_workers: $budget
+  - name: images
+    format: webdataset
+    paths: $data/images/images-*.tar
+    image_max_pixels: 65536
+    patch_size: 16
+    weight: 3
+    workers: $workers
+    max_workers: $(( budget + 1 ))
+YAML
+}
+
+# Starts overlordd on $1 and prints its pid.
+start_daemon() {
+  local config=$1 log=$2
+  "$bin/actors/overlordd" --config "$config" 2>"$log" &
+  echo $!
+}
+
+# Calibration: how many steps a second one equal share of workers
+# delivers with nobody waiting on the trainer side.
+port=$(free_ports 3)
+write_job "$work/calibrate.yaml" "$port" "$share" false
+pid=$(start_daemon "$work/calibrate.yaml" "$work/calibrate.log")
+pids+=("$pid")
+"$bin/bench/stall_trainer" --port "$port" --ranks 2 --steps 12 --step-ms 0 \
+  >"$work/calibrate-warm.out"
+started=$(date +%s.%N)
+"$bin/bench/stall_trainer" --port "$port" --ranks 2 --steps 40 --step-ms 0 \
+  >"$work/calibrate.out"
+ended=$(date +%s.%N)
+"$bin/tools/overlordctl" --planner "127.0.0.1:$(( port + 2 ))" status --json \
+  >"$work/calibrate-status.json"
+kill "$pid" 2>/dev/null || true
+wait "$pid" 2>/dev/null || true
+capacity=$(/usr/bin/python3 -c "print(40 / ($ended - $started))")
+# Trainers ask for 1.4x what the static share can deliver.
+step_ms=$(/usr/bin/python3 -c "print(max(1, round(1000 / ($capacity * 1.4))))")
+echo "calibration: $share worker(s) per source deliver $(printf %.2f "$capacity") steps/s; step time ${step_ms} ms"
+
+# One measured run; prints the trainer's JSON summary line.
+run() {
+  local name=$1 autoscale=$2
+  local port
+  port=$(free_ports 3)
+  write_job "$work/$name.yaml" "$port" "$share" "$autoscale"
+  local pid
+  pid=$(start_daemon "$work/$name.yaml" "$work/$name.log")
+  pids+=("$pid")
+  "$bin/bench/stall_trainer" --port "$port" --ranks 2 --steps "$steps" \
+    --step-ms "$step_ms" --wait-threshold-ms $(( step_ms / 10 + 2 )) >"$work/$name.out"
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  tail -1 "$work/$name.out"
+}
+
+static=$(run static false)
+echo "static:    $static"
+autoscale=$(run autoscale true)
+echo "autoscale: $autoscale"
+echo "autoscale decisions:"
+grep -o 'source=[a-z]* autoscale workers.*' "$work/autoscale.log" | cut -c1-160 | head -10 || true
+
+/usr/bin/python3 - "$static" "$autoscale" "$step_ms" "$budget" "$capacity" \
+  "$work/calibrate-status.json" <<'PY'
+import json, sys
+static, autoscale = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+pools = json.load(open(sys.argv[6]))["sources"]
+text_ms, image_ms = pools["mail"]["latency_ms"], pools["images"]["latency_ms"]
+print(f"per document and worker: text {text_ms:.3f} ms, image-text {image_ms:.3f} ms "
+      f"({image_ms / text_ms:.0f}x)")
+print(json.dumps({
+    "static_wait_fraction": static["wait_fraction"],
+    "autoscale_wait_fraction": autoscale["wait_fraction"],
+    "static_steps_to_no_wait": static["steps_to_no_wait"],
+    "autoscale_steps_to_no_wait": autoscale["steps_to_no_wait"],
+    "steps": static["steps"],
+    "step_ms": int(sys.argv[3]),
+    "budget_cores": int(sys.argv[4]),
+    "static_share_steps_per_s": round(float(sys.argv[5]), 2),
+    "image_to_text_cost": round(image_ms / text_ms, 1),
+}))
+PY

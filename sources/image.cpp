@@ -1,0 +1,329 @@
+#include "sources/image.hpp"
+
+// libjpeg's header needs size_t and FILE declared before it.
+#include <cstddef>
+#include <cstdio>
+
+#include <jpeglib.h>
+#include <png.h>
+
+#include <algorithm>
+#include <cmath>
+#include <csetjmp>
+#include <cstring>
+
+#include "common/error.hpp"
+
+namespace overlord::sources {
+
+namespace {
+
+// Interleaved 8-bit RGB pixels straight from the decoder, and the size
+// the file declares (larger when the decoder already scaled it down).
+struct rgb_image {
+  uint32_t height = 0;
+  uint32_t width = 0;
+  uint32_t source_height = 0;
+  uint32_t source_width = 0;
+  std::vector<uint8_t> pixels;
+};
+
+[[noreturn]] void reject(const std::string& where, const std::string& what) {
+  throw error(errc::invalid_input, where + ": " + what);
+}
+
+void check_source_size(uint64_t height, uint64_t width,
+                       const std::string& where) {
+  if (height == 0 || width == 0)
+    reject(where, "image has no pixels (" + std::to_string(width) + "x" +
+                      std::to_string(height) + ")");
+  if (height * width > max_source_pixels)
+    reject(where, "image of " + std::to_string(width) + "x" +
+                      std::to_string(height) + " pixels exceeds the limit of " +
+                      std::to_string(max_source_pixels) +
+                      " pixels; shrink it before packing the shard");
+}
+
+// libjpeg reports errors through a callback that must not return; it jumps
+// back to decode_jpeg, which cleans up and throws.
+struct jpeg_failure {
+  jpeg_error_mgr manager;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX] = {};
+  char warning[JMSG_LENGTH_MAX] = {};
+};
+
+void on_jpeg_error(j_common_ptr info) {
+  auto* failure = reinterpret_cast<jpeg_failure*>(info->err);
+  (*info->err->format_message)(info, failure->message);
+  std::longjmp(failure->jump, 1);
+}
+
+// Level -1 is a warning about corrupt data (libjpeg then fills in gray
+// and goes on); keep the first one. Trace messages are dropped.
+void on_jpeg_message(j_common_ptr info, int level) {
+  auto* failure = reinterpret_cast<jpeg_failure*>(info->err);
+  if (level >= 0)
+    return;
+  if (info->err->num_warnings++ == 0)
+    (*info->err->format_message)(info, failure->warning);
+}
+
+// Returns the largest power-of-two reduction (at most 8, libjpeg's
+// limit) after which an image of `height` x `width` still covers the
+// target size, so the area filter has at least one source pixel per
+// output pixel.
+unsigned jpeg_scale_denominator(uint32_t height, uint32_t width,
+                                std::pair<uint32_t, uint32_t> target) {
+  unsigned denominator = 1;
+  while (denominator < 8) {
+    const unsigned next = denominator * 2;
+    if ((height + next - 1) / next < target.first ||
+        (width + next - 1) / next < target.second)
+      break;
+    denominator = next;
+  }
+  return denominator;
+}
+
+void decode_jpeg(const std::string& bytes, const std::string& where,
+                 const image_options& options, rgb_image& out) {
+  jpeg_decompress_struct info;
+  jpeg_failure failure;
+  info.err = jpeg_std_error(&failure.manager);
+  failure.manager.error_exit = on_jpeg_error;
+  failure.manager.emit_message = on_jpeg_message;
+  if (setjmp(failure.jump)) {
+    jpeg_destroy_decompress(&info);
+    reject(where, std::string("invalid JPEG: ") + failure.message);
+  }
+
+  jpeg_create_decompress(&info);
+  jpeg_mem_src(&info, reinterpret_cast<const unsigned char*>(bytes.data()),
+               static_cast<unsigned long>(bytes.size()));
+  jpeg_read_header(&info, TRUE);
+  if (info.jpeg_color_space == JCS_CMYK || info.jpeg_color_space == JCS_YCCK) {
+    jpeg_destroy_decompress(&info);
+    reject(where, "CMYK JPEG images are not supported; convert to RGB");
+  }
+  try {
+    check_source_size(info.image_height, info.image_width, where);
+  } catch (...) {
+    jpeg_destroy_decompress(&info);
+    throw;
+  }
+  out.source_height = info.image_height;
+  out.source_width = info.image_width;
+  // libjpeg-turbo can decode at 1/2, 1/4 or 1/8 size in the DCT domain,
+  // which saves most of the work when the image is shrunk a lot anyway.
+  info.scale_num = 1;
+  info.scale_denom = jpeg_scale_denominator(
+      info.image_height, info.image_width,
+      fit_size(info.image_height, info.image_width, options));
+  info.out_color_space = JCS_RGB;
+  jpeg_start_decompress(&info);
+  try {
+    out.height = info.output_height;
+    out.width = info.output_width;
+    out.pixels.resize(static_cast<size_t>(out.height) * out.width * 3);
+  } catch (...) {
+    jpeg_destroy_decompress(&info);
+    throw;
+  }
+  const size_t stride = static_cast<size_t>(out.width) * 3;
+  while (info.output_scanline < info.output_height) {
+    JSAMPROW row = out.pixels.data() + info.output_scanline * stride;
+    jpeg_read_scanlines(&info, &row, 1);
+  }
+  jpeg_finish_decompress(&info);
+  const bool corrupt = failure.manager.num_warnings > 0;
+  jpeg_destroy_decompress(&info);
+  // A warning means damaged data that libjpeg papered over with gray;
+  // such an image would silently differ from what the shard's author saw.
+  if (corrupt)
+    reject(where, std::string("corrupt JPEG data: ") + failure.warning);
+}
+
+void decode_png(const std::string& bytes, const std::string& where,
+                rgb_image& out) {
+  png_image image;
+  std::memset(&image, 0, sizeof(image));
+  image.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_memory(&image, bytes.data(), bytes.size())) {
+    std::string message = image.message;
+    png_image_free(&image);
+    reject(where, "invalid PNG: " + message);
+  }
+  try {
+    check_source_size(image.height, image.width, where);
+  } catch (...) {
+    png_image_free(&image);
+    throw;
+  }
+  // libpng converts gray, palette and 16-bit images to 8-bit RGB and
+  // composites transparent pixels onto this background.
+  image.format = PNG_FORMAT_RGB;
+  const png_color white = {255, 255, 255};
+  out.height = out.source_height = image.height;
+  out.width = out.source_width = image.width;
+  out.pixels.resize(PNG_IMAGE_SIZE(image));
+  if (!png_image_finish_read(&image, &white, out.pixels.data(), 0, nullptr)) {
+    std::string message = image.message;
+    png_image_free(&image);
+    reject(where, "invalid PNG: " + message);
+  }
+}
+
+bool starts_with(const std::string& bytes, const unsigned char* signature,
+                 size_t size) {
+  return bytes.size() >= size && std::memcmp(bytes.data(), signature, size) == 0;
+}
+
+// Source pixels each output pixel averages along one axis, with the share
+// of the output pixel each covers.
+struct tap {
+  uint32_t index;
+  float weight;
+};
+
+std::vector<std::vector<tap>> area_taps(uint32_t in, uint32_t out) {
+  std::vector<std::vector<tap>> taps(out);
+  const double scale = static_cast<double>(in) / out;
+  for (uint32_t o = 0; o < out; ++o) {
+    const double start = o * scale;
+    const double end = std::min<double>((o + 1) * scale, in);
+    for (auto j = static_cast<uint32_t>(start); j < in && j < end; ++j) {
+      double overlap = std::min<double>(end, j + 1.0) - std::max<double>(start, j);
+      if (overlap > 0)
+        taps[o].push_back({j, static_cast<float>(overlap / scale)});
+    }
+  }
+  return taps;
+}
+
+}  // namespace
+
+uint32_t max_image_patches(const image_options& options) {
+  const uint64_t area = static_cast<uint64_t>(options.patch_size) *
+                        options.patch_size;
+  const uint64_t limit = area == 0 ? 0 : options.max_pixels / area;
+  return static_cast<uint32_t>(std::clamp<uint64_t>(limit, 1, UINT32_MAX));
+}
+
+uint32_t count_patches(uint32_t height, uint32_t width, uint32_t patch_size) {
+  const uint64_t rows = (static_cast<uint64_t>(height) + patch_size - 1) / patch_size;
+  const uint64_t columns = (static_cast<uint64_t>(width) + patch_size - 1) / patch_size;
+  return static_cast<uint32_t>(std::min<uint64_t>(rows * columns, UINT32_MAX));
+}
+
+std::pair<uint32_t, uint32_t> fit_size(uint32_t height, uint32_t width,
+                                       const image_options& options) {
+  const uint32_t patch_limit = max_image_patches(options);
+  auto size_at = [&](double scale) {
+    auto h = static_cast<uint32_t>(std::max(1.0, std::floor(height * scale)));
+    auto w = static_cast<uint32_t>(std::max(1.0, std::floor(width * scale)));
+    return std::make_pair(std::min(h, height), std::min(w, width));
+  };
+  auto fits = [&](std::pair<uint32_t, uint32_t> size) {
+    return static_cast<uint64_t>(size.first) * size.second <= options.max_pixels &&
+           count_patches(size.first, size.second, options.patch_size) <=
+               patch_limit;
+  };
+
+  const double area = static_cast<double>(height) * width;
+  double high = std::min(1.0, std::sqrt(options.max_pixels / area));
+  if (fits(size_at(high)))
+    return size_at(high);
+  // Both budgets shrink monotonically with the scale, so a bisection finds
+  // the largest scale that fits. 1x1 (scale 0) always fits.
+  double low = 0;
+  for (int i = 0; i < 64; ++i) {
+    double middle = (low + high) / 2;
+    if (fits(size_at(middle)))
+      low = middle;
+    else
+      high = middle;
+  }
+  return size_at(low);
+}
+
+std::vector<float> resize_area(const std::vector<uint8_t>& pixels,
+                               uint32_t height, uint32_t width,
+                               uint32_t out_height, uint32_t out_width) {
+  const auto columns = area_taps(width, out_width);
+  const auto rows = area_taps(height, out_height);
+
+  // Horizontal pass: height x out_width.
+  std::vector<float> wide(static_cast<size_t>(height) * out_width * 3, 0.0f);
+  for (uint32_t y = 0; y < height; ++y) {
+    const uint8_t* in = pixels.data() + static_cast<size_t>(y) * width * 3;
+    float* out = wide.data() + static_cast<size_t>(y) * out_width * 3;
+    for (uint32_t x = 0; x < out_width; ++x)
+      for (const auto& t : columns[x])
+        for (int c = 0; c < 3; ++c)
+          out[x * 3 + c] += t.weight * in[t.index * 3 + c];
+  }
+
+  // Vertical pass: out_height x out_width.
+  std::vector<float> out(static_cast<size_t>(out_height) * out_width * 3, 0.0f);
+  const size_t stride = static_cast<size_t>(out_width) * 3;
+  for (uint32_t y = 0; y < out_height; ++y)
+    for (const auto& t : rows[y]) {
+      const float* in = wide.data() + t.index * stride;
+      float* target = out.data() + y * stride;
+      for (size_t i = 0; i < stride; ++i)
+        target[i] += t.weight * in[i];
+    }
+  return out;
+}
+
+decoded_image decode_image(const std::string& bytes, const std::string& where,
+                           const image_options& options) {
+  static const unsigned char jpeg_signature[] = {0xFF, 0xD8, 0xFF};
+  static const unsigned char png_signature[] = {0x89, 'P', 'N', 'G',
+                                                0x0D, 0x0A, 0x1A, 0x0A};
+  if (options.patch_size == 0 || options.max_pixels == 0)
+    throw error(errc::invalid_config,
+                "image options need patch_size >= 1 and max_pixels >= 1");
+  for (int c = 0; c < 3; ++c)
+    if (!(options.std[c] > 0))
+      throw error(errc::invalid_config, "image std values must be > 0");
+
+  rgb_image source;
+  if (starts_with(bytes, jpeg_signature, sizeof(jpeg_signature)))
+    decode_jpeg(bytes, where, options, source);
+  else if (starts_with(bytes, png_signature, sizeof(png_signature)))
+    decode_png(bytes, where, source);
+  else
+    reject(where, "not a JPEG or PNG file (" + std::to_string(bytes.size()) +
+                      " bytes with an unknown signature)");
+
+  // The size depends on the declared size only, not on how far the
+  // decoder already reduced the image.
+  auto [height, width] =
+      fit_size(source.source_height, source.source_width, options);
+  std::vector<float> resized;
+  if (height == source.height && width == source.width)
+    resized.assign(source.pixels.begin(), source.pixels.end());
+  else
+    resized = resize_area(source.pixels, source.height, source.width, height,
+                          width);
+
+  decoded_image out;
+  out.height = height;
+  out.width = width;
+  out.channels = 3;
+  out.patches = count_patches(height, width, options.patch_size);
+  const size_t plane = static_cast<size_t>(height) * width;
+  out.pixels.resize(plane * 3);
+  for (int c = 0; c < 3; ++c) {
+    const float scale = 1.0f / (255.0f * options.std[c]);
+    const float shift = options.mean[c] / options.std[c];
+    float* target = out.pixels.data() + c * plane;
+    for (size_t i = 0; i < plane; ++i)
+      target[i] = resized[i * 3 + c] * scale - shift;
+  }
+  return out;
+}
+
+}  // namespace overlord::sources

@@ -1,0 +1,370 @@
+#include "sources/webdataset.hpp"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <rapidjson/document.h>
+#include <rapidjson/error/en.h>
+
+#include <algorithm>
+#include <cctype>
+#include <fstream>
+#include <map>
+#include <memory>
+
+#include "common/error.hpp"
+
+namespace overlord::sources {
+
+namespace {
+
+// The members of one key as the scan found them.
+struct member_group {
+  std::string key;
+  webdataset_sample sample;
+  bool has_image = false;
+  bool has_caption = false;
+  bool bad = false;
+  std::vector<std::string> members;
+};
+
+struct shard_scan {
+  std::vector<member_group> groups;  // in order of first appearance
+  std::vector<bad_record> problems;  // in order of detection
+};
+
+enum class member_role { image, text_caption, json_caption, other };
+
+member_role role_of(std::string extension) {
+  for (auto& c : extension)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (extension == "jpg" || extension == "jpeg" || extension == "png")
+    return member_role::image;
+  if (extension == "txt")
+    return member_role::text_caption;
+  if (extension == "json")
+    return member_role::json_caption;
+  return member_role::other;
+}
+
+std::string lower(std::string text) {
+  for (auto& c : text)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return text;
+}
+
+class shard_scanner {
+ public:
+  shard_scanner(const std::string& shard_name, const webdataset_options& options)
+      : shard_name_(shard_name), options_(options) {}
+
+  shard_scan scan(const std::string& path) {
+    std::unique_ptr<archive, int (*)(archive*)> reader(archive_read_new(),
+                                                       archive_read_free);
+    archive_read_support_format_tar(reader.get());
+    archive_read_support_filter_all(reader.get());
+    if (archive_read_open_filename(reader.get(), path.c_str(), 1 << 16) !=
+        ARCHIVE_OK) {
+      // libarchive reads the first block to detect the format when opening,
+      // so a file that opens is there but is no archive it can read.
+      if (std::ifstream(path, std::ios::binary).good())
+        report("corrupt_tar", shard_name_ + "@0", error_text(reader.get()));
+      else
+        report("unreadable_file", shard_name_, error_text(reader.get()));
+      return std::move(result_);
+    }
+
+    for (;;) {
+      archive_entry* entry = nullptr;
+      int status = archive_read_next_header(reader.get(), &entry);
+      if (status == ARCHIVE_EOF)
+        break;
+      const auto offset = archive_read_header_position(reader.get());
+      if (status < ARCHIVE_WARN) {
+        tar_failed(reader.get(), offset, "");
+        break;
+      }
+      if (archive_entry_filetype(entry) != AE_IFREG)
+        continue;
+      std::string name = archive_entry_pathname(entry) ? archive_entry_pathname(entry) : "";
+      if (!read_member(reader.get(), entry, name, offset))
+        break;
+    }
+    return std::move(result_);
+  }
+
+ private:
+  void report(const std::string& kind, const std::string& where,
+              const std::string& detail) {
+    result_.problems.push_back({kind, where, detail});
+  }
+
+  static std::string error_text(archive* reader) {
+    const char* text = archive_error_string(reader);
+    return text ? text : "unknown libarchive error";
+  }
+
+  // Records a read error at `offset` and drops the sample it interrupted.
+  void tar_failed(archive* reader, int64_t offset, const std::string& member) {
+    std::string text = error_text(reader);
+    bool truncated = lower(text).find("truncated") != std::string::npos ||
+                     lower(text).find("premature") != std::string::npos;
+    std::string where = shard_name_ + "@" + std::to_string(offset);
+    if (!member.empty())
+      where += " (" + member + ")";
+    report(truncated ? "truncated_tar" : "corrupt_tar", where, text);
+    if (!member.empty() && !result_.groups.empty() &&
+        result_.groups.back().key == current_key_)
+      result_.groups.back().bad = true;
+  }
+
+  // Skips the member's data; returns false when the archive cannot be
+  // read any further.
+  bool skip_data(archive* reader, int64_t offset, const std::string& member) {
+    if (archive_read_data_skip(reader) >= ARCHIVE_WARN)
+      return true;
+    tar_failed(reader, offset, member);
+    return false;
+  }
+
+  // Returns false when the archive cannot be read any further.
+  bool read_member(archive* reader, archive_entry* entry,
+                   const std::string& name, int64_t offset) {
+    const auto slash = name.rfind('/');
+    const std::string base =
+        slash == std::string::npos ? name : name.substr(slash + 1);
+    const auto dot = base.find('.');
+    // Files without an extension or hidden files belong to no sample.
+    if (base.empty() || base[0] == '.' || dot == std::string::npos)
+      return skip_data(reader, offset, name);
+    const std::string key = name.substr(0, name.size() - base.size() + dot);
+    const std::string extension = base.substr(dot + 1);
+    const auto role = role_of(extension);
+
+    member_group& group = group_for(key, name);
+    current_key_ = key;
+    group.members.push_back(name);
+    if (role == member_role::other)
+      return skip_data(reader, offset, name);
+
+    const int64_t size = archive_entry_size(entry);
+    if (size < 0 || static_cast<uint64_t>(size) > options_.max_member_bytes) {
+      report("oversize", shard_name_ + ":" + name,
+             std::to_string(size) + " bytes exceed max_document_bytes " +
+                 std::to_string(options_.max_member_bytes));
+      group.bad = true;
+      return skip_data(reader, offset, name);
+    }
+    std::string data(static_cast<size_t>(size), '\0');
+    size_t filled = 0;
+    while (filled < data.size()) {
+      auto got = archive_read_data(reader, data.data() + filled,
+                                   data.size() - filled);
+      if (got < 0) {
+        tar_failed(reader, offset, name);
+        return false;
+      }
+      if (got == 0)
+        break;
+      filled += static_cast<size_t>(got);
+    }
+    if (filled < data.size()) {
+      report("truncated_tar", shard_name_ + "@" + std::to_string(offset) +
+                                  " (" + name + ")",
+             "member holds " + std::to_string(filled) + " of " +
+                 std::to_string(size) + " bytes");
+      group.bad = true;
+      return false;
+    }
+
+    if (role == member_role::image) {
+      if (group.has_image) {
+        report("duplicate_member", shard_name_ + ":" + name,
+               "key '" + key + "' already has the image " +
+                   group.sample.image_member);
+        group.bad = true;
+        return true;
+      }
+      group.has_image = true;
+      group.sample.image = std::move(data);
+      group.sample.image_extension = lower(extension);
+      group.sample.image_member = name;
+      return true;
+    }
+
+    if (group.has_caption) {
+      report("duplicate_member", shard_name_ + ":" + name,
+             "key '" + key + "' already has a caption");
+      group.bad = true;
+      return true;
+    }
+    group.has_caption = true;
+    if (role == member_role::text_caption) {
+      group.sample.caption = std::move(data);
+      return true;
+    }
+    rapidjson::Document record;
+    record.Parse(data.data(), data.size());
+    if (record.HasParseError()) {
+      report("bad_caption", shard_name_ + ":" + name,
+             std::string(rapidjson::GetParseError_En(record.GetParseError())) +
+                 " at byte " + std::to_string(record.GetErrorOffset()));
+      group.bad = true;
+      return true;
+    }
+    auto field = record.IsObject()
+                     ? record.FindMember(options_.caption_field.c_str())
+                     : record.MemberEnd();
+    if (!record.IsObject() || field == record.MemberEnd() ||
+        !field->value.IsString()) {
+      report("bad_caption", shard_name_ + ":" + name,
+             "no string field '" + options_.caption_field + "'");
+      group.bad = true;
+      return true;
+    }
+    group.sample.caption.assign(field->value.GetString(),
+                                field->value.GetStringLength());
+    return true;
+  }
+
+  // Returns the group of `key`, opening a new one when the previous member
+  // had another key. A key that comes back after another key is split.
+  member_group& group_for(const std::string& key, const std::string& member) {
+    if (!result_.groups.empty() && result_.groups.back().key == key)
+      return result_.groups.back();
+    auto seen = index_.find(key);
+    if (seen != index_.end()) {
+      auto& earlier = result_.groups[seen->second];
+      report("split_sample", shard_name_ + ":" + member,
+             "key '" + key + "' continues after members of other keys "
+             "(first member " + earlier.members.front() +
+                 "); members of a sample must be adjacent");
+      earlier.bad = true;
+      // Later members of the key go to a fresh group that stays bad, so
+      // the key never yields a sample.
+      result_.groups.push_back(member_group{});
+      result_.groups.back().key = key;
+      result_.groups.back().bad = true;
+      index_[key] = result_.groups.size() - 1;
+      return result_.groups.back();
+    }
+    result_.groups.push_back(member_group{});
+    result_.groups.back().key = key;
+    result_.groups.back().sample.key = shard_name_ + ":" + key;
+    index_[key] = result_.groups.size() - 1;
+    return result_.groups.back();
+  }
+
+  std::string shard_name_;
+  const webdataset_options& options_;
+  shard_scan result_;
+  std::map<std::string, size_t> index_;
+  std::string current_key_;
+};
+
+// Reports groups that lack a member, after the scan saw the whole shard.
+void check_complete(shard_scan& scan, const std::string& shard_name) {
+  for (auto& group : scan.groups) {
+    if (group.bad || (group.has_image && group.has_caption))
+      continue;
+    std::string members;
+    for (const auto& name : group.members)
+      members += (members.empty() ? "" : ", ") + name;
+    scan.problems.push_back(
+        {"missing_member", shard_name + ":" + group.members.front(),
+         std::string("key '") + group.key + "' has no " +
+             (group.has_image ? "caption (.txt or .json)"
+                              : "image (.jpg, .jpeg or .png)") +
+             "; members: " + members});
+    group.bad = true;
+  }
+}
+
+// Applies the policy to `problems`: throws for fail, empties `kept` for
+// quarantine (adding one record for it), and leaves the good samples for
+// skip.
+template <class T>
+void apply_policy(bad_input_action action, const std::string& shard_name,
+                  std::vector<bad_record>& problems, std::vector<T>& kept) {
+  if (problems.empty())
+    return;
+  if (action == bad_input_action::fail) {
+    const auto& first = problems.front();
+    throw error(errc::invalid_input,
+                first.where + ": " + first.kind + ": " + first.detail +
+                    " (on_bad_input is fail; fix the data or set "
+                    "on_bad_input: skip or quarantine)");
+  }
+  if (action == bad_input_action::quarantine) {
+    problems.push_back(
+        {"quarantined", shard_name,
+         std::to_string(problems.size()) + " bad sample(s); all " +
+             std::to_string(kept.size()) +
+             " good sample(s) of the shard dropped too"});
+    kept.clear();
+  }
+}
+
+}  // namespace
+
+const char* to_string(bad_input_action action) {
+  switch (action) {
+    case bad_input_action::skip:
+      return "skip";
+    case bad_input_action::quarantine:
+      return "quarantine";
+    default:
+      return "fail";
+  }
+}
+
+webdataset_result read_webdataset_shard(const std::string& path,
+                                        const std::string& shard_name,
+                                        const webdataset_options& options) {
+  shard_scanner scanner(shard_name, options);
+  auto scan = scanner.scan(path);
+  check_complete(scan, shard_name);
+
+  webdataset_result result;
+  for (auto& group : scan.groups)
+    if (!group.bad)
+      result.samples.push_back(std::move(group.sample));
+  result.skipped = std::move(scan.problems);
+  apply_policy(options.on_bad_input, shard_name, result.skipped,
+               result.samples);
+  return result;
+}
+
+image_text_result read_image_text_shard(const std::string& path,
+                                        const std::string& shard_name,
+                                        const webdataset_options& options,
+                                        const image_options& image) {
+  webdataset_options collect = options;
+  collect.on_bad_input = bad_input_action::skip;
+  auto read = read_webdataset_shard(path, shard_name, collect);
+
+  image_text_result result;
+  result.skipped = std::move(read.skipped);
+  for (auto& sample : read.samples) {
+    const std::string where = shard_name + ":" + sample.image_member;
+    try {
+      image_text_sample decoded;
+      decoded.image = decode_image(sample.image, where, image);
+      decoded.key = std::move(sample.key);
+      decoded.caption = std::move(sample.caption);
+      result.samples.push_back(std::move(decoded));
+    } catch (const error& e) {
+      if (e.code() != errc::invalid_input)
+        throw;
+      // decode_image's message starts with `where`; keep only the reason.
+      std::string detail = e.what();
+      if (detail.rfind(where + ": ", 0) == 0)
+        detail = detail.substr(where.size() + 2);
+      result.skipped.push_back({"bad_image", where, detail});
+    }
+  }
+  apply_policy(options.on_bad_input, shard_name, result.skipped,
+               result.samples);
+  return result;
+}
+
+}  // namespace overlord::sources

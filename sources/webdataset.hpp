@@ -1,0 +1,96 @@
+// Reader for image-text shards in the WebDataset layout: a tar file whose
+// members are grouped into samples by key, the member name up to the first
+// dot of its base name, folder included. A sample is one image
+// (`KEY.jpg`, `KEY.jpeg` or `KEY.png`) and one caption (`KEY.txt`, the
+// caption itself, or `KEY.json`, a JSON object with the caption in a
+// string field). Members with other extensions are ignored.
+//
+// The whole shard is read and checked before any sample is returned, so the
+// outcome (which samples survive, what is reported, whether the shard is
+// quarantined) is a function of the shard's bytes and the options only.
+// Plain functions: callers own threads and logging.
+//
+// NOTE: a shard's member bytes and decoded images stay in memory until the
+// call returns, so shards should stay in the hundreds of megabytes; byte
+// ranges within one shard are not read separately.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sources/image.hpp"
+#include "sources/reader.hpp"
+
+namespace overlord::sources {
+
+// Policy for a shard with bad samples.
+enum class bad_input_action {
+  skip,        // drop each bad sample, keep the rest
+  quarantine,  // drop every sample of the shard
+  fail,        // throw overlord::error(invalid_input) for the first one
+};
+
+struct webdataset_options {
+  // `.json` captions: the string field holding the caption.
+  std::string caption_field = "caption";
+  bad_input_action on_bad_input = bad_input_action::skip;
+  // Members larger than this are bad input and are not read.
+  uint64_t max_member_bytes = 64ull << 20;
+};
+
+// One complete sample: both members were present, adjacent and readable.
+struct webdataset_sample {
+  std::string key;              // "<shard name>:<member key>"
+  std::string image;            // the image member's bytes
+  std::string image_extension;  // "jpg", "jpeg" or "png", lower case
+  std::string image_member;     // member name, for messages
+  std::string caption;
+};
+
+// Kinds of bad_record the reader reports:
+//   missing_member   a key without an image or without a caption
+//   split_sample     members of one key separated by another key's members
+//   duplicate_member two images or two captions under one key
+//   truncated_tar    the tar ends inside a member or header
+//   corrupt_tar      the file is not a readable tar archive
+//   bad_caption      a .json caption that is invalid or lacks the field
+//   oversize         a member over max_member_bytes
+//   unreadable_file  the shard cannot be opened
+//   bad_image        (read_image_text_shard) the image does not decode
+//   quarantined      one extra record when the policy drops the shard
+// `where` is "<shard name>:<member name>" or "<shard name>@<byte offset>".
+struct webdataset_result {
+  std::vector<webdataset_sample> samples;
+  std::vector<bad_record> skipped;
+};
+
+// Reads the shard at `path`; `shard_name` is the short name used in keys
+// and messages. Applies options.on_bad_input to the problems found.
+webdataset_result read_webdataset_shard(const std::string& path,
+                                        const std::string& shard_name,
+                                        const webdataset_options& options);
+
+// A sample with its image decoded and preprocessed.
+struct image_text_sample {
+  std::string key;
+  std::string caption;
+  decoded_image image;
+};
+
+struct image_text_result {
+  std::vector<image_text_sample> samples;
+  std::vector<bad_record> skipped;
+};
+
+// read_webdataset_shard, then decode_image on every sample. An image that
+// does not decode is bad input (kind bad_image) under the same policy, and
+// it is decided after the whole shard was decoded.
+image_text_result read_image_text_shard(const std::string& path,
+                                        const std::string& shard_name,
+                                        const webdataset_options& options,
+                                        const image_options& image);
+
+const char* to_string(bad_input_action action);
+
+}  // namespace overlord::sources

@@ -1,0 +1,162 @@
+#include <catch2/catch.hpp>
+
+#include "common/error.hpp"
+#include "transport/batch_builder.hpp"
+#include "transport/payload_wire.hpp"
+#include "transport/wire.hpp"
+
+using namespace overlord;
+
+namespace {
+
+constexpr int32_t image_token = 50257;
+constexpr int32_t eos = 50256;
+
+// One row of 16: a 3-token text document, then an image-text document of
+// 4 image positions, 2 caption tokens and EOS, then padding.
+struct image_row {
+  planner::rank_plan plan;
+  std::vector<std::vector<int32_t>> payloads;
+  sources::decoded_image image;
+  transport::batch_layout layout;
+
+  image_row() {
+    planner::piece text;
+    text.key = "sotu:1";
+    text.length = text.document_tokens = 3;
+    planner::piece picture;
+    picture.source = 1;
+    picture.sequence = 9;
+    picture.key = "images-0000.tar:00000007";
+    picture.length = picture.document_tokens = 7;
+    picture.patches = 4;
+    picture.atomic = true;
+    plan.rows = {{text, picture}};
+    payloads = {{10, 11, eos},
+                {image_token, image_token, image_token, image_token, 30, 31, eos}};
+    image.height = 2;
+    image.width = 3;
+    image.channels = 3;
+    image.patches = 4;
+    for (int i = 0; i < 18; ++i)
+      image.pixels.push_back(0.25f * i - 2);
+    layout.sequence_length = 16;
+    layout.pad_id = eos;
+    layout.source_names = {"sotu", "images"};
+  }
+
+  transport::packed_rows lay_out() const {
+    return transport::lay_out_rows(
+        plan, layout, [&](size_t, size_t i) { return payloads[i].data(); },
+        [&](size_t, size_t i) { return i == 1 ? &image : nullptr; });
+  }
+};
+
+const wire::Batch* batch_of(const flatbuffers::DetachedBuffer& buffer) {
+  const auto* reply = transport::verify_reply(buffer.data(), buffer.size());
+  REQUIRE(reply);
+  REQUIRE(reply->body_as_Batch());
+  return reply->body_as_Batch();
+}
+
+}  // namespace
+
+TEST_CASE("image positions carry no loss", "[image_batch]") {
+  image_row fixture;
+  auto rows = fixture.lay_out();
+  const std::vector<int32_t> labels = {11, eos, -100, -100, -100, -100, -100,
+                                       31, eos, -100};
+  const std::vector<uint8_t> mask = {1, 1, 0, 0, 0, 0, 0, 1, 1, 0};
+  for (size_t i = 0; i < labels.size(); ++i) {
+    INFO("position " << i);
+    CHECK(rows.labels[i] == labels[i]);
+    CHECK(rows.loss_mask[i] == mask[i]);
+  }
+  CHECK(rows.tokens[3] == image_token);
+  CHECK(rows.tokens[7] == 30);
+  REQUIRE(rows.images.size() == 1);
+  CHECK(rows.images[0].row_offset == 3);
+}
+
+TEST_CASE("batch carries the image", "[image_batch]") {
+  image_row fixture;
+  auto rows = fixture.lay_out();
+  auto buffer = transport::serialize_batch(fixture.plan, fixture.layout, rows, 0);
+  const auto* batch = batch_of(buffer);
+  REQUIRE(batch->images());
+  REQUIRE(batch->images()->size() == 1);
+  const auto* image = batch->images()->Get(0);
+  CHECK(image->row() == 0);
+  CHECK(image->row_offset() == 3);
+  CHECK(image->patches() == 4);
+  CHECK(image->height() == 2);
+  CHECK(image->width() == 3);
+  CHECK(image->channels() == 3);
+  CHECK(image->source() == 1);
+  CHECK(image->key()->str() == "images-0000.tar:00000007");
+  REQUIRE(image->pixels()->size() == 18);
+  CHECK(image->pixels()->Get(17) == Approx(0.25f * 17 - 2));
+
+  // The pixels count in the digest.
+  auto changed = fixture;
+  changed.image.pixels[5] += 1;
+  auto other = transport::serialize_batch(changed.plan, changed.layout,
+                                          changed.lay_out(), 0);
+  CHECK(transport::batch_digest(*batch) !=
+        transport::batch_digest(*batch_of(other)));
+}
+
+TEST_CASE("context-parallel batches keep overlapping images", "[image_batch]") {
+  image_row fixture;
+  fixture.layout.cp_size = 2;
+  auto rows = fixture.lay_out();
+  // Chunks of 4 positions: cp rank 0 receives chunks 0 and 3 (positions
+  // 0-3 and 12-15), cp rank 1 chunks 1 and 2 (4-11). The image covers 3-6.
+  for (uint32_t cp_rank = 0; cp_rank < 2; ++cp_rank) {
+    auto buffer = transport::serialize_batch(fixture.plan, fixture.layout,
+                                             rows, cp_rank);
+    const auto* batch = batch_of(buffer);
+    REQUIRE(batch->images());
+    CHECK(batch->images()->size() == 1);
+    CHECK(batch->images()->Get(0)->row_offset() == 3);
+  }
+
+  // Moved to positions 8-11, the image belongs to cp rank 1 only.
+  fixture.plan.rows[0][0].length = fixture.plan.rows[0][0].document_tokens = 8;
+  fixture.payloads[0] = {1, 2, 3, 4, 5, 6, 7, eos};
+  rows = fixture.lay_out();
+  CHECK(batch_of(transport::serialize_batch(fixture.plan, fixture.layout, rows, 0))
+            ->images()->size() == 0);
+  CHECK(batch_of(transport::serialize_batch(fixture.plan, fixture.layout, rows, 1))
+            ->images()->size() == 1);
+}
+
+TEST_CASE("missing image stops the build", "[image_batch]") {
+  image_row fixture;
+  CHECK_THROWS_AS(transport::lay_out_rows(
+                      fixture.plan, fixture.layout,
+                      [&](size_t, size_t i) { return fixture.payloads[i].data(); },
+                      [&](size_t, size_t) { return nullptr; }),
+                  error);
+}
+
+TEST_CASE("payload reply carries the image", "[image_batch]") {
+  image_row fixture;
+  const auto& tokens = fixture.payloads[1];
+  auto message = transport::encode_payload_reply(5, 0, "", tokens.data(),
+                                                 tokens.size(), &fixture.image);
+  auto reply = transport::decode_payload_reply(message.data(), message.size());
+  REQUIRE(reply);
+  CHECK(reply->tokens == tokens);
+  REQUIRE(reply->image);
+  CHECK(reply->image->patches == 4);
+  CHECK(reply->image->height == 2);
+  CHECK(reply->image->width == 3);
+  CHECK(reply->image->pixels == fixture.image.pixels);
+
+  auto plain = transport::encode_payload_reply(6, 0, "", tokens.data(),
+                                               tokens.size());
+  auto text = transport::decode_payload_reply(plain.data(), plain.size());
+  REQUIRE(text);
+  CHECK_FALSE(text->image);
+}

@@ -1,0 +1,254 @@
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+
+#include "common/error.hpp"
+#include "sources/webdataset.hpp"
+#include "tests/image_fixtures.hpp"
+#include "tests/test_files.hpp"
+
+using overlord::errc;
+using overlord::error;
+using overlord::sources::bad_input_action;
+using overlord::sources::image_options;
+using overlord::sources::read_image_text_shard;
+using overlord::sources::read_webdataset_shard;
+using overlord::sources::webdataset_options;
+using overlord::testing::encode_jpeg;
+using overlord::testing::encode_png;
+using overlord::testing::flat_rgb;
+using overlord::testing::temp_dir;
+using overlord::testing::write_tar;
+
+namespace {
+
+using member_list = std::vector<std::pair<std::string, std::string>>;
+
+std::string small_jpeg() {
+  return encode_jpeg(flat_rgb(8, 8, 90, 120, 150), 8, 8);
+}
+
+std::string small_png() { return encode_png(flat_rgb(4, 6, 1, 2, 3), 4, 6); }
+
+webdataset_options policy(bad_input_action action) {
+  webdataset_options options;
+  options.on_bad_input = action;
+  return options;
+}
+
+image_options small_images() {
+  image_options options;
+  options.max_pixels = 256;
+  options.patch_size = 4;
+  return options;
+}
+
+// Two good samples around one bad one, as a real shard would have them.
+member_list around(const member_list& bad) {
+  member_list members = {{"000001.jpg", small_jpeg()},
+                         {"000001.txt", "first"}};
+  members.insert(members.end(), bad.begin(), bad.end());
+  members.push_back({"000009.png", small_png()});
+  members.push_back({"000009.txt", "last"});
+  return members;
+}
+
+std::vector<std::string> kinds_of(const std::vector<overlord::sources::bad_record>& records) {
+  std::vector<std::string> kinds;
+  for (const auto& record : records)
+    kinds.push_back(record.kind);
+  return kinds;
+}
+
+struct bad_case {
+  const char* name;
+  const char* kind;
+  const char* where;  // expected `where` of the first record
+  member_list bad_members;
+  size_t samples_kept = 2;  // good samples left under skip
+};
+
+}  // namespace
+
+TEST_CASE("webdataset groups members by key", "[webdataset]") {
+  temp_dir dir("wds-group");
+  auto jpeg = small_jpeg();
+  auto png = small_png();
+  auto path = (dir.path() / "shard-0.tar").string();
+  write_tar(path, {{"part/000001.jpg", jpeg},
+                   {"part/000001.txt", "a cat on a mat"},
+                   {"part/000002.json", "{\"text\": \"x\", \"alt\": \"two dogs\"}"},
+                   {"part/000002.PNG", png},
+                   {"part/000002.cls", "7"},
+                   {"README", "no extension, not a sample"}});
+  webdataset_options options;
+  options.caption_field = "alt";
+  auto result = read_webdataset_shard(path, "shard-0.tar", options);
+  CHECK(result.skipped.empty());
+  REQUIRE(result.samples.size() == 2);
+  CHECK(result.samples[0].key == "shard-0.tar:part/000001");
+  CHECK(result.samples[0].caption == "a cat on a mat");
+  CHECK(result.samples[0].image == jpeg);
+  CHECK(result.samples[0].image_extension == "jpg");
+  CHECK(result.samples[0].image_member == "part/000001.jpg");
+  CHECK(result.samples[1].key == "shard-0.tar:part/000002");
+  CHECK(result.samples[1].caption == "two dogs");
+  CHECK(result.samples[1].image == png);
+  CHECK(result.samples[1].image_extension == "png");
+}
+
+TEST_CASE("webdataset key stops at the first dot", "[webdataset]") {
+  temp_dir dir("wds-dots");
+  auto path = (dir.path() / "s.tar").string();
+  write_tar(path, {{"a.b/000001.x.jpg", small_jpeg()},
+                   {"a.b/000001.x.txt", "caption"}});
+  auto result = read_webdataset_shard(path, "s.tar", webdataset_options{});
+  // "000001.x.jpg" has the extension "x.jpg", which names no image.
+  REQUIRE(result.samples.empty());
+  REQUIRE(result.skipped.size() == 1);
+  CHECK(result.skipped[0].kind == "missing_member");
+  CHECK(result.skipped[0].where == "s.tar:a.b/000001.x.jpg");
+}
+
+TEST_CASE("webdataset bad shards under each policy", "[webdataset]") {
+  const std::vector<bad_case> cases = {
+      {"missing caption", "missing_member", "shard.tar:000005.jpg",
+       {{"000005.jpg", small_jpeg()}}},
+      {"missing image", "missing_member", "shard.tar:000005.txt",
+       {{"000005.txt", "caption without image"}}},
+      {"members not adjacent", "split_sample", "shard.tar:000005.txt",
+       {{"000005.jpg", small_jpeg()},
+        {"000006.jpg", small_jpeg()},
+        {"000006.txt", "six"},
+        {"000005.txt", "five, too late"}},
+       3},
+      {"two images under one key", "duplicate_member", "shard.tar:000005.png",
+       {{"000005.jpg", small_jpeg()},
+        {"000005.png", small_png()},
+        {"000005.txt", "five"}}},
+      {"caption JSON invalid", "bad_caption", "shard.tar:000005.json",
+       {{"000005.jpg", small_jpeg()}, {"000005.json", "{\"caption\": "}}},
+      {"caption field missing", "bad_caption", "shard.tar:000005.json",
+       {{"000005.jpg", small_jpeg()}, {"000005.json", "{\"text\": \"x\"}"}}},
+      {"undecodable image", "bad_image", "shard.tar:000005.jpg",
+       {{"000005.jpg", "\xFF\xD8\xFF garbage"}, {"000005.txt", "five"}}},
+  };
+
+  for (const auto& item : cases) {
+    temp_dir dir("wds-bad");
+    auto path = (dir.path() / "shard.tar").string();
+    write_tar(path, around(item.bad_members));
+
+    INFO(item.name);
+    {
+      auto result = read_image_text_shard(
+          path, "shard.tar", policy(bad_input_action::skip), small_images());
+      REQUIRE(result.samples.size() == item.samples_kept);
+      CHECK(result.samples.front().key == "shard.tar:000001");
+      CHECK(result.samples.back().key == "shard.tar:000009");
+      REQUIRE(!result.skipped.empty());
+      CHECK(result.skipped[0].kind == item.kind);
+      CHECK(result.skipped[0].where == item.where);
+    }
+    {
+      auto first = read_image_text_shard(
+          path, "shard.tar", policy(bad_input_action::quarantine),
+          small_images());
+      CHECK(first.samples.empty());
+      auto kinds = kinds_of(first.skipped);
+      REQUIRE(kinds.size() >= 2);
+      CHECK(kinds.front() == item.kind);
+      CHECK(kinds.back() == "quarantined");
+      CHECK(first.skipped.back().where == "shard.tar");
+      // The same decision on a rerun.
+      auto second = read_image_text_shard(
+          path, "shard.tar", policy(bad_input_action::quarantine),
+          small_images());
+      CHECK(second.samples.empty());
+      CHECK(kinds_of(second.skipped) == kinds);
+    }
+    {
+      try {
+        read_image_text_shard(path, "shard.tar",
+                              policy(bad_input_action::fail), small_images());
+        FAIL("no exception");
+      } catch (const error& e) {
+        CHECK(e.code() == errc::invalid_input);
+        std::string message = e.what();
+        CHECK(message.find(item.where) == 0);
+        CHECK(message.find(item.kind) != std::string::npos);
+      }
+    }
+  }
+}
+
+TEST_CASE("webdataset truncated tar under each policy", "[webdataset]") {
+  temp_dir dir("wds-truncated");
+  auto path = (dir.path() / "cut.tar").string();
+  auto big = encode_png(flat_rgb(64, 64, 7, 8, 9), 64, 64);
+  write_tar(path, {{"000001.jpg", small_jpeg()},
+                   {"000001.txt", "first"},
+                   {"000002.png", big},
+                   {"000002.txt", "second"}});
+  // Keep the first sample (4 blocks of 512 bytes with small members),
+  // the header of 000002.png and part of its data.
+  const auto full = std::filesystem::file_size(path);
+  const auto first_sample = 512 + 512 * ((small_jpeg().size() + 511) / 512) +
+                            512 + 512;
+  std::filesystem::resize_file(path, first_sample + 512 + 100);
+  REQUIRE(std::filesystem::file_size(path) < full);
+
+  auto skip = read_image_text_shard(path, "cut.tar",
+                                    policy(bad_input_action::skip),
+                                    small_images());
+  REQUIRE(skip.samples.size() == 1);
+  CHECK(skip.samples[0].key == "cut.tar:000001");
+  REQUIRE(!skip.skipped.empty());
+  CHECK(skip.skipped[0].kind == "truncated_tar");
+  // The byte offset of the member whose data is cut short.
+  CHECK(skip.skipped[0].where ==
+        "cut.tar@" + std::to_string(first_sample) + " (000002.png)");
+
+  auto quarantine = read_image_text_shard(
+      path, "cut.tar", policy(bad_input_action::quarantine), small_images());
+  CHECK(quarantine.samples.empty());
+  CHECK(quarantine.skipped.back().kind == "quarantined");
+
+  CHECK_THROWS_AS(read_image_text_shard(path, "cut.tar",
+                                        policy(bad_input_action::fail),
+                                        small_images()),
+                  error);
+}
+
+TEST_CASE("webdataset reports a file that is not a tar", "[webdataset]") {
+  temp_dir dir("wds-corrupt");
+  auto path = dir.write("junk.tar", std::string(2000, 'x'));
+  auto result = read_webdataset_shard(path, "junk.tar", webdataset_options{});
+  CHECK(result.samples.empty());
+  REQUIRE(result.skipped.size() == 1);
+  CHECK(result.skipped[0].kind == "corrupt_tar");
+  CHECK(result.skipped[0].where == "junk.tar@0");
+}
+
+TEST_CASE("webdataset reports a missing shard", "[webdataset]") {
+  auto result = read_webdataset_shard("/nonexistent/overlord/x.tar", "x.tar",
+                                      webdataset_options{});
+  REQUIRE(result.skipped.size() == 1);
+  CHECK(result.skipped[0].kind == "unreadable_file");
+  CHECK(result.skipped[0].where == "x.tar");
+}
+
+TEST_CASE("webdataset decodes images of a shard", "[webdataset]") {
+  temp_dir dir("wds-decode");
+  auto path = (dir.path() / "ok.tar").string();
+  write_tar(path, {{"000001.png", encode_png(flat_rgb(32, 64, 255, 0, 0), 32, 64)},
+                   {"000001.txt", "red"}});
+  auto result = read_image_text_shard(path, "ok.tar", webdataset_options{},
+                                      small_images());
+  REQUIRE(result.samples.size() == 1);
+  const auto& image = result.samples[0].image;
+  CHECK(image.width == 2 * image.height);
+  CHECK(static_cast<uint64_t>(image.width) * image.height <= 256);
+  CHECK(image.patches == ((image.height + 3) / 4) * ((image.width + 3) / 4));
+  CHECK(result.samples[0].caption == "red");
+}
