@@ -483,3 +483,14 @@ TEST_CASE("config rejects list as key", "[config]") {
   CHECK(in_source.find("job.yaml:3: sources.mail.(key): expected a key name, "
                        "got a list") != std::string::npos);
 }
+
+TEST_CASE("config rejects over-long tokenizer name", "[config]") {
+  // A file name over NAME_MAX (255 bytes) makes stat fail with
+  // ENAMETOOLONG instead of ENOENT.
+  config_fixture f;
+  auto message = f.error_of(replace(config_fixture::valid_body(),
+                                    "tokenizer: gpt2",
+                                    "tokenizer: " + std::string(300, 'x')));
+  CHECK_THAT(message, Catch::Contains("job.yaml:5: tokenizer: file"));
+  CHECK_THAT(message, Catch::Contains("encoder.json not found"));
+}
