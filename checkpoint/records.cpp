@@ -1,5 +1,7 @@
 #include "checkpoint/records.hpp"
 
+#include <cstring>
+
 #include "checkpoint/checkpoint_generated.h"
 #include "common/error.hpp"
 
@@ -7,26 +9,55 @@ namespace overlord::checkpoint {
 
 namespace fb = flatbuffers;
 
+namespace {
+
+// Copies a vector of doubles out of a verified buffer. The FlatBuffers
+// verifier (2.0.8) checks only the 4-byte alignment of a vector's length,
+// so a damaged record can place the doubles at an address that is not
+// 8-aligned, where reading them in place is undefined behaviour.
+std::vector<double> read_doubles(const fb::Vector<double>* values) {
+  std::vector<double> out(values != nullptr ? values->size() : 0);
+  if (!out.empty())
+    std::memcpy(out.data(), values->Data(), out.size() * sizeof(double));
+  for (double& value : out)
+    value = fb::EndianScalar(value);
+  return out;
+}
+
+}  // namespace
+
 std::string encode_snapshot(const snapshot_record& record) {
+  // Strings go in with their length (CreateString(std::string)), not as C
+  // strings, so a value that holds a NUL byte is stored whole. The order
+  // of the Create calls fixes the byte layout; keep it.
   fb::FlatBufferBuilder builder(1024);
   std::vector<fb::Offset<wire::StreamSetting>> settings;
-  for (const auto& [key, value] : record.settings)
-    settings.push_back(wire::CreateStreamSettingDirect(builder, key.c_str(),
-                                                       value.c_str()));
+  for (const auto& [key, value] : record.settings) {
+    auto key_offset = builder.CreateString(key);
+    auto value_offset = builder.CreateString(value);
+    settings.push_back(
+        wire::CreateStreamSetting(builder, key_offset, value_offset));
+  }
   std::vector<fb::Offset<wire::SourceCursor>> sources;
   for (const auto& s : record.sources)
-    sources.push_back(wire::CreateSourceCursorDirect(
-        builder, s.name.c_str(), s.first_sequence, s.epoch, s.shard_position,
-        s.record, s.announce_from, s.drawn));
+    sources.push_back(wire::CreateSourceCursor(
+        builder, builder.CreateString(s.name), s.first_sequence, s.epoch,
+        s.shard_position, s.record, s.announce_from, s.drawn));
   std::vector<fb::Offset<wire::CarriedPiece>> carried;
   for (const auto& p : record.carried)
-    carried.push_back(wire::CreateCarriedPieceDirect(
-        builder, p.source, p.sequence, p.epoch, p.key.c_str(), p.offset,
-        p.length, p.document_tokens, p.patches, p.atomic));
-  auto root = wire::CreateSnapshotDirect(
-      builder, snapshot_format_version, record.step, &settings,
-      record.topology.c_str(), &record.weights, record.total_drawn, &sources,
-      &carried, record.weights_from_step, &record.mixture_weights);
+    carried.push_back(wire::CreateCarriedPiece(
+        builder, p.source, p.sequence, p.epoch, builder.CreateString(p.key),
+        p.offset, p.length, p.document_tokens, p.patches, p.atomic));
+  auto settings_offset = builder.CreateVector(settings);
+  auto topology_offset = builder.CreateString(record.topology);
+  auto weights_offset = builder.CreateVector(record.weights);
+  auto sources_offset = builder.CreateVector(sources);
+  auto carried_offset = builder.CreateVector(carried);
+  auto mixture_offset = builder.CreateVector(record.mixture_weights);
+  auto root = wire::CreateSnapshot(
+      builder, snapshot_format_version, record.step, settings_offset,
+      topology_offset, weights_offset, record.total_drawn, sources_offset,
+      carried_offset, record.weights_from_step, mixture_offset);
   builder.Finish(root);
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()),
                      builder.GetSize());
@@ -55,12 +86,9 @@ snapshot_record decode_snapshot(const std::string& bytes,
           setting->value() ? setting->value()->str() : "");
   if (root->topology())
     record.topology = root->topology()->str();
-  if (root->weights())
-    record.weights.assign(root->weights()->begin(), root->weights()->end());
+  record.weights = read_doubles(root->weights());
   record.weights_from_step = root->weights_from_step();
-  if (root->mixture_weights())
-    record.mixture_weights.assign(root->mixture_weights()->begin(),
-                                  root->mixture_weights()->end());
+  record.mixture_weights = read_doubles(root->mixture_weights());
   record.total_drawn = root->total_drawn();
   if (root->sources())
     for (const auto* s : *root->sources()) {
@@ -122,16 +150,13 @@ delta_record decode_delta(const std::string& bytes, const std::string& origin) {
   if (auto* step = root->body_as_StepDelta()) {
     step_delta delta;
     delta.step = step->step();
-    if (step->drawn())
-      delta.drawn.assign(step->drawn()->begin(), step->drawn()->end());
+    delta.drawn = read_doubles(step->drawn());
     delta.carried_pieces = step->carried_pieces();
     record.step = std::move(delta);
   } else if (auto* change = root->body_as_WeightChange()) {
     weight_change weights;
     weights.from_step = change->from_step();
-    if (change->weights())
-      weights.weights.assign(change->weights()->begin(),
-                             change->weights()->end());
+    weights.weights = read_doubles(change->weights());
     record.weights = std::move(weights);
   } else {
     throw error(errc::invalid_input, origin + ": delta record of unknown kind");

@@ -227,14 +227,7 @@ std::optional<loaded_snapshot> checkpoint_store::load_snapshot(
   for (auto it = snapshots.rbegin(); it != snapshots.rend(); ++it) {
     if (it->first > at_most)
       continue;
-    auto data = read_file(it->second);
-    size_t offset = 0;
-    std::string payload;
-    if (!parse_frame(data, offset, payload, it->second) ||
-        offset != data.size())
-      throw error(errc::invalid_input,
-                  it->second + ": truncated or padded snapshot; the file is "
-                               "corrupt");
+    auto payload = parse_snapshot_file(read_file(it->second), it->second);
     return loaded_snapshot{it->first, it->second, std::move(payload)};
   }
   return std::nullopt;
@@ -242,18 +235,32 @@ std::optional<loaded_snapshot> checkpoint_store::load_snapshot(
 
 loaded_deltas checkpoint_store::load_deltas() const {
   auto log = (fs::path(dir_) / delta_log_name).string();
-  auto data = read_file(log);
+  return parse_delta_log(read_file(log), log);
+}
+
+loaded_deltas parse_delta_log(const std::string& data,
+                              const std::string& path) {
   loaded_deltas out;
   size_t offset = 0;
   std::string payload;
   while (offset < data.size()) {
-    if (!parse_frame(data, offset, payload, log)) {
+    if (!parse_frame(data, offset, payload, path)) {
       out.torn_tail = true;
       break;
     }
     out.payloads.push_back(std::move(payload));
   }
   return out;
+}
+
+std::string parse_snapshot_file(const std::string& data,
+                                const std::string& path) {
+  size_t offset = 0;
+  std::string payload;
+  if (!parse_frame(data, offset, payload, path) || offset != data.size())
+    throw error(errc::invalid_input,
+                path + ": truncated or padded snapshot; the file is corrupt");
+  return payload;
 }
 
 }  // namespace overlord::checkpoint

@@ -67,4 +67,16 @@ class checkpoint_store {
 // Frames `payload` as magic, length, CRC-32 and payload.
 std::string frame_record(const std::string& payload);
 
+// Splits `data`, the contents of the delta log at `path`, into record
+// payloads. A record cut short at the end sets torn_tail. Throws
+// overlord::error(invalid_input) naming `path` when a record has a bad
+// header or checksum.
+loaded_deltas parse_delta_log(const std::string& data, const std::string& path);
+
+// Returns the payload of the one record in `data`, the contents of the
+// snapshot file at `path`. Throws overlord::error(invalid_input) naming
+// `path` when the record is damaged, cut short or followed by more bytes.
+std::string parse_snapshot_file(const std::string& data,
+                                const std::string& path);
+
 }  // namespace overlord::checkpoint

@@ -23,6 +23,14 @@ received_batch::received_batch(zmq::message_t message)
   batch_ = reply->body_as_Batch();
   if (batch_ == nullptr)
     throw error(errc::invalid_input, "reply carries neither batch nor error");
+  // Trainers index the arrays by rows and row_length and the boundaries
+  // by row_splits, so a batch that disagrees with its own shape would make
+  // them read past the message.
+  auto problem = transport::check_batch_layout(*batch_);
+  if (!problem.empty())
+    throw error(errc::invalid_input,
+                "received a malformed batch for step " +
+                    std::to_string(batch_->step()) + ": " + problem);
 }
 
 batch_client::batch_client(client_options options)

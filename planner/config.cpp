@@ -120,6 +120,12 @@ class checker {
                   const std::set<std::string>& allowed) const {
     std::set<std::string> seen;
     for (const auto& entry : map) {
+      // as<std::string>() throws YAML::BadConversion on a list or map key
+      // ("? [a]" in YAML), which no caller expects from the config loader.
+      if (!entry.first.IsScalar())
+        fail(entry.first, prefix + "(key)",
+             std::string("expected a key name, got a ") + kind(entry.first) +
+                 "; write keys as plain names");
       auto key = entry.first.as<std::string>();
       // yaml-cpp keeps both entries of a repeated key and reads the first,
       // which would silently ignore the later value.
@@ -162,6 +168,15 @@ class checker {
   std::map<std::string, std::string> overridden_;
 };
 
+// Returns whether `path` names a regular file. A path the file system
+// rejects, such as one with a name over NAME_MAX bytes, counts as no file:
+// the overload without std::error_code throws filesystem_error there,
+// which would end overlordd instead of reporting the config error.
+bool is_regular_file_or_false(const fs::path& path) {
+  std::error_code ignored;
+  return fs::is_regular_file(path, ignored);
+}
+
 // Returns the regular files `pattern` matches; `others` counts matches
 // that are not regular files (folders, for example), which are ignored.
 std::vector<std::string> expand_glob(const std::string& pattern,
@@ -171,7 +186,7 @@ std::vector<std::string> expand_glob(const std::string& pattern,
   others = 0;
   if (glob(pattern.c_str(), GLOB_NOSORT, nullptr, &result) == 0) {
     for (size_t i = 0; i < result.gl_pathc; ++i) {
-      if (fs::is_regular_file(result.gl_pathv[i]))
+      if (is_regular_file_or_false(result.gl_pathv[i]))
         files.emplace_back(result.gl_pathv[i]);
       else
         ++others;
@@ -429,7 +444,7 @@ std::vector<std::string> indexed_prefixes(const std::vector<std::string>& files,
                      "' is not a .idx file; the globs of an indexed source "
                      "match PREFIX.idx files, for example data/corpus/*.idx");
     auto dataset = file.substr(0, file.size() - suffix.size());
-    if (!fs::is_regular_file(dataset + ".bin"))
+    if (!is_regular_file_or_false(dataset + ".bin"))
       check.fail(paths, prefix + "paths",
                  "'" + file + "' has no data file '" + dataset +
                      ".bin' next to it; copy the .bin with its .idx");
@@ -857,7 +872,7 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
   config.tokenizer = check.resolve(
       check.scalar<std::string>(root["tokenizer"], "tokenizer", "string"));
   for (const char* file : {"encoder.json", "vocab.bpe"})
-    if (!fs::is_regular_file(fs::path(config.tokenizer) / file))
+    if (!is_regular_file_or_false(fs::path(config.tokenizer) / file))
       check.fail(root["tokenizer"], "tokenizer",
                  std::string("file ") + config.tokenizer + "/" + file +
                      " not found; point tokenizer at the GPT-2 files "

@@ -48,6 +48,15 @@ class shard_reader {
 
   void parse_jsonl_line(const char* begin, size_t size, uint64_t line) {
     auto where = shard_name_ + ":" + std::to_string(line);
+    // RapidJSON takes a NUL byte for the end of the input, so it would
+    // accept a record followed by a NUL byte and any bytes at all. JSON
+    // allows no unescaped NUL byte anywhere, so the line is malformed.
+    if (const void* nul = std::memchr(begin, '\0', size)) {
+      reject("malformed_json", where,
+             "NUL byte at byte " +
+                 std::to_string(static_cast<const char*>(nul) - begin));
+      return;
+    }
     rapidjson::Document record;
     record.Parse(begin, size);
     if (record.HasParseError()) {

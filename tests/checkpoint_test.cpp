@@ -65,6 +65,22 @@ TEST_CASE("snapshot round trip same bytes", "[checkpoint]") {
   CHECK(encode_snapshot(decoded) == bytes);
 }
 
+TEST_CASE("snapshot keeps NUL bytes in strings", "[checkpoint]") {
+  // A YAML "\0" escape can put a NUL byte into text_field, and so into a
+  // stream setting that a resume compares.
+  auto record = sample_snapshot();
+  const std::string with_nul("te\0xt", 5);
+  record.settings.emplace_back("sources[0].text_field", with_nul);
+  record.topology = with_nul;
+  record.sources.at(0).name = with_nul;
+  record.carried.at(0).key = with_nul;
+  auto decoded = decode_snapshot(encode_snapshot(record), "memory");
+  CHECK(decoded.settings.back().second == with_nul);
+  CHECK(decoded.topology == with_nul);
+  CHECK(decoded.sources.at(0).name == with_nul);
+  CHECK(decoded.carried.at(0).key == with_nul);
+}
+
 TEST_CASE("delta round trip", "[checkpoint]") {
   delta_record step;
   step.step = step_delta{7, {100, 0, 3.5}, 2};

@@ -470,3 +470,27 @@ TEST_CASE("config rejects bad webdataset keys", "[config]") {
              Catch::Contains("on_bad_input: unknown value 'drop'; use skip or "
                              "quarantine or fail"));
 }
+
+TEST_CASE("config rejects list as key", "[config]") {
+  config_fixture f;
+  auto top = f.error_of("? [seed]\n: 7\n");
+  CHECK(top.find("job.yaml:1: (key): expected a key name, got a list") !=
+        std::string::npos);
+  auto in_source = f.error_of(
+      "tokenizer: gpt2\n"
+      "sources:\n"
+      "  - {name: mail, format: jsonl, paths: mail/*.jsonl, [weight]: 2}\n");
+  CHECK(in_source.find("job.yaml:3: sources.mail.(key): expected a key name, "
+                       "got a list") != std::string::npos);
+}
+
+TEST_CASE("config rejects over-long tokenizer name", "[config]") {
+  // A file name over NAME_MAX (255 bytes) makes stat fail with
+  // ENAMETOOLONG instead of ENOENT.
+  config_fixture f;
+  auto message = f.error_of(replace(config_fixture::valid_body(),
+                                    "tokenizer: gpt2",
+                                    "tokenizer: " + std::string(300, 'x')));
+  CHECK_THAT(message, Catch::Contains("job.yaml:5: tokenizer: file"));
+  CHECK_THAT(message, Catch::Contains("encoder.json not found"));
+}

@@ -159,3 +159,21 @@ TEST_CASE("reader reports directory as unreadable", "[reader]") {
   REQUIRE(result.skipped.size() == 1);
   CHECK(result.skipped[0].kind == "unreadable_file");
 }
+
+TEST_CASE("jsonl reader rejects NUL after record", "[reader]") {
+  // RapidJSON alone stops at the NUL byte and accepts the record before it.
+  temp_dir dir("reader-nul");
+  const std::string content =
+      std::string("{\"text\": \"kept\"}\n{\"text\": \"cut\"}") +
+      std::string(1, '\0') + "{\"broken\n{\"text\": \"escaped \\u0000 ok\"}\n";
+  auto path = dir.write("n.jsonl", content);
+  auto result = read_shard(path, "n.jsonl", jsonl_options());
+  REQUIRE(result.documents.size() == 2);
+  CHECK(result.documents[0].key == "n.jsonl:1");
+  CHECK(result.documents[1].key == "n.jsonl:3");
+  CHECK(result.documents[1].text == std::string("escaped ") + '\0' + " ok");
+  REQUIRE(result.skipped.size() == 1);
+  CHECK(result.skipped[0].kind == "malformed_json");
+  CHECK(result.skipped[0].where == "n.jsonl:2");
+  CHECK(result.skipped[0].detail == "NUL byte at byte 15");
+}

@@ -181,3 +181,65 @@ TEST_CASE("reply verifier rejects corrupt frames", "[wire]") {
   bad_root[1] = '\xff';
   CHECK(transport::verify_reply(bad_root.data(), bad_root.size()) == nullptr);
 }
+
+TEST_CASE("batch layout check accepts built batches", "[wire]") {
+  two_row_batch input;
+  auto buffer = input.build();
+  auto* reply = transport::verify_reply(buffer.data(), buffer.size());
+  REQUIRE(reply != nullptr);
+  CHECK(transport::check_batch_layout(*reply->body_as_Batch()).empty());
+}
+
+TEST_CASE("batch layout check rejects inconsistent shapes", "[wire]") {
+  // Each case builds a Batch that passes the FlatBuffers verifier but
+  // disagrees with its own shape: 2 rows of 4 positions.
+  struct shape_case {
+    const char* name;
+    std::vector<int32_t> tokens;
+    std::vector<uint32_t> row_splits;
+    std::vector<int32_t> cu_seqlens;
+    const char* expected;
+  };
+  const std::vector<int32_t> eight(8, 1);
+  const std::vector<shape_case> cases = {
+      {"short tokens", {1, 2, 3}, {0, 2, 4}, {0, 4, 0, 2},
+       "tokens has 3 values, expected rows * row_length = 8"},
+      {"missing row split", eight, {0, 2}, {0, 4, 0, 2},
+       "row_splits has 2 values, expected rows + 1 = 3"},
+      {"splits past cu_seqlens", eight, {0, 2, 9}, {0, 4, 0, 2},
+       "row_splits must run from 0 to the 4 entries of cu_seqlens"},
+      {"decreasing splits", eight, {0, 5, 4}, {0, 4, 0, 2},
+       "row_splits decreases or passes the end of cu_seqlens at row 0"},
+      {"offset past row", eight, {0, 2, 4}, {0, 5, 0, 2},
+       "cu_seqlens of row 0 decreases or leaves 0..4"},
+      {"decreasing offsets", eight, {0, 2, 4}, {0, 4, 3, 2},
+       "cu_seqlens of row 1 decreases or leaves 0..4"},
+  };
+  for (const auto& test : cases) {
+    INFO(test.name);
+    flatbuffers::FlatBufferBuilder builder;
+    auto tokens = builder.CreateVector(test.tokens);
+    auto others = builder.CreateVector(eight);
+    auto mask = builder.CreateVector(std::vector<uint8_t>(8, 1));
+    auto splits = builder.CreateVector(test.row_splits);
+    auto boundaries = builder.CreateVector(test.cu_seqlens);
+    wire::BatchBuilder batch(builder);
+    batch.add_rows(2);
+    batch.add_row_length(4);
+    batch.add_sequence_length(4);
+    batch.add_tokens(tokens);
+    batch.add_labels(others);
+    batch.add_position_ids(others);
+    batch.add_loss_mask(mask);
+    batch.add_row_splits(splits);
+    batch.add_cu_seqlens(boundaries);
+    auto body = batch.Finish();
+    builder.Finish(
+        wire::CreateReply(builder, wire::ReplyBody::Batch, body.Union()));
+    auto* reply = transport::verify_reply(builder.GetBufferPointer(),
+                                          builder.GetSize());
+    REQUIRE(reply != nullptr);
+    CHECK(transport::check_batch_layout(*reply->body_as_Batch()) ==
+          test.expected);
+  }
+}

@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <memory>
+#include <utility>
 
 namespace overlord::transport {
 
@@ -41,6 +42,57 @@ const wire::Reply* verify_reply(const void* data, size_t size) {
   if (!wire::VerifyReplyBuffer(verifier))
     return nullptr;
   return wire::GetReply(data);
+}
+
+namespace {
+
+template <class T>
+uint64_t size_of(const flatbuffers::Vector<T>* values) {
+  return values != nullptr ? values->size() : 0;
+}
+
+}  // namespace
+
+std::string check_batch_layout(const wire::Batch& batch) {
+  const uint64_t cells = uint64_t{batch.rows()} * batch.row_length();
+  const std::pair<const char*, uint64_t> arrays[] = {
+      {"tokens", size_of(batch.tokens())},
+      {"labels", size_of(batch.labels())},
+      {"loss_mask", size_of(batch.loss_mask())},
+      {"position_ids", size_of(batch.position_ids())},
+  };
+  for (const auto& [name, size] : arrays)
+    if (size != cells)
+      return std::string(name) + " has " + std::to_string(size) +
+             " values, expected rows * row_length = " + std::to_string(cells);
+
+  const auto* splits = batch.row_splits();
+  const uint64_t boundaries = size_of(batch.cu_seqlens());
+  if (size_of(splits) != uint64_t{batch.rows()} + 1)
+    return "row_splits has " + std::to_string(size_of(splits)) +
+           " values, expected rows + 1 = " +
+           std::to_string(uint64_t{batch.rows()} + 1);
+  if (splits->Get(0) != 0 || splits->Get(batch.rows()) != boundaries)
+    return "row_splits must run from 0 to the " + std::to_string(boundaries) +
+           " entries of cu_seqlens";
+  for (uint32_t row = 0; row < batch.rows(); ++row) {
+    const uint32_t begin = splits->Get(row);
+    const uint32_t end = splits->Get(row + 1);
+    if (end < begin || end > boundaries)
+      return "row_splits decreases or passes the end of cu_seqlens at row " +
+             std::to_string(row);
+    int32_t previous = 0;
+    for (uint32_t i = begin; i < end; ++i) {
+      const int32_t offset = batch.cu_seqlens()->Get(i);
+      if (offset < previous ||
+          static_cast<uint32_t>(offset) > batch.sequence_length())
+        return "cu_seqlens of row " + std::to_string(row) +
+               " decreases or leaves 0.." +
+               std::to_string(batch.sequence_length());
+      previous = offset;
+    }
+  }
+  return {};
 }
 
 namespace {

@@ -32,6 +32,14 @@ std::string encode_error(uint8_t code, const std::string& message);
 // a well-formed Reply. The pointer refers into `frame`.
 const wire::Reply* verify_reply(const void* data, size_t size);
 
+// Returns what makes `batch` unreadable by its documented layout, or an
+// empty string when it is readable. Tokens, labels, loss_mask and
+// position_ids must have rows * row_length values. row_splits must have
+// rows + 1 non-decreasing indexes from 0 to the size of cu_seqlens. Within
+// a row, cu_seqlens offsets must not decrease and stay within
+// 0..sequence_length. The FlatBuffers verifier checks none of this.
+std::string check_batch_layout(const wire::Batch& batch);
+
 // Returns the hex SHA-256 of a batch's content: step, rank, shape, every
 // array and every document slice. Counters that measure timing are left
 // out, so equal plans give equal digests on every run.
