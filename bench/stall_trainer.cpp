@@ -1,5 +1,5 @@
-// Simulated synchronous trainers for bench/stall: one thread per rank
-// pulls batches from its constructor; each step, every rank "computes" for
+// Simulated synchronous trainers for bench/stall. One thread per rank
+// pulls batches from its constructor. Each step, every rank "computes" for
 // a fixed time, then waits for its next batch. The step ends when the
 // slowest rank has its batch, as in synchronous data-parallel training.
 // Prints one line per step (step, wait_ms) and a JSON summary.
@@ -24,8 +24,8 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-// Releases the ranks of a step together; a rank that fails leaves it so
-// the others do not wait for it forever.
+// Releases the ranks of a step together. A rank that fails leaves the
+// gate, so the others do not wait for it forever.
 class step_gate {
  public:
   explicit step_gate(int ranks) : ranks_(ranks) {}
@@ -141,10 +141,10 @@ int main(int argc, char** argv) {
         client.timeout = std::chrono::milliseconds(60000);
         overlord::client::batch_client puller(client);
         for (int step = 0; step < opts.steps; ++step) {
-          auto asked = clock_type::now();
+          auto requested = clock_type::now();
           auto batch = puller.next();
           wait_ms[step][rank] =
-              std::chrono::duration<double, std::milli>(clock_type::now() - asked)
+              std::chrono::duration<double, std::milli>(clock_type::now() - requested)
                   .count();
           if (batch.batch().step() != static_cast<uint64_t>(step))
             throw std::runtime_error("received step " +

@@ -1,8 +1,8 @@
 // Sizes each source pool so that its workers keep up with what the
-// trainers consume, from two measurements: the documents per second the
-// plan needs from the source (the consumption rate and the mixture
-// weights, now and at scheduled changes ahead) and the time a worker
-// spends per document. A plain class fed by the planner actor, so its
+// trainers consume. It uses two measurements: the documents per second
+// the plan needs from the source (from the consumption rate and the
+// mixture weights, now and at scheduled changes ahead), and the time a
+// worker spends per document. A plain class fed by the planner actor, so its
 // decisions can be tested with made-up observations.
 #pragma once
 
@@ -16,7 +16,7 @@
 
 namespace overlord::planner {
 
-// What the planner knows about one pool when it decides.
+// The planner's measurements of one pool at a decision.
 struct pool_observation {
   std::string node;         // loader node running the pool
   int workers = 0;          // workers now

@@ -1,7 +1,7 @@
 // Values that change over training: mixture weights per source and the
 // row length of each step. Every schedule is a pure function of the step
 // (and the job's seed for drawn lengths), so a resumed or replayed run
-// sees the same plan as the first one.
+// gets the same plan as the first one.
 #pragma once
 
 #include <cstdint>

@@ -14,7 +14,7 @@ overlordd=actors/overlordd
 pull=tools/overlord_pull
 data=$(demo_data_dir)
 work=$(mktemp -d "${TEST_TMPDIR:-/tmp}/e2e-schedule.XXXXXX")
-steps=400
+steps=1500
 
 cat >"$work/job.yaml" <<YAML
 seed: 99
