@@ -4,12 +4,14 @@
 //   constructor  runs the constructors (trainer endpoints) it assigns
 //   all          all of them in this process (the default)
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
 #include <optional>
 #include <csignal>
+#include <cstdlib>
 #include <iostream>
 #include <string>
 #include <chrono>
@@ -545,6 +547,12 @@ int run(const options& opts) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // glibc gives each thread that allocates its own arena, and memory freed
+  // there is kept for reuse. Worker threads that tokenize in bursts leave
+  // most of a node's resident memory in such arenas, so cap them unless
+  // MALLOC_ARENA_MAX sets the number.
+  if (std::getenv("MALLOC_ARENA_MAX") == nullptr)
+    mallopt(M_ARENA_MAX, 2);
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   options opts;
