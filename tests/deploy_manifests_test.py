@@ -43,6 +43,25 @@ PORT_FLAGS = {"--port", "--payload-port", "--metrics-port"}
 # Where the example job expects its shards and tokenizer.
 JOB_DATA_ROOT = "/srv/overlord/data"
 
+# Flags whose next argument is a credential file that the process reads.
+CREDENTIAL_FLAGS = {"--tls-cert", "--tls-key", "--tls-ca", "--curve-secret",
+                    "--curve-authorized", "--curve-server-public"}
+
+# Credential flags every overlordd in a manifest needs, by role. Every role
+# uses TLS for its CAF links. Only nodes have ZeroMQ sockets, and the
+# planner rejects --curve-* flags.
+TLS_FLAGS = ("--tls-cert", "--tls-key", "--tls-ca")
+CURVE_SERVER_FLAGS = ("--curve-secret", "--curve-authorized")
+
+# Environment variables of a container that name a credential folder.
+CREDENTIAL_VARIABLES = {"OVERLORD_TLS_DIR"}
+
+# Where the systemd units' environment file points the credential flags.
+SYSTEMD_CREDENTIAL_DIR = "/etc/overlord/tls"
+
+# The CA key signs certificates, and no running process needs it.
+CA_KEY_FILE = "ca-key.pem"
+
 
 def binary_paths():
     return {
@@ -206,10 +225,10 @@ class Checker:
                 self.problem(path, f"{where} init container {container.get('name')}: runs overlordd "
                                    f"without restartPolicy: Always, so the pod never gets past it")
         for container in containers + sidecars:
-            self.check_container(path, where, container)
+            self.check_container(path, where, container, pod)
         self.check_node_counts(path, where, kind, spec, containers + sidecars)
 
-    def check_container(self, path, where, container):
+    def check_container(self, path, where, container, pod):
         name = container.get("name", "?")
         where = f"{where} container {name}"
         if not container.get("image"):
@@ -236,6 +255,9 @@ class Checker:
                 self.check_probe(path, f"{where} {probe}", container, container[probe])
         if runs_overlord:
             self.check_ports_listened(path, where, container, argv)
+            self.check_security_flags(path, where, argv)
+            self.check_probes_avoid_caf(path, where, container, argv)
+        self.check_credential_paths(path, where, container, pod, argv)
 
     def check_variables(self, path, where, container, argv):
         """Kubernetes leaves an undefined $(NAME) in args as it is."""
@@ -278,6 +300,140 @@ class Checker:
             if entry.get("containerPort") not in listened:
                 self.problem(path, f"{where}: port {entry.get('containerPort')} is declared, but no "
                                    f"--port, --payload-port, --metrics-port or planner_port opens it")
+
+    def planner_port(self, argv):
+        """Return the planner_port a planner command line listens on."""
+        port = int(self.job_config().get("planner_port", 0))
+        for _, flag, rest in flag_uses(argv):
+            if flag == "--set" and rest and rest[0].startswith("planner_port="):
+                port = int(rest[0].split("=", 1)[1])
+        return port
+
+    @staticmethod
+    def role_of(argv):
+        """Return planner, loader, constructor, all or None for an overlordd command line."""
+        if any(program_of(token) == "overlord-planner-start" for token in argv):
+            return "planner"
+        for _, flag, rest in flag_uses(argv):
+            if flag == "--role" and rest:
+                return rest[0]
+        return None
+
+    def caf_ports(self, argv):
+        """Return the CAF (BASP) ports an overlordd command line listens on."""
+        ports = set()
+        for _, flag, rest in flag_uses(argv):
+            if flag == "--port" and rest and rest[0].isdigit():
+                ports.add(int(rest[0]))
+        if self.role_of(argv) in ("planner", "all"):
+            ports.add(self.planner_port(argv))
+        return ports
+
+    @staticmethod
+    def metrics_ports(argv):
+        return {int(rest[0]) for _, flag, rest in flag_uses(argv)
+                if flag == "--metrics-port" and rest and rest[0].isdigit()}
+
+    def check_security_flags(self, path, where, argv):
+        """Check that CAF links use TLS, node sockets use CURVE and --insecure is absent."""
+        flags = {flag for _, flag, _ in flag_uses(argv)}
+        role = self.role_of(argv)
+        if "--insecure" in flags:
+            self.problem(path, f"{where}: --insecure turns off the TLS and CURVE checks; "
+                               f"give the --tls-* (and, on nodes, --curve-*) flags instead")
+        for flag in TLS_FLAGS:
+            if flag not in flags:
+                self.problem(path, f"{where}: {flag} is missing, so CAF links have no TLS")
+        if role in ("loader", "constructor"):
+            for flag in CURVE_SERVER_FLAGS:
+                if flag not in flags:
+                    self.problem(path, f"{where}: {flag} is missing, so ZeroMQ sockets have no CURVE")
+        if role == "planner":
+            for flag in sorted(flags):
+                if flag.startswith("--curve-"):
+                    self.problem(path, f"{where}: the planner rejects {flag}, because it has no "
+                                       f"ZeroMQ socket")
+
+    def check_probes_avoid_caf(self, path, where, container, argv):
+        """Check that no probe connects to a CAF port and that readiness is GET /healthz.
+
+        A connection that fails its TLS handshake on a CAF 0.17 port makes the
+        planner drop its links to the nodes, and a TCP probe is such a
+        connection.
+        """
+        caf = self.caf_ports(argv)
+        metrics = self.metrics_ports(argv)
+        if not metrics:
+            self.problem(path, f"{where}: --metrics-port is missing, so there is no /healthz "
+                               f"to probe")
+        for name in ("readinessProbe", "livenessProbe", "startupProbe"):
+            probe = container.get(name)
+            if not isinstance(probe, dict):
+                continue
+            for handler_name in ("tcpSocket", "httpGet", "grpc"):
+                handler = probe.get(handler_name)
+                if not isinstance(handler, dict):
+                    continue
+                port = self.port_number(container, handler.get("port"))
+                if port in caf:
+                    self.problem(path, f"{where} {name}: probes CAF port {port}; a failed TLS "
+                                       f"handshake there drops the planner's node links, so "
+                                       f"probe the metrics port")
+                elif port is not None and port not in metrics:
+                    self.problem(path, f"{where} {name}: port {port} is not the --metrics-port "
+                                       f"{sorted(metrics)}")
+        readiness = (container.get("readinessProbe") or {}).get("httpGet")
+        if not isinstance(readiness, dict) or readiness.get("path") != "/healthz":
+            self.problem(path, f"{where} readinessProbe: must be httpGet on path /healthz")
+
+    def check_credential_paths(self, path, where, container, pod, argv):
+        """Check that each credential file lies in a mounted Secret volume that lists it."""
+        files = [rest[0] for _, flag, rest in flag_uses(argv) if flag in CREDENTIAL_FLAGS and rest]
+        folders = [str(entry.get("value", "")) for entry in container.get("env") or []
+                   if entry.get("name") in CREDENTIAL_VARIABLES]
+        if not files and not folders:
+            return
+        volumes = {v.get("name"): v for v in pod.get("volumes") or []}
+        mounts = container.get("volumeMounts") or []
+
+        def mount_of(file_path):
+            for mount in mounts:
+                root = str(mount.get("mountPath", "")).rstrip("/")
+                if root and (file_path == root or file_path.startswith(root + "/")):
+                    return mount, file_path[len(root):].lstrip("/")
+            return None, None
+
+        for folder in folders:
+            mount, _ = mount_of(folder)
+            if mount is None:
+                self.problem(path, f"{where}: credential folder {folder} is not a mounted volume")
+        for file_path in files:
+            mount, inside = mount_of(file_path)
+            if mount is None:
+                self.problem(path, f"{where}: credential {file_path} is not under a mounted volume")
+                continue
+            volume = volumes.get(mount.get("name"))
+            if volume is None:
+                self.problem(path, f"{where}: volume {mount.get('name')!r} mounted at "
+                                   f"{mount.get('mountPath')} is not in the pod's volumes")
+                continue
+            secret = volume.get("secret")
+            if not isinstance(secret, dict):
+                self.problem(path, f"{where}: credential {file_path} comes from volume "
+                                   f"{mount.get('name')!r}, which is not a Secret")
+                continue
+            items = secret.get("items")
+            if items is not None and inside not in {item.get("path") for item in items}:
+                self.problem(path, f"{where}: credential {file_path}: Secret volume "
+                                   f"{mount.get('name')!r} has no item with path {inside!r}")
+        for volume in volumes.values():
+            secret = volume.get("secret")
+            if not isinstance(secret, dict):
+                continue
+            keys = {item.get("key") for item in secret.get("items") or []}
+            if secret.get("items") is None or CA_KEY_FILE in keys:
+                self.problem(path, f"{where}: Secret volume {volume.get('name')!r} may hold "
+                                   f"{CA_KEY_FILE}; list the files it mounts under items")
 
     def check_node_counts(self, path, where, kind, spec, containers):
         """The planner waits for loader_nodes and constructor_nodes nodes."""
@@ -359,6 +515,7 @@ class Checker:
         for command in service.get("ExecStart", []):
             tokens = shlex.split(command.lstrip("@-:+!"))
             self.check_flags(path, "ExecStart", tokens)
+            self.check_host_security(path, "ExecStart", tokens)
             has_config = "--config" in tokens or any(
                 program_of(token) == "overlord-planner-start" for token in tokens)
             if not has_config and not service.get("EnvironmentFile"):
@@ -398,7 +555,31 @@ class Checker:
                 name, value = line.split("=", 1)
                 # Extra flags for a unit's ExecStart, which runs overlordd.
                 if name.endswith("_ARGS"):
-                    self.check_flags(path, name, ["overlordd"] + shlex.split(value))
+                    tokens = ["overlordd"] + shlex.split(value)
+                    self.check_flags(path, name, tokens)
+                    self.check_host_security(path, name, tokens)
+                    self.check_role_credentials(path, name, tokens)
+
+    def check_host_security(self, path, where, tokens):
+        """Check that credentials lie in SYSTEMD_CREDENTIAL_DIR and that --insecure is absent."""
+        for _, flag, rest in flag_uses(tokens):
+            if flag == "--insecure":
+                self.problem(path, f"{where}: --insecure turns off the TLS and CURVE checks")
+            if flag in CREDENTIAL_FLAGS and rest and not rest[0].startswith(SYSTEMD_CREDENTIAL_DIR + "/"):
+                self.problem(path, f"{where}: {flag} {rest[0]} is not under {SYSTEMD_CREDENTIAL_DIR}")
+
+    def check_role_credentials(self, path, name, tokens):
+        """Check that OVERLORD_ROLE_ARGS give TLS flags to all roles and CURVE flags to nodes."""
+        role = name[len("OVERLORD_"):-len("_ARGS")].lower()
+        flags = {flag for _, flag, _ in flag_uses(tokens)}
+        for flag in TLS_FLAGS:
+            if flag not in flags:
+                self.problem(path, f"{name}: {flag} is missing, so CAF links have no TLS")
+        for flag in CURVE_SERVER_FLAGS:
+            if role in ("loader", "constructor") and flag not in flags:
+                self.problem(path, f"{name}: {flag} is missing, so ZeroMQ sockets have no CURVE")
+        if role == "planner" and any(flag.startswith("--curve-") for flag in flags):
+            self.problem(path, f"{name}: the planner rejects --curve-* flags")
 
     # ---- Shell scripts ---------------------------------------------------
 
@@ -511,7 +692,8 @@ class DeployFilesTest(unittest.TestCase):
 
     def test_help_lists_flags(self):
         for flag in ("--role", "--planner", "--bind", "--port", "--payload-port", "--node-id",
-                     "--insecure", "--config", "--set"):
+                     "--insecure", "--config", "--set", "--metrics-port", "--tls-cert",
+                     "--tls-key", "--tls-ca", "--curve-secret", "--curve-authorized"):
             self.assertIn(flag, self.helps["overlordd"])
 
     def test_every_role_deployed(self):
@@ -572,7 +754,7 @@ class DeployFilesTest(unittest.TestCase):
     # ---- Bad copies must be reported ---------------------------------------
 
     def test_unknown_flag_in_kubernetes(self):
-        self.edit("kubernetes/loader.yaml", "- --insecure", "- --no-such-flag")
+        self.edit("kubernetes/loader.yaml", "- --node-id", "- --no-such-flag")
         self.assert_problem("loader.yaml", "--no-such-flag")
 
     def test_flag_with_equals_in_kubernetes(self):
@@ -586,8 +768,8 @@ class DeployFilesTest(unittest.TestCase):
         self.assert_problem("overlord-loader.service", "--payload-prot")
 
     def test_unknown_flag_in_environment_file(self):
-        self.edit("systemd/overlord.env", "OVERLORD_LOADER_ARGS=--insecure",
-                  "OVERLORD_LOADER_ARGS=--insecure --threads 4")
+        self.edit("systemd/overlord.env", "OVERLORD_LOADER_ARGS=--tls-cert",
+                  "OVERLORD_LOADER_ARGS=--threads 4 --tls-cert")
         self.assert_problem("overlord.env", "--threads")
 
     def test_unknown_flag_in_slurm_script(self):
@@ -609,9 +791,93 @@ class DeployFilesTest(unittest.TestCase):
         self.assert_problem("loader.yaml", "livenessProbe is missing")
 
     def test_probe_on_undeclared_port(self):
-        self.edit("kubernetes/trainer.yaml", "tcpSocket:\n              port: node",
-                  "tcpSocket:\n              port: metrics")
-        self.assert_problem("trainer.yaml", "'metrics' is not a port of the container")
+        self.edit("kubernetes/trainer.yaml", "tcpSocket:\n              port: metrics",
+                  "tcpSocket:\n              port: admin")
+        self.assert_problem("trainer.yaml", "'admin' is not a port of the container")
+
+    def test_probe_on_planner_caf_port(self):
+        self.edit("kubernetes/planner.yaml", "tcpSocket:\n              port: metrics",
+                  "tcpSocket:\n              port: planner")
+        self.assert_problem("planner.yaml", "livenessProbe", "probes CAF port 7070")
+
+    def test_probe_on_node_caf_port(self):
+        self.edit("kubernetes/loader.yaml", "tcpSocket:\n              port: metrics",
+                  "tcpSocket:\n              port: node")
+        self.assert_problem("loader.yaml", "livenessProbe", "probes CAF port 7071")
+
+    def test_probe_on_payload_port(self):
+        self.edit("kubernetes/loader.yaml", "tcpSocket:\n              port: metrics",
+                  "tcpSocket:\n              port: payload")
+        self.assert_problem("loader.yaml", "livenessProbe", "port 7072 is not the --metrics-port")
+
+    def test_readiness_not_healthz(self):
+        self.edit("kubernetes/trainer.yaml", "path: /healthz", "path: /metrics")
+        self.assert_problem("trainer.yaml", "readinessProbe", "httpGet on path /healthz")
+
+    def test_metrics_port_missing(self):
+        self.edit("kubernetes/loader.yaml", "            - --metrics-port\n            - \"9401\"\n", "")
+        self.assert_problem("loader.yaml", "--metrics-port is missing")
+
+    def test_insecure_in_manifest(self):
+        self.edit("kubernetes/loader.yaml", "            - $(POD_NAME)\n",
+                  "            - $(POD_NAME)\n            - --insecure\n")
+        self.assert_problem("loader.yaml", "--insecure turns off")
+
+    def test_tls_flag_missing(self):
+        self.edit("kubernetes/planner.yaml", "            - --tls-ca\n            - /etc/overlord-tls/ca.pem\n", "")
+        self.assert_problem("planner.yaml", "--tls-ca is missing")
+
+    def test_curve_missing_on_constructor(self):
+        self.edit("kubernetes/trainer.yaml",
+                  "            - --curve-authorized\n            - /etc/overlord-tls/curve-authorized\n", "")
+        self.assert_problem("trainer.yaml", "container constructor", "--curve-authorized is missing")
+
+    def test_curve_on_planner(self):
+        self.edit("kubernetes/planner.yaml", "            - --metrics-port\n",
+                  "            - --curve-secret\n            - /etc/overlord-tls/planner.pem\n"
+                  "            - --metrics-port\n")
+        self.assert_problem("planner.yaml", "planner rejects --curve-secret")
+
+    def test_tls_cert_outside_volume(self):
+        self.edit("kubernetes/planner.yaml", "- /etc/overlord-tls/planner.pem", "- /run/secrets/planner.pem")
+        self.assert_problem("planner.yaml", "/run/secrets/planner.pem is not under a mounted volume")
+
+    def test_tls_cert_in_config_map(self):
+        self.edit("kubernetes/loader.yaml", "- /etc/overlord-tls/node.pem", "- /srv/overlord/data/node.pem")
+        self.assert_problem("loader.yaml", "volume 'corpus', which is not a Secret")
+
+    def test_secret_volume_missing(self):
+        self.edit("kubernetes/loader.yaml", "        - name: tls\n          secret:",
+                  "        - name: tls-old\n          secret:")
+        self.assert_problem("loader.yaml", "volume 'tls' mounted at /etc/overlord-tls is not in the pod's volumes")
+
+    def test_secret_item_missing(self):
+        self.edit("kubernetes/trainer.yaml",
+                  "              - key: node.curve-secret\n                path: node.curve-secret\n", "")
+        self.assert_problem("trainer.yaml", "no item with path 'node.curve-secret'")
+
+    def test_trainer_credential_folder_unmounted(self):
+        self.edit("kubernetes/trainer.yaml", "value: /etc/overlord-tls", "value: /etc/overlord/tls")
+        self.assert_problem("trainer.yaml", "container trainer", "/etc/overlord/tls is not a mounted volume")
+
+    def test_ca_key_mounted(self):
+        self.edit("kubernetes/planner.yaml", "            items:\n",
+                  "            items:\n              - key: ca-key.pem\n                path: ca-key.pem\n")
+        self.assert_problem("planner.yaml", "may hold ca-key.pem")
+
+    def test_insecure_in_environment_file(self):
+        self.edit("systemd/overlord.env", "OVERLORD_PLANNER_ARGS=", "OVERLORD_PLANNER_ARGS=--insecure ")
+        self.assert_problem("overlord.env", "OVERLORD_PLANNER_ARGS", "--insecure turns off")
+
+    def test_unit_credential_outside_tls_dir(self):
+        self.edit("systemd/overlord.env", "--tls-key /etc/overlord/tls/node-key.pem",
+                  "--tls-key /home/overlord/node-key.pem")
+        self.assert_problem("overlord.env", "OVERLORD_LOADER_ARGS", "not under /etc/overlord/tls")
+
+    def test_curve_on_planner_unit(self):
+        self.edit("systemd/overlord.env", "OVERLORD_PLANNER_ARGS=",
+                  "OVERLORD_PLANNER_ARGS=--curve-secret /etc/overlord/tls/node.curve-secret ")
+        self.assert_problem("overlord.env", "OVERLORD_PLANNER_ARGS", "planner rejects --curve-*")
 
     def test_port_not_listened(self):
         self.edit("kubernetes/loader.yaml", "containerPort: 7072", "containerPort: 7074")

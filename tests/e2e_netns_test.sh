@@ -4,8 +4,11 @@
 # in a namespace of its own, so the test changes nothing in the host's
 # network. A planner, two loader nodes and two constructor nodes are
 # started the way deploy/slurm/overlord-node starts them on a cluster
-# (binding eth0's address, with --insecure), and two trainers pull from a
-# fifth namespace. Checks that
+# (binding eth0's address), and two trainers pull from a fifth namespace.
+# The first two runs pass --insecure in place of OVERLORD_TLS_DIR, because
+# with TLS, CAF 0.17 sometimes drops a node link right after a constructor
+# connects to a loader, which would fail the check that loader-2 stays in
+# the job. Checks that
 #   - with loader-1 cut off the network mid-run (its bridge port taken
 #     down), the trainers finish and both ranks' digests equal those of one
 #     --role all process. Unlike kill -9, a cut closes no TCP connection and
@@ -13,7 +16,11 @@
 #   - after kill -9 of the planner mid-run, starting it again with the same
 #     command recovers the job from its checkpoints (overlord-planner-start
 #     adds --resume --recover), and the digests are again unchanged;
-#   - nodes listen on their namespace addresses, not on loopback.
+#   - nodes listen on their namespace addresses, not on loopback;
+#   - overlord-node refuses to start without OVERLORD_TLS_DIR or --insecure;
+#   - with OVERLORD_TLS_DIR from scripts/gen-certs (TLS and CURVE, no
+#     subjectAltName for the namespace addresses), the trainers get the
+#     same digests.
 # Needs root and `ip netns`; prints SKIPPED and passes without them.
 set -euo pipefail
 source tests/e2e_lib.sh
@@ -28,6 +35,7 @@ command -v ip >/dev/null 2>&1 || skip "the ip command (iproute2) is missing"
 
 overlordd=$PWD/actors/overlordd
 pull=$PWD/tools/overlord_pull
+gen_certs=$PWD/scripts/gen-certs
 node_script=$PWD/deploy/slurm/overlord-node
 data=$(demo_data_dir)
 work=$(mktemp -d "${TEST_TMPDIR:-/tmp}/e2e-netns.XXXXXX")
@@ -153,14 +161,33 @@ spawn() {
   pids+=($!)
 }
 
+# Credentials of the current run: with tls_dir empty, nodes get --insecure,
+# else overlord-node reads them from OVERLORD_TLS_DIR. Trainers add
+# trainer_security to their flags.
+tls_dir=""
+trainer_security=()
+
 # Starts an Overlord process with deploy/slurm/overlord-node on host $2,
 # for run $1, with role $3; further arguments go to overlordd.
 spawn_node() {
   local run=$1 host=$2 role=$3
+  local insecure=(--insecure)
   shift 3
+  [[ -z $tls_dir ]] || insecure=()
   spawn "$host" env OVERLORD_BIN="$work/bin" OVERLORD_IFACE=eth0 OVERLORD_NODE_ID="$host" \
     OVERLORD_PLANNER="$planner_ip:7070" OVERLORD_JOB="$work/job.yaml" \
-    OVERLORD_STATE="$work/$run.state" "$node_script" "$role" "$@" 2>>"$work/$run.$host.log"
+    OVERLORD_STATE="$work/$run.state" OVERLORD_TLS_DIR="$tls_dir" \
+    "$node_script" "$role" ${insecure[@]+"${insecure[@]}"} "$@" 2>>"$work/$run.$host.log"
+}
+
+# Succeeds when overlord-node, given neither OVERLORD_TLS_DIR nor
+# --insecure, exits with status 2 and names OVERLORD_TLS_DIR.
+node_needs_credentials() {
+  local status=0
+  ip netns exec "$tag-loader-1" env OVERLORD_BIN="$work/bin" OVERLORD_IFACE=eth0 \
+    OVERLORD_PLANNER="$planner_ip:7070" timeout 30 "$node_script" loader \
+    2>"$work/no-credentials.log" || status=$?
+  [[ $status -eq 2 ]] && grep -q "set OVERLORD_TLS_DIR" "$work/no-credentials.log"
 }
 
 # The planner of run $1. A short node_timeout_ms makes it give up on a cut
@@ -192,11 +219,23 @@ start_cluster() {
 start_trainers() {
   local run=$1
   spawn trainer timeout 240 "$pull" --planner "$planner_ip:7070" --rank 1 --steps $steps \
-    --timeout 60 --step-ms 20 >"$work/$run.rank1" 2>"$work/$run.rank1.err"
+    --timeout 60 --step-ms 20 ${trainer_security[@]+"${trainer_security[@]}"} \
+    >"$work/$run.rank1" 2>"$work/$run.rank1.err"
   p1=$!
   spawn trainer timeout 240 "$pull" --planner "$planner_ip:7070" --rank 0 --steps $steps \
-    --timeout 60 --step-ms 20 >"$work/$run.rank0" 2>"$work/$run.rank0.err"
+    --timeout 60 --step-ms 20 ${trainer_security[@]+"${trainer_security[@]}"} \
+    >"$work/$run.rank0" 2>"$work/$run.rank0.err"
   p0=$!
+}
+
+# Succeeds when GET http://$1/healthz from the trainer's namespace returns
+# 200, as a Kubernetes readiness probe would see it.
+healthz_ok() {
+  ip netns exec "$tag-trainer" /usr/bin/python3 -c '
+import sys, urllib.request
+with urllib.request.urlopen("http://" + sys.argv[1] + "/healthz", timeout=5) as reply:
+    sys.exit(0 if reply.status == 200 else 1)
+' "$1"
 }
 
 # Waits for both trainers; sets status0 and status1.
@@ -253,6 +292,9 @@ check "cut: rank 0 received every step" test "$(wc -l <"$work/cut.rank0")" -eq $
 check "cut: rank 1 received every step" test "$(wc -l <"$work/cut.rank1")" -eq $steps
 check "cut: rank 0 stream unchanged" same_digests "$work/all.rank0" "$work/cut.rank0"
 check "cut: rank 1 stream unchanged" same_digests "$work/all.rank1" "$work/cut.rank1"
+check "cut: planner /healthz returns 200" healthz_ok "$planner_ip:9400"
+check "cut: loader-2 /healthz returns 200" healthz_ok 10.213.0.12:9401
+check "cut: constructor-1 /healthz returns 200" healthz_ok 10.213.0.21:9402
 
 stop_processes
 ip -n "$switch_ns" link set p-loader-1 up
@@ -275,6 +317,30 @@ check "restart: rank 0 received every step" test "$(wc -l <"$work/restart.rank0"
 check "restart: rank 1 received every step" test "$(wc -l <"$work/restart.rank1")" -eq $steps
 check "restart: rank 0 stream unchanged" same_digests "$work/all.rank0" "$work/restart.rank0"
 check "restart: rank 1 stream unchanged" same_digests "$work/all.rank1" "$work/restart.rank1"
+
+stop_processes
+
+# --- Run 3: TLS and CURVE with credentials from OVERLORD_TLS_DIR ----------
+check "overlord-node rejects missing credentials" node_needs_credentials
+"$gen_certs" "$work/tls" >/dev/null
+tls_dir=$work/tls
+trainer_security=(--tls-cert "$tls_dir/client.pem" --tls-key "$tls_dir/client-key.pem"
+  --tls-ca "$tls_dir/ca.pem" --curve-secret "$tls_dir/client.curve-secret"
+  --curve-server-public "$tls_dir/node.curve-public")
+start_cluster tls
+start_trainers tls
+wait_trainers
+
+# overlordd refuses a namespace address without credentials, so nodes that
+# started without --insecure ran with TLS and CURVE.
+check "tls: trainers finish" test "$status0" -eq 0 -a "$status1" -eq 0
+check "tls: loader-1 served payloads on its address" \
+  grep -q "serves payloads at tcp://10.213.0.11:7072" "$work/tls.loader-1.log"
+check "tls: planner /healthz returns 200" healthz_ok "$planner_ip:9400"
+check "tls: rank 0 received every step" test "$(wc -l <"$work/tls.rank0")" -eq $steps
+check "tls: rank 1 received every step" test "$(wc -l <"$work/tls.rank1")" -eq $steps
+check "tls: rank 0 stream unchanged" same_digests "$work/all.rank0" "$work/tls.rank0"
+check "tls: rank 1 stream unchanged" same_digests "$work/all.rank1" "$work/tls.rank1"
 
 echo "$passed passed, $failed failed"
 if [[ $failed -ne 0 ]]; then
