@@ -10,13 +10,13 @@
 # The step time is calibrated first so that the trainers ask for DEMAND
 # (default 1.25) times what one equal share of the budget delivers. Reports the share of
 # trainer time spent waiting for data and the steps until waiting stops.
-# Run through scripts/bench stall. STEPS (default 200) sets the run length.
+# Run through scripts/bench stall. STEPS (default 60) sets the run length.
 set -euo pipefail
 source tests/e2e_lib.sh
 
 data="$OVERLORD_DATA_DIR"
 bin="$BAZEL_BIN"
-steps="${STEPS:-200}"
+steps="${STEPS:-60}"
 # Demand as a multiple of what one equal share delivers.
 demand="${DEMAND:-1.25}"
 cores=$(nproc)
@@ -31,15 +31,16 @@ echo "machine: $cores cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2
 sources=2
 share=$(( budget / sources > 0 ? budget / sources : 1 ))
 
-# Writes the job: 2 ranks x 4 rows of 2048 tokens, 3 image-text samples
-# (up to 512x512 pixels, 1024 patches) for every text document.
+# Writes the job: 2 ranks x 8 rows of 4096 tokens, 3 image-text samples
+# (shrunk to at most 128x128 pixels, 64 patches) for every text document,
+# so a step holds a few hundred images and decoding them dominates.
 write_job() {
   local path=$1 port=$2 workers=$3 autoscale=$4
   cat >"$path" <<YAML
 seed: 7
 planner_port: $(( port + 2 ))
-sequence_length: 2048
-rows_per_rank: 4
+sequence_length: 4096
+rows_per_rank: 8
 ranks: 2
 base_port: $port
 mix_by: documents
@@ -61,7 +62,7 @@ sources:
   - name: images
     format: webdataset
     paths: $data/images/images-*.tar
-    image_max_pixels: 262144
+    image_max_pixels: 16384
     patch_size: 16
     weight: 3
     workers: $workers
@@ -82,8 +83,8 @@ port=$(free_ports 3)
 write_job "$work/calibrate.yaml" "$port" "$share" false
 pid=$(start_daemon "$work/calibrate.yaml" "$work/calibrate.log")
 pids+=("$pid")
-"$bin/bench/stall_trainer" --port "$port" --ranks 2 --steps 60 --step-ms 0 \
-  --warmup 20 >"$work/calibrate.out"
+"$bin/bench/stall_trainer" --port "$port" --ranks 2 --steps 30 --step-ms 0 \
+  --warmup 10 >"$work/calibrate.out"
 "$bin/tools/overlordctl" --planner "127.0.0.1:$(( port + 2 ))" status --json \
   >"$work/calibrate-status.json"
 kill "$pid" 2>/dev/null || true
