@@ -126,6 +126,7 @@ struct tokenized_document {
   bool replaced_invalid_utf8 = false;
   uint32_t patches = 0;  // 0 for text documents
   bool truncated_caption = false;
+  uint64_t line = 0;  // JSON Lines read in ranges: line within the range
   sources::decoded_image image;
 };
 
@@ -147,6 +148,7 @@ struct shard_output {
   std::vector<tokenized_document> documents;
   std::vector<std::string> skipped_kinds;
   uint64_t busy_us = 0;  // time the worker spent reading and tokenizing
+  uint64_t lines = 0;    // JSON Lines read in ranges: lines in this range
 };
 
 template <class Inspector>
@@ -170,13 +172,14 @@ typename Inspector::result_type inspect(Inspector& f, stream_position& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, tokenized_document& x) {
   return f(caf::meta::type_name("tokenized_document"), x.key, x.tokens,
-           x.replaced_invalid_utf8, x.patches, x.truncated_caption, x.image);
+           x.replaced_invalid_utf8, x.patches, x.truncated_caption, x.image,
+           x.line);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, shard_output& x) {
   return f(caf::meta::type_name("shard_output"), x.epoch, x.position,
-           x.part, x.documents, x.skipped_kinds, x.busy_us);
+           x.part, x.documents, x.skipped_kinds, x.busy_us, x.lines);
 }
 
 // Registers the custom message types with an actor system config.
@@ -281,7 +284,7 @@ typename Inspector::result_type inspect(Inspector& f, job_config& x) {
            x.tokenizer, x.plan_ahead, x.buffer_documents, x.max_document_bytes,
            x.log_level, x.checkpoint_dir, x.checkpoint_every,
            x.checkpoint_keep, x.autoscale, x.sources, x.image_token_id,
-           x.max_request_bytes, x.max_client_requests);
+           x.max_request_bytes, x.max_client_requests, x.read_range_bytes);
 }
 
 }  // namespace overlord::planner

@@ -89,11 +89,30 @@ sources::read_result read_indexed_part(
   return skipped;
 }
 
+// Returns whether JSON Lines shard `shard` is read in byte ranges of
+// `read_range_bytes`: a large one, unless quarantine must see it whole.
+uint64_t jsonl_ranges(const planner::job_config& config,
+                      const planner::source_config& source, uint32_t shard) {
+  if (source.format != planner::source_format::jsonl ||
+      config.on_bad_input == planner::bad_input_policy::quarantine)
+    return 1;
+  std::error_code ec;
+  auto size = fs::file_size(source.shards[shard], ec);
+  const auto range = static_cast<uint64_t>(config.read_range_bytes);
+  if (ec || size <= range)
+    return 1;
+  return (size + range - 1) / range;
+}
+
 // Returns how many reads shard `shard` takes: the ranges of an indexed
-// dataset, or 1. An indexed dataset that does not open takes one read,
-// whose worker reports the problem.
-uint32_t reads_per_shard(const planner::source_config& source,
+// dataset or of a large JSON Lines shard, or 1. An indexed dataset that
+// does not open takes one read, whose worker reports the problem.
+uint32_t reads_per_shard(const planner::job_config& config,
+                         const planner::source_config& source,
                          uint32_t shard) {
+  if (source.format == planner::source_format::jsonl)
+    return static_cast<uint32_t>(std::min<uint64_t>(
+        jsonl_ranges(config, source, shard), UINT32_MAX));
   if (source.format != planner::source_format::indexed)
     return 1;
   try {
@@ -223,9 +242,18 @@ caf::behavior source_worker(worker_actor* self,
           else if (image_text)
             load_image_text_shard(self, *setup, source.shards[shard],
                                   shard_names[shard], out, read.skipped);
-          else
-            load_text_shard(*setup, options, source.shards[shard],
+          else {
+            auto ranged = options;
+            if (jsonl_ranges(setup->config, source, shard) > 1) {
+              const auto range =
+                  static_cast<uint64_t>(setup->config.read_range_bytes);
+              ranged.range_begin = uint64_t{part} * range;
+              ranged.range_end = ranged.range_begin + range;
+            }
+            load_text_shard(*setup, ranged, source.shards[shard],
                             shard_names[shard], read);
+            out.lines = read.lines;
+          }
         } catch (const error& e) {
           log->error("source={} shard={} failed: {}", source.name,
                      shard_names[shard], e.what());
@@ -282,6 +310,7 @@ caf::behavior source_worker(worker_actor* self,
           if (tokenized.replaced_invalid_utf8)
             metrics::record_bad_input(source.name, "invalid_utf8");
           tokenized.key = std::move(doc.key);
+          tokenized.line = doc.line;
           out.documents.push_back(std::move(tokenized));
         }
         out.busy_us = static_cast<uint64_t>(
@@ -351,6 +380,7 @@ struct pool_state {
   // Documents released from the current shard so far: the record number
   // of the next one.
   uint32_t released_in_shard = 0;
+  uint64_t lines_in_shard = 0;  // lines of the shard's ranges released
   size_t outstanding = 0;
   std::map<std::tuple<uint32_t, uint32_t, uint32_t>, shard_output> finished;
   // Reads each shard takes (see reads_per_shard); 0 until first needed.
@@ -421,7 +451,7 @@ uint32_t shard_reads(pool_actor* self, uint32_t shard) {
   if (st.shard_reads.empty())
     st.shard_reads.assign(source.shards.size(), 0);
   if (st.shard_reads[shard] == 0)
-    st.shard_reads[shard] = reads_per_shard(source, shard);
+    st.shard_reads[shard] = reads_per_shard(st.setup->config, source, shard);
   return st.shard_reads[shard];
 }
 
@@ -460,10 +490,22 @@ void release_finished(pool_actor* self) {
     // TODO: a restart deep inside a large indexed dataset reads it again
     // from the first range; keeping the document index in the stream
     // position would let it start at the right range.
+    if (st.release_order.empty())
+      st.release_order = planner::epoch_shard_order(
+          shard_count, st.setup->config.seed, source.name, st.release_epoch);
+    const uint32_t shard = st.release_order[st.release_position];
+    // A JSON Lines shard read in byte ranges names its records by byte
+    // offset; ranges come back in order, so counting the lines of the
+    // ranges before gives each record the key a whole read would.
+    const bool ranged_lines = source.format == planner::source_format::jsonl &&
+                              shard_reads(self, shard) > 1;
     const auto count = static_cast<uint32_t>(output.documents.size());
     const uint32_t skip = std::min(st.skip_records, count);
     for (uint32_t index = skip; index < count; ++index) {
       auto& doc = output.documents[index];
+      if (ranged_lines)
+        doc.key = doc.key.substr(0, doc.key.rfind('@')) + ":" +
+                  std::to_string(st.lines_in_shard + doc.line);
       const uint32_t record = st.released_in_shard + index;
       planner::document_meta meta;
       meta.source = st.setup->source;
@@ -498,16 +540,14 @@ void release_finished(pool_actor* self) {
     }
     st.released_in_epoch += output.documents.size();
     st.released_in_shard += count;
+    st.lines_in_shard += output.lines;
     st.skip_records -= skip;
 
-    if (st.release_order.empty())
-      st.release_order = planner::epoch_shard_order(
-          shard_count, st.setup->config.seed, source.name, st.release_epoch);
-    const uint32_t shard = st.release_order[st.release_position];
     if (++st.release_part < shard_reads(self, shard))
       continue;
     st.release_part = 0;
     st.released_in_shard = 0;
+    st.lines_in_shard = 0;
     if (++st.release_position == shard_count) {
       if (st.released_in_epoch == 0) {
         fail_pool(self, "source=" + source.name + " epoch " +

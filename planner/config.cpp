@@ -29,6 +29,7 @@ const std::set<std::string> top_level_keys = {
     "tokenizer",    "plan_ahead",       "buffer_documents",   "max_document_bytes",
     "log_level",    "autoscale",        "sources",
     "metrics_port", "image_token_id",   "max_request_bytes",  "max_client_requests",
+    "read_range_bytes",
 };
 
 const std::set<std::string> topology_keys = {"dp", "tp", "pp", "cp",
@@ -852,6 +853,9 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
   if (root["max_client_requests"])
     config.max_client_requests = check.integer(
         root["max_client_requests"], "max_client_requests", 1, 1 << 16);
+  if (root["read_range_bytes"])
+    config.read_range_bytes = check.integer(
+        root["read_range_bytes"], "read_range_bytes", 4096, 1 << 30);
   if (root["checkpoint_dir"])
     config.checkpoint_dir = check.resolve(check.scalar<std::string>(
         root["checkpoint_dir"], "checkpoint_dir", "string"));

@@ -144,6 +144,9 @@ struct job_config {
   int buffer_documents = 1024;
   // Documents larger than this many bytes are bad input.
   int64_t max_document_bytes = 64 << 20;
+  // JSON Lines shards larger than this are read in byte ranges of this
+  // size, so one large shard spreads over a pool's workers.
+  int64_t read_range_bytes = 64 << 20;
   // Largest ZeroMQ request a constructor or payload server accepts
   // (ZMQ_MAXMSGSIZE); requests are a few dozen bytes.
   int max_request_bytes = 4096;

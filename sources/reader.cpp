@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <sstream>
 
@@ -43,11 +44,22 @@ class shard_reader {
                  std::to_string(options_.max_document_bytes));
       return;
     }
-    result_.documents.push_back({std::move(key), std::move(text)});
+    result_.documents.push_back({std::move(key), std::move(text), line_});
+  }
+
+  bool ranged() const {
+    return options_.range_begin > 0 || options_.range_end != UINT64_MAX;
+  }
+
+  // Names the current line: by line number for a whole shard, by byte
+  // offset for a range, whose absolute line number the reader cannot know.
+  std::string where_of(uint64_t line) const {
+    return ranged() ? shard_name_ + "@" + std::to_string(line_start_)
+                    : shard_name_ + ":" + std::to_string(line);
   }
 
   void parse_jsonl_line(const char* begin, size_t size, uint64_t line) {
-    auto where = shard_name_ + ":" + std::to_string(line);
+    auto where = where_of(line);
     // RapidJSON takes a NUL byte for the end of the input, so it would
     // accept a record followed by a NUL byte and any bytes at all. JSON
     // allows no unescaped NUL byte anywhere, so the line is malformed.
@@ -135,7 +147,25 @@ class shard_reader {
     uint64_t line_number = 1;
     bool oversize = false;     // the current line is over the limit
     uint64_t line_bytes = 0;   // length of the current line so far
-    while (in) {
+    // A range starts at the first line that begins at or after
+    // range_begin: the line running into it belongs to the range before.
+    uint64_t offset = 0;  // file offset of chunk[0]
+    if (options_.range_begin > 0) {
+      in.seekg(static_cast<std::streamoff>(options_.range_begin - 1));
+      char before = 0;
+      if (in.get(before) && before != '\n')
+        in.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+      if (!in || in.peek() == EOF) {
+        if (in.bad())
+          reject("unreadable_file", shard_name_,
+                 std::string("read failed: ") + std::strerror(errno));
+        return;  // no line starts in the range
+      }
+      offset = static_cast<uint64_t>(in.tellg());
+    }
+    line_start_ = offset;
+    bool done = line_start_ >= options_.range_end;
+    while (in && !done) {
       in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
       size_t got = static_cast<size_t>(in.gcount());
       size_t start = 0;
@@ -154,18 +184,29 @@ class shard_reader {
           line.append(chunk.data() + start, length);
         if (!newline)
           break;
+        line_ = line_number;
         finish_line(line, oversize, line_bytes, line_number, line_limit);
+        result_.lines = line_number;
         ++line_number;
         start = end + 1;
+        line_start_ = offset + start;
+        if (line_start_ >= options_.range_end) {
+          done = true;
+          break;
+        }
       }
+      offset += got;
     }
     if (in.bad()) {
       reject("unreadable_file", shard_name_,
              std::string("read failed: ") + std::strerror(errno));
       return;
     }
-    if (line_bytes > 0)
+    if (!done && line_bytes > 0) {
+      line_ = line_number;
       finish_line(line, oversize, line_bytes, line_number, line_limit);
+      result_.lines = line_number;
+    }
   }
 
   // Parses one complete line, or rejects it when it was over the limit.
@@ -197,6 +238,8 @@ class shard_reader {
   std::string shard_name_;
   const reader_options& options_;
   read_result result_;
+  uint64_t line_ = 0;        // number of the line being parsed
+  uint64_t line_start_ = 0;  // its byte offset in the shard
 };
 
 }  // namespace

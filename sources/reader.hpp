@@ -17,11 +17,18 @@ struct reader_options {
   std::string text_field = "text";  // jsonl: field with the document text
   bool fail_on_bad_input = false;   // throw instead of skipping
   uint64_t max_document_bytes = 64ull << 20;
+  // jsonl: read only the lines that start at a byte offset in
+  // [range_begin, range_end), so a large shard can be read in parts. With
+  // a range, records are named "<shard name>@<byte offset>" in messages
+  // and keys, and raw_document::line counts from the range's first line.
+  uint64_t range_begin = 0;
+  uint64_t range_end = UINT64_MAX;
 };
 
 struct raw_document {
   std::string key;  // "<shard name>:<line>" for jsonl, "<shard name>" for text
   std::string text;
+  uint64_t line = 0;  // jsonl: line number, from 1 at the range's start
 };
 
 // One skipped record, for the caller's log.
@@ -35,6 +42,7 @@ struct bad_record {
 struct read_result {
   std::vector<raw_document> documents;
   std::vector<bad_record> skipped;
+  uint64_t lines = 0;  // jsonl: lines that start in the range read
 };
 
 // Reads the shard at `path`; `shard_name` is the short name used in keys

@@ -177,3 +177,53 @@ TEST_CASE("jsonl reader rejects NUL after record", "[reader]") {
   CHECK(result.skipped[0].where == "n.jsonl:2");
   CHECK(result.skipped[0].detail == "NUL byte at byte 15");
 }
+
+TEST_CASE("jsonl byte ranges cover every line once", "[reader]") {
+  temp_dir dir("reader-ranges");
+  // Lines of many lengths, blank lines, a malformed line, a CRLF line and
+  // a last line without a newline.
+  std::string content;
+  for (int i = 0; i < 120; ++i) {
+    if (i % 17 == 5)
+      content += "\n";
+    else if (i == 33)
+      content += "{\"text\": broken\n";
+    else if (i == 71)
+      content += "{\"text\": \"crlf " + std::to_string(i) + "\"}\r\n";
+    else
+      content += "{\"text\": \"" + std::string(1 + (i * 37) % 90, 'a' + i % 26) +
+                 "\"}\n";
+  }
+  content += "{\"text\": \"last\"}";
+  auto path = dir.write("big.jsonl", content);
+  auto whole = read_shard(path, "big.jsonl", jsonl_options());
+  REQUIRE(whole.documents.size() > 100);
+
+  for (uint64_t range : {7ull, 64ull, 333ull, 4096ull, 1ull << 20}) {
+    auto options = jsonl_options();
+    std::vector<std::string> keys;
+    std::vector<std::string> texts;
+    size_t skipped = 0;
+    uint64_t lines = 0;
+    for (uint64_t begin = 0; begin < content.size(); begin += range) {
+      options.range_begin = begin;
+      options.range_end = begin + range;
+      auto part = read_shard(path, "big.jsonl", options);
+      for (const auto& doc : part.documents) {
+        // The caller numbers lines across ranges, as the pool does.
+        keys.push_back("big.jsonl:" + std::to_string(lines + doc.line));
+        texts.push_back(doc.text);
+        CHECK(doc.key.rfind("big.jsonl@", 0) == 0);
+      }
+      skipped += part.skipped.size();
+      lines += part.lines;
+    }
+    INFO("range " << range);
+    REQUIRE(keys.size() == whole.documents.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      CHECK(keys[i] == whole.documents[i].key);
+      CHECK(texts[i] == whole.documents[i].text);
+    }
+    CHECK(skipped == whole.skipped.size());
+  }
+}
