@@ -331,10 +331,10 @@ struct held_payload {
   std::vector<int32_t> tokens;
   // The image of an image-text document, shared with in-process fetches.
   std::shared_ptr<const sources::decoded_image> image;
-  // First tokens of the pieces fetched so far. Pieces of a document do not
-  // overlap, so the tokens not yet fetched are the document minus their
-  // lengths; a piece fetched again (by a replacement constructor) counts
-  // once.
+  // First tokens of the pieces fetched so far. Pieces of a document do
+  // not overlap, so the tokens not yet fetched are the document minus
+  // their lengths. A piece fetched again (by a replacement constructor)
+  // counts once.
   std::vector<uint32_t> fetched_offsets;
   size_t unfetched = 0;  // tokens
   uint64_t last_step = 0;     // latest step a piece was fetched for
@@ -495,7 +495,7 @@ void release_finished(pool_actor* self) {
           shard_count, st.setup->config.seed, source.name, st.release_epoch);
     const uint32_t shard = st.release_order[st.release_position];
     // A JSON Lines shard read in byte ranges names its records by byte
-    // offset; ranges come back in order, so counting the lines of the
+    // offset. Ranges are released in order, so counting the lines of the
     // ranges before gives each record the key a whole read would.
     const bool ranged_lines = source.format == planner::source_format::jsonl &&
                               shard_reads(self, shard) > 1;

@@ -33,7 +33,7 @@ share=$(( budget / sources > 0 ? budget / sources : 1 ))
 
 # Writes the job: 2 ranks x 8 rows of 4096 tokens, 3 image-text samples
 # (shrunk to at most 128x128 pixels, 64 patches) for every text document,
-# so a step holds a few hundred images and decoding them dominates.
+# so a step contains a few hundred images and decoding them dominates.
 write_job() {
   local path=$1 port=$2 workers=$3 autoscale=$4
   cat >"$path" <<YAML
@@ -77,8 +77,8 @@ start_daemon() {
   echo $!
 }
 
-# Calibration: how many steps a second one equal share of workers
-# delivers with nobody waiting on the trainer side.
+# Calibration: the steps per second one equal share of workers delivers
+# to trainers that do not compute.
 port=$(free_ports 3)
 write_job "$work/calibrate.yaml" "$port" "$share" false
 pid=$(start_daemon "$work/calibrate.yaml" "$work/calibrate.log")

@@ -27,8 +27,8 @@ std::vector<std::pair<std::string, std::string>> stream_settings(
     out.emplace_back(prefix + "format", planner::to_string(source.format));
     out.emplace_back(prefix + "text_field", source.text_field);
     // Weight changes during a run go through set-weights, which the delta
-    // log records; a different schedule in the config would re-plan the
-    // steps replayed after the snapshot differently.
+    // log records. A different schedule in the config would plan the steps
+    // replayed after the snapshot differently.
     out.emplace_back(prefix + "weight", source.describe_weight());
     if (source.format == planner::source_format::indexed)
       out.emplace_back(prefix + "append_eos",

@@ -24,7 +24,7 @@ struct pool_observation {
   double mean_tokens = 0;   // tokens per document so far; 0 = none seen
 };
 
-// How fast the job consumes steps.
+// The rate at which the job consumes steps.
 struct demand_observation {
   uint64_t next_step = 0;
   // Steps per second the slowest rank received, averaged.
@@ -63,8 +63,8 @@ class autoscaler {
 
  private:
   job_config config_;
-  // Consecutive decisions that found a pool too large; it shrinks only
-  // after ten seconds' worth (at least three), so that a short lull does
+  // Consecutive decisions that found each pool too large. A pool shrinks
+  // only after ten seconds' worth (at least three), so a short lull does
   // not cost a refill.
   std::vector<int> shrink_votes_;
 };

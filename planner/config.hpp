@@ -39,9 +39,9 @@ struct source_config {
   // contains the prefixes.
   std::vector<std::string> paths;
   std::vector<std::string> shards;
-  // Relative mixture weight; only ratios between sources matter. A
-  // constant weight is `weight`; otherwise `weight_schedule` gives it per
-  // step and `weight` holds its value at step 0.
+  // Relative mixture weight: only ratios between sources matter. A
+  // constant weight is `weight`. Otherwise `weight_schedule` gives it per
+  // step, and `weight` is its value at step 0.
   double weight = 1;
   step_schedule weight_schedule;
 
@@ -67,7 +67,8 @@ struct source_config {
   int64_t max_document_bytes = 0;
 };
 
-// How the planner sizes source pools from observed demand and latency.
+// Settings of the autoscaler, which sizes source pools from observed
+// demand and latency.
 struct autoscale_config {
   bool enabled = false;
   // Worker capacity kept above the measured need (1.5 = 50% spare).
@@ -99,8 +100,8 @@ struct topology_config {
 struct job_config {
   std::string config_path;
   uint64_t seed = 0;
-  // Row length of each step. A constant length is `sequence_length`;
-  // otherwise `lengths` says which length each step uses and
+  // Row length of each step. A constant length is `sequence_length`.
+  // Otherwise `lengths` gives the length of each step, and
   // `sequence_length` is the longest of them.
   int sequence_length = 2048;
   length_schedule lengths;

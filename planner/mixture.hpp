@@ -28,7 +28,7 @@ class mixture {
   // mixture converges to the new shares.
   void set_weights(const std::vector<double>& weights);
 
-  // Replaces the weights and forgets the history behind the old ones: the
+  // Replaces the weights and drops the history behind the old ones: the
   // next draws follow the new shares at once, and only what each source
   // was owed (less than a document) carries over. Schedules and weight
   // changes use this; set_weights alone would make a source that was off

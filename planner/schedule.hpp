@@ -16,7 +16,7 @@ struct step_schedule {
     constant,          // points[0].value everywhere
     piecewise_linear,  // linear between points, flat before the first and
                        // after the last
-    stepwise,          // each point's value holds until the next point
+    stepwise,          // each point's value lasts until the next point
   };
   struct point {
     uint64_t step = 0;

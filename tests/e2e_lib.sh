@@ -77,3 +77,37 @@ import json, sys
 for line in open(sys.argv[1]):
     print(json.loads(line)["digest"])' "$1"
 }
+
+# Runs `overlordd --role all` on config $2 with the remaining arguments,
+# pulls $3 steps on ranks 0 and 1 and writes $work/$1.rank{0,1}.jsonl,
+# $work/$1.rank{0,1}.digests and the daemon's log $work/$1.log. Needs the
+# caller's $work, $overlordd and $pull; fails the test when a pull fails or
+# a rank misses a batch.
+run_two_ranks() {
+  local name=$1 config=$2 steps=$3
+  shift 3
+  local port
+  port=$(free_ports 2)
+  "$overlordd" --role all --config "$config" --set base_port="$port" "$@" \
+    2>"$work/$name.log" &
+  local daemon=$!
+  local status=0
+  "$pull" --endpoint "127.0.0.1:$port" --rank 0 --steps "$steps" --timeout 60 \
+    >"$work/$name.rank0.jsonl" &
+  local pull0=$!
+  "$pull" --endpoint "127.0.0.1:$((port + 1))" --rank 1 --steps "$steps" --timeout 60 \
+    >"$work/$name.rank1.jsonl" || status=1
+  wait "$pull0" || status=1
+  kill -TERM "$daemon"
+  wait "$daemon" || true
+  if [[ $status -ne 0 ]]; then
+    cat "$work/$name.log" >&2
+    fail "$name: overlord_pull failed"
+  fi
+  local rank
+  for rank in 0 1; do
+    digests_of "$work/$name.rank$rank.jsonl" >"$work/$name.rank$rank.digests"
+    [[ $(wc -l <"$work/$name.rank$rank.digests") -eq $steps ]] ||
+      fail "$name: rank $rank received $(wc -l <"$work/$name.rank$rank.digests") of $steps batches"
+  done
+}

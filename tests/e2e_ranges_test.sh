@@ -32,37 +32,9 @@ sources:
     weight: 1
 YAML
 
-run_job() {
-  local name=$1
-  shift
-  local port
-  port=$(free_ports 2)
-  "$overlordd" --role all --config "$work/job.yaml" --set base_port="$port" "$@" \
-    2>"$work/$name.log" &
-  local daemon=$!
-  local status=0
-  "$pull" --endpoint "127.0.0.1:$port" --rank 0 --steps $steps --timeout 60 \
-    >"$work/$name.rank0.jsonl" &
-  local pull0=$!
-  "$pull" --endpoint "127.0.0.1:$((port + 1))" --rank 1 --steps $steps --timeout 60 \
-    >"$work/$name.rank1.jsonl" || status=1
-  wait "$pull0" || status=1
-  kill -TERM "$daemon"
-  wait "$daemon" || true
-  if [[ $status -ne 0 ]]; then
-    cat "$work/$name.log" >&2
-    fail "$name: overlord_pull failed"
-  fi
-  for rank in 0 1; do
-    digests_of "$work/$name.rank$rank.jsonl" >"$work/$name.rank$rank.digests"
-    [[ $(wc -l <"$work/$name.rank$rank.digests") -eq $steps ]] ||
-      fail "$name: rank $rank received $(wc -l <"$work/$name.rank$rank.digests") of $steps batches"
-  done
-}
-
-run_job whole --set read_range_bytes=1073741824
-run_job ranged --set read_range_bytes=1048576 --log-level debug
-run_job ranged_three --set read_range_bytes=1048576 --set sources.mail.workers=3
+run_two_ranks whole "$work/job.yaml" $steps --set read_range_bytes=1073741824
+run_two_ranks ranged "$work/job.yaml" $steps --set read_range_bytes=1048576 --log-level debug
+run_two_ranks ranged_three "$work/job.yaml" $steps --set read_range_bytes=1048576 --set sources.mail.workers=3
 
 passed=0
 failed=0

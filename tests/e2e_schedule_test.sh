@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Schedules and autoscaling end to end: a job whose row length is drawn per
-# step (256 or 1024 tokens, same token budget) and whose mixture weights
-# follow stepwise and piecewise-linear schedules runs three times, with one
-# worker per source, with three, and with the autoscaler resizing pools
-# while the trainers pull. The batch digests must be identical, the
-# autoscaler must have resized at least one pool, rows must follow the
-# drawn lengths, and the mail source must be absent while its
-# scheduled weight is zero (after pieces carried over).
+# Schedules and autoscaling end to end. The job draws each step's row
+# length (256 or 1024 tokens, same token budget), and its mixture weights
+# follow stepwise and piecewise-linear schedules. It runs three times: with
+# one worker per source, with three, and with the autoscaler resizing
+# pools while the trainers pull. The batch digests must be identical and
+# the autoscaler must have resized at least one pool. Rows must follow the
+# drawn lengths, and the mail source must be absent while its scheduled
+# weight is zero (after pieces carried over).
 set -euo pipefail
 source tests/e2e_lib.sh
 
@@ -48,38 +48,10 @@ sources:
     max_workers: 4
 YAML
 
-run_job() {
-  local name=$1
-  shift
-  local port
-  port=$(free_ports 2)
-  "$overlordd" --role all --config "$work/job.yaml" --set base_port="$port" "$@" \
-    2>"$work/$name.log" &
-  local daemon=$!
-  local status=0
-  "$pull" --endpoint "127.0.0.1:$port" --rank 0 --steps $steps --timeout 60 \
-    >"$work/$name.rank0.jsonl" &
-  local pull0=$!
-  "$pull" --endpoint "127.0.0.1:$((port + 1))" --rank 1 --steps $steps --timeout 60 \
-    >"$work/$name.rank1.jsonl" || status=1
-  wait "$pull0" || status=1
-  kill -TERM "$daemon"
-  wait "$daemon" || true
-  if [[ $status -ne 0 ]]; then
-    cat "$work/$name.log" >&2
-    fail "$name: overlord_pull failed"
-  fi
-  for rank in 0 1; do
-    digests_of "$work/$name.rank$rank.jsonl" >"$work/$name.rank$rank.digests"
-    [[ $(wc -l <"$work/$name.rank$rank.digests") -eq $steps ]] ||
-      fail "$name: rank $rank received $(wc -l <"$work/$name.rank$rank.digests") of $steps batches"
-  done
-}
-
-run_job one_worker
-run_job three_workers --set sources.mail.workers=3 --set sources.sotu.workers=3 \
+run_two_ranks one_worker "$work/job.yaml" $steps
+run_two_ranks three_workers "$work/job.yaml" $steps --set sources.mail.workers=3 --set sources.sotu.workers=3 \
   --set sources.moby.workers=3
-run_job autoscaled --set autoscale.enabled=true
+run_two_ranks autoscaled "$work/job.yaml" $steps --set autoscale.enabled=true
 
 passed=0
 failed=0
