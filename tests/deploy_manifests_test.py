@@ -376,9 +376,9 @@ class Checker:
                     continue
                 port = self.port_number(container, handler.get("port"))
                 if port in caf:
-                    self.problem(path, f"{where} {name}: probes CAF port {port}; a failed TLS "
-                                       f"handshake there drops the planner's node links, so "
-                                       f"probe the metrics port")
+                    self.problem(path, f"{where} {name}: probes CAF port {port}; every probe "
+                                       f"there is a TLS handshake that fails and is logged as "
+                                       f"rejected, so probe the metrics port")
                 elif port is not None and port not in metrics:
                     self.problem(path, f"{where} {name}: port {port} is not the --metrics-port "
                                        f"{sorted(metrics)}")

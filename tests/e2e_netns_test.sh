@@ -5,22 +5,20 @@
 # network. A planner, two loader nodes and two constructor nodes are
 # started the way deploy/slurm/overlord-node starts them on a cluster
 # (binding eth0's address), and two trainers pull from a fifth namespace.
-# The first two runs pass --insecure in place of OVERLORD_TLS_DIR, because
-# with TLS, CAF 0.17 sometimes drops a node link right after a constructor
-# connects to a loader, which would fail the check that loader-2 stays in
-# the job. Checks that
-#   - with loader-1 cut off the network mid-run (its bridge port taken
-#     down), the trainers finish and both ranks' digests equal those of one
-#     --role all process. Unlike kill -9, a cut closes no TCP connection and
-#     the process keeps running, so only missing heartbeats reveal the loss;
+# Checks that
+#   - with TLS and CURVE from OVERLORD_TLS_DIR (made by scripts/gen-certs,
+#     no subjectAltName for the namespace addresses) and loader-1 cut off
+#     the network mid-run (its bridge port taken down), the trainers finish
+#     and both ranks' digests equal those of one --role all process, and
+#     loader-2 keeps its link. Unlike kill -9, a cut closes no TCP
+#     connection and the process keeps running, so only missing heartbeats
+#     reveal the loss;
 #   - after kill -9 of the planner mid-run, starting it again with the same
 #     command recovers the job from its checkpoints (overlord-planner-start
-#     adds --resume --recover), and the digests are again unchanged;
+#     adds --resume --recover), and the digests are again unchanged; this
+#     run passes --insecure and so covers the plain transport;
 #   - nodes listen on their namespace addresses, not on loopback;
-#   - overlord-node refuses to start without OVERLORD_TLS_DIR or --insecure;
-#   - with OVERLORD_TLS_DIR from scripts/gen-certs (TLS and CURVE, no
-#     subjectAltName for the namespace addresses), the trainers get the
-#     same digests.
+#   - overlord-node refuses to start without OVERLORD_TLS_DIR or --insecure.
 # Needs root and `ip netns`; prints SKIPPED and passes without them.
 set -euo pipefail
 source tests/e2e_lib.sh
@@ -265,7 +263,13 @@ wait "$p1" || fail "reference run failed for rank 1; see $work/all.log"
 kill -TERM "$all"
 wait "$all" || true
 
-# --- Run 1: loader-1 cut off the network mid-run --------------------------
+# --- Run 1: TLS and CURVE, loader-1 cut off the network mid-run -----------
+check "overlord-node rejects missing credentials" node_needs_credentials
+"$gen_certs" "$work/tls" >/dev/null
+tls_dir=$work/tls
+trainer_security=(--tls-cert "$tls_dir/client.pem" --tls-key "$tls_dir/client-key.pem"
+  --tls-ca "$tls_dir/ca.pem" --curve-secret "$tls_dir/client.curve-secret"
+  --curve-server-public "$tls_dir/node.curve-public")
 start_cluster cut
 start_trainers cut
 check "cut: rank 0 reached step 40 first" wait_for_lines 40 "$work/cut.rank0"
@@ -278,6 +282,8 @@ check "cut: planner took loader-1 as lost" \
   grep -q "node=loader-1 role=loader left the job" "$work/cut.planner.log"
 check "cut: loader-2 stayed in the job" \
   bash -c "! grep -q 'node=loader-2 role=loader left the job' '$work/cut.planner.log'"
+check "cut: constructors kept their planner links" \
+  bash -c "! grep -q 'lost the planner' '$work/cut.constructor-1.log' '$work/cut.constructor-2.log'"
 check "cut: planner listened on its address" \
   grep -q "planner listening on $planner_ip:7070" "$work/cut.planner.log"
 check "cut: loader-1 served payloads on its address" \
@@ -298,6 +304,8 @@ check "cut: constructor-1 /healthz returns 200" healthz_ok 10.213.0.21:9402
 
 stop_processes
 ip -n "$switch_ns" link set p-loader-1 up
+tls_dir=""
+trainer_security=()
 
 # --- Run 2: planner killed mid-run and started again ----------------------
 start_cluster restart
@@ -319,34 +327,6 @@ check "restart: rank 0 stream unchanged" same_digests "$work/all.rank0" "$work/r
 check "restart: rank 1 stream unchanged" same_digests "$work/all.rank1" "$work/restart.rank1"
 
 stop_processes
-
-# --- Run 3: TLS and CURVE with credentials from OVERLORD_TLS_DIR ----------
-check "overlord-node rejects missing credentials" node_needs_credentials
-# NOTE: with TLS, CAF 0.17 sometimes drops the planner's node links when a
-# constructor node connects to a loader node, and in one run out of three
-# a rank then stalled. The run is opt-in (OVERLORD_NETNS_TLS=1) until that
-# is fixed; e2e_security_test covers TLS and CURVE on loopback.
-if [[ ${OVERLORD_NETNS_TLS:-0} == 1 ]]; then
-"$gen_certs" "$work/tls" >/dev/null
-tls_dir=$work/tls
-trainer_security=(--tls-cert "$tls_dir/client.pem" --tls-key "$tls_dir/client-key.pem"
-  --tls-ca "$tls_dir/ca.pem" --curve-secret "$tls_dir/client.curve-secret"
-  --curve-server-public "$tls_dir/node.curve-public")
-start_cluster tls
-start_trainers tls
-wait_trainers
-
-# overlordd refuses a namespace address without credentials, so nodes that
-# started without --insecure ran with TLS and CURVE.
-check "tls: trainers finish" test "$status0" -eq 0 -a "$status1" -eq 0
-check "tls: loader-1 served payloads on its address" \
-  grep -q "serves payloads at tcp://10.213.0.11:7072" "$work/tls.loader-1.log"
-check "tls: planner /healthz returns 200" healthz_ok "$planner_ip:9400"
-check "tls: rank 0 received every step" test "$(wc -l <"$work/tls.rank0")" -eq $steps
-check "tls: rank 1 received every step" test "$(wc -l <"$work/tls.rank1")" -eq $steps
-check "tls: rank 0 stream unchanged" same_digests "$work/all.rank0" "$work/tls.rank0"
-check "tls: rank 1 stream unchanged" same_digests "$work/all.rank1" "$work/tls.rank1"
-fi
 
 echo "$passed passed, $failed failed"
 if [[ $failed -ne 0 ]]; then

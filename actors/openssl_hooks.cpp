@@ -1,14 +1,28 @@
-// Logs failed TLS handshakes of CAF's OpenSSL module. CAF 0.17 drops a
-// connection whose handshake fails without telling anyone, so an operator
-// would never learn that a node with a wrong certificate tried to join.
-// This file wraps OpenSSL's SSL_CTX_new (CAF makes one context per
-// connection) to install an info callback that reports failed handshakes
-// with the peer's address and OpenSSL's reason, and SSL_free to report
-// handshakes that the peer abandoned.
+// Wraps OpenSSL functions that CAF 0.17's OpenSSL module calls, for two
+// reasons.
+//
+// Error queue. OpenSSL keeps one error queue per thread, and SSL_get_error
+// reads it: if an earlier failure left an entry there, SSL_get_error
+// reports SSL_ERROR_SSL for a call that only wanted more input. CAF runs
+// every connection on its one multiplexer thread, calls SSL_get_error after
+// each SSL_read, SSL_write, SSL_accept and SSL_connect that returns <= 0,
+// and drains the queue only inside log statements that Debian's build
+// compiles out. So one failed handshake on the planner port (a node from
+// another CA, a port scan) left an entry behind, and the next
+// non-blocking read on any healthy link was taken for a fatal error and
+// the link was closed. OpenSSL's documentation asks callers to clear the
+// queue before each TLS I/O call; the wrappers below do that.
+//
+// Handshake log. CAF drops a connection whose handshake fails without
+// telling anyone, so an operator would never learn that a node with a
+// wrong certificate tried to join. The SSL_CTX_new wrapper (CAF makes one
+// context per connection) installs an info callback that reports failed
+// handshakes with the peer's address and OpenSSL's reason, and the
+// SSL_free wrapper reports handshakes that the peer abandoned.
 //
 // The wrappers work because the executable's definitions take precedence
 // over libssl's for every shared library, and they call the real
-// functions through dlsym(RTLD_NEXT). Link it into executables
+// functions through dlsym(RTLD_NEXT). Link this file into executables
 // only (alwayslink), never into a shared library.
 
 #include <arpa/inet.h>
@@ -127,12 +141,19 @@ void on_tls_event(const SSL* ssl, int where, int ret) {
 
 using ssl_ctx_new_function = SSL_CTX* (*)(const SSL_METHOD*);
 using ssl_free_function = void (*)(SSL*);
+using ssl_io_function = int (*)(SSL*, void*, int);
+using ssl_write_function = int (*)(SSL*, const void*, int);
+using ssl_handshake_function = int (*)(SSL*);
+
+template <class Function>
+Function real_function(const char* name) {
+  return reinterpret_cast<Function>(dlsym(RTLD_NEXT, name));
+}
 
 }  // namespace
 
 extern "C" SSL_CTX* SSL_CTX_new(const SSL_METHOD* method) {
-  static auto real =
-      reinterpret_cast<ssl_ctx_new_function>(dlsym(RTLD_NEXT, "SSL_CTX_new"));
+  static auto real = real_function<ssl_ctx_new_function>("SSL_CTX_new");
   if (real == nullptr)
     return nullptr;
   SSL_CTX* context = real(method);
@@ -142,8 +163,7 @@ extern "C" SSL_CTX* SSL_CTX_new(const SSL_METHOD* method) {
 }
 
 extern "C" void SSL_free(SSL* ssl) {
-  static auto real =
-      reinterpret_cast<ssl_free_function>(dlsym(RTLD_NEXT, "SSL_free"));
+  static auto real = real_function<ssl_free_function>("SSL_free");
   if (ssl != nullptr) {
     std::optional<handshake_record> unfinished;
     {
@@ -161,4 +181,28 @@ extern "C" void SSL_free(SSL* ssl) {
   }
   if (real != nullptr)
     real(ssl);
+}
+
+extern "C" int SSL_read(SSL* ssl, void* buffer, int size) {
+  static auto real = real_function<ssl_io_function>("SSL_read");
+  ERR_clear_error();
+  return real(ssl, buffer, size);
+}
+
+extern "C" int SSL_write(SSL* ssl, const void* buffer, int size) {
+  static auto real = real_function<ssl_write_function>("SSL_write");
+  ERR_clear_error();
+  return real(ssl, buffer, size);
+}
+
+extern "C" int SSL_accept(SSL* ssl) {
+  static auto real = real_function<ssl_handshake_function>("SSL_accept");
+  ERR_clear_error();
+  return real(ssl);
+}
+
+extern "C" int SSL_connect(SSL* ssl) {
+  static auto real = real_function<ssl_handshake_function>("SSL_connect");
+  ERR_clear_error();
+  return real(ssl);
 }
