@@ -4,6 +4,7 @@
 #include <rapidjson/writer.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <limits>
 #include <map>
@@ -22,9 +23,16 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-// Metadata is requested from a pool in batches of this many documents,
-// and again whenever fewer than half a batch are queued.
-constexpr uint32_t announce_batch = 512;
+// Metadata is requested from a pool whenever its queued documents hold
+// fewer than queue_steps steps' tokens, in batches of enough documents
+// for queue_steps + 1 steps at the source's mean length, within
+// min_announce..max_announce. Every document queued here keeps its
+// tokens (or image) in its pool, so the queue stays short: refills are
+// one round trip and planning runs plan_ahead steps ahead anyway.
+constexpr uint64_t queue_steps = 2;
+constexpr uint32_t min_announce = 8;
+constexpr uint32_t max_announce = 512;
+constexpr uint32_t first_announce = 64;
 constexpr auto tick_interval = std::chrono::milliseconds(500);
 constexpr auto spawn_timeout = std::chrono::seconds(30);
 constexpr auto stats_timeout = std::chrono::seconds(2);
@@ -178,7 +186,19 @@ void request_announcements(planner_actor* self, uint32_t source) {
     return;
   slot.announcing = true;
   auto pool = slot.pool;
-  self->request(pool, caf::infinite, announce_atom::value, announce_batch)
+  uint32_t count = first_announce;
+  if (slot.announced_documents > 0) {
+    const double mean = static_cast<double>(slot.announced_tokens) /
+                        static_cast<double>(slot.announced_documents);
+    const double wanted =
+        std::ceil(static_cast<double>((queue_steps + 1) *
+                                      st.config.tokens_per_step()) /
+                  std::max(mean, 1.0));
+    count = static_cast<uint32_t>(std::clamp(
+        wanted, static_cast<double>(min_announce),
+        static_cast<double>(max_announce)));
+  }
+  self->request(pool, caf::infinite, announce_atom::value, count)
       .then(
           [=](std::vector<planner::document_meta>& docs) {
             auto& s = self->state;
@@ -342,8 +362,10 @@ void plan_steps(planner_actor* self) {
   // Keep every weighted source's queue topped up so that planning rarely
   // waits on a round trip.
   auto next_weights = st.steps->weights_at(st.steps->next_step());
+  const uint64_t refill_below = queue_steps * st.config.tokens_per_step();
   for (uint32_t source = 0; source < st.sources.size(); ++source)
-    if (next_weights[source] > 0 && st.steps->queued(source) < announce_batch / 2)
+    if (next_weights[source] > 0 &&
+        st.steps->queued_tokens(source) < refill_below)
       request_announcements(self, source);
 }
 

@@ -67,6 +67,13 @@ void step_planner::add_documents(uint32_t source,
   }
 }
 
+uint64_t step_planner::queued_tokens(uint32_t source) const {
+  uint64_t total = 0;
+  for (const auto& doc : queues_.at(source))
+    total += doc.tokens;
+  return total;
+}
+
 std::vector<double> step_planner::weights_at(uint64_t step) const {
   auto weights = scheduled_weights(config_, step);
   if (set_weights_.empty() || step < set_from_step_)

@@ -44,6 +44,9 @@ class step_planner {
   // Documents of `source` announced but not yet drawn.
   size_t queued(uint32_t source) const { return queues_.at(source).size(); }
 
+  // Tokens of the documents of `source` announced but not yet drawn.
+  uint64_t queued_tokens(uint32_t source) const;
+
   struct outcome {
     std::optional<step_plan> plan;
     // When no plan could be made: the source whose queue ran dry. Nothing
