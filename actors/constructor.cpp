@@ -52,14 +52,14 @@ struct waiting_request {
 };
 
 // A payload reply carries at most one row of int32 tokens, the largest
-// image a source may produce (float32 pixels, 3 channels), its header and
+// image a source may produce (8-bit pixels, 3 channels), its header and
 // an error text; ZeroMQ rejects larger ones unread.
 int64_t max_payload_reply_bytes(const planner::job_config& config) {
   int64_t image = 0;
   for (const auto& source : config.sources)
     if (source.format == planner::source_format::webdataset)
       image = std::max<int64_t>(
-          image, 3 * 4 * static_cast<int64_t>(source.image_max_pixels) + 1024);
+          image, 3 * static_cast<int64_t>(source.image_max_pixels) + 1024);
   return 4 * static_cast<int64_t>(config.sequence_length) + image + 64 * 1024;
 }
 

@@ -196,7 +196,7 @@ namespace overlord::sources {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, decoded_image& x) {
   return f(caf::meta::type_name("decoded_image"), x.height, x.width,
-           x.channels, x.patches, x.pixels);
+           x.channels, x.patches, x.pixels, x.mean, x.std);
 }
 
 }  // namespace overlord::sources

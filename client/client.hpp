@@ -44,7 +44,9 @@ struct client_options {
 // A received batch. It owns the ZeroMQ message, and `batch()` reads the
 // FlatBuffers table in place without copying, images included:
 // `batch().images()` lists each image with its row, first patch position
-// and CHW float32 pixels. The constructor throws overlord::error:
+// and CHW 8-bit pixels, which transport::normalise_image turns into the
+// normalised float32 values a vision encoder takes. The constructor
+// throws overlord::error:
 // invalid_input for a frame that fails the verifier or a batch that fails
 // transport::check_batch_layout, and the server's code for an error reply.
 class received_batch {

@@ -314,14 +314,15 @@ decoded_image decode_image(const std::string& bytes, const std::string& where,
   out.width = width;
   out.channels = 3;
   out.patches = count_patches(height, width, options.patch_size);
+  out.mean = options.mean;
+  out.std = options.std;
   const size_t plane = static_cast<size_t>(height) * width;
   out.pixels.resize(plane * 3);
   for (int c = 0; c < 3; ++c) {
-    const float scale = 1.0f / (255.0f * options.std[c]);
-    const float shift = options.mean[c] / options.std[c];
-    float* target = out.pixels.data() + c * plane;
+    uint8_t* target = out.pixels.data() + c * plane;
     for (size_t i = 0; i < plane; ++i)
-      target[i] = resized[i * 3 + c] * scale - shift;
+      target[i] = static_cast<uint8_t>(
+          std::lround(std::clamp(resized[i * 3 + c], 0.0f, 255.0f)));
   }
   return out;
 }

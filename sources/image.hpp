@@ -1,7 +1,9 @@
-// Image preprocessing for image-text sources: decodes a JPEG or PNG file,
-// shrinks it to a pixel and patch budget with an area filter, and
-// normalises it to float32 per channel. Plain functions without shared
-// state, so any worker thread may call them.
+// Image preprocessing for image-text sources: decodes a JPEG or PNG file
+// and shrinks it to a pixel and patch budget with an area filter. Pixels
+// stay 8-bit on the way to the trainer, a quarter of the bytes of float32;
+// the client normalises them per channel (normalise_pixels in
+// common/pixels.hpp). Plain functions without shared state, so any worker
+// thread may call them.
 #pragma once
 
 #include <array>
@@ -18,8 +20,8 @@ struct image_options {
   // ratio takes a bounded number of sequence positions.
   uint64_t max_pixels = 224 * 224;
   uint32_t patch_size = 14;
-  // Per channel (R, G, B), on the [0, 1] scale: a pixel value v in 0..255
-  // becomes (v / 255 - mean) / std.
+  // Per channel (R, G, B), on the [0, 1] scale: the client turns a pixel
+  // value v in 0..255 into (v / 255 - mean) / std.
   std::array<float, 3> mean = {0.5f, 0.5f, 0.5f};
   std::array<float, 3> std = {0.5f, 0.5f, 0.5f};
 };
@@ -29,7 +31,10 @@ struct decoded_image {
   uint32_t width = 0;
   uint32_t channels = 0;  // always 3 (RGB); gray and alpha are converted
   uint32_t patches = 0;   // ceil(height / patch_size) * ceil(width / patch_size)
-  std::vector<float> pixels;  // CHW, normalised
+  std::vector<uint8_t> pixels;  // CHW, 0..255
+  // How the trainer normalises each channel, from image_options.
+  std::array<float, 3> mean = {0.5f, 0.5f, 0.5f};
+  std::array<float, 3> std = {0.5f, 0.5f, 0.5f};
 };
 
 // Decoded images larger than this many pixels (before resizing) are
@@ -56,8 +61,8 @@ std::vector<float> resize_area(const std::vector<uint8_t>& pixels,
                                uint32_t height, uint32_t width,
                                uint32_t out_height, uint32_t out_width);
 
-// Decodes `bytes` (JPEG or PNG, recognised by their signature), resizes
-// and normalises them. A JPEG much larger than the target is decoded at
+// Decodes `bytes` (JPEG or PNG, recognised by their signature) and
+// resizes them, rounding each filtered value to 8 bits. A JPEG much larger than the target is decoded at
 // 1/2, 1/4 or 1/8 size by libjpeg first, then area-filtered to the size
 // fit_size gives for its declared dimensions. Throws overlord::error(errc::invalid_input) with
 // `where` (shard and member) in the message when the data is not a

@@ -147,7 +147,7 @@ port=$(free_ports 2)
   2>"$work/python.log" &
 daemon=$!
 # Rank 1 keeps pace, so rank 0 is not held back by plan_ahead.
-"$pull" --endpoint "127.0.0.1:$((port + 1))" --rank 1 --steps 8 --timeout 60 >/dev/null &
+"$pull" --endpoint "127.0.0.1:$((port + 1))" --rank 1 --steps 9 --timeout 60 >/dev/null &
 pull1=$!
 PYTHONPATH="$PWD/client/python" /usr/bin/python3 - "$port" "$work/one_worker.rank0.digests" <<'PY' && passed=$((passed + 1)) || failed=$((failed + 1))
 import math, sys
@@ -161,8 +161,14 @@ for step in range(8):
     assert batch["digest"] == reference[step], f"step {step}: digest differs from overlord_pull"
     for image in batch["images"]:
         pixels = image["pixels"]
-        assert pixels.dtype == np.float32
+        assert pixels.dtype == np.uint8
         assert pixels.shape == (image["channels"], image["height"], image["width"])
+        assert len(image["mean"]) == len(image["std"]) == image["channels"]
+        values = overlord.normalise_image(pixels, image["mean"], image["std"])
+        assert values.dtype == np.float32 and values.shape == pixels.shape
+        expected = (pixels.astype(np.float32) / 255 - np.float32(image["mean"])[:, None, None]) \
+            / np.float32(image["std"])[:, None, None]
+        assert np.allclose(values, expected, atol=1e-5)
         assert not pixels.flags.writeable
         assert type(pixels.base).__name__ == "BatchBuffer", type(pixels.base)
         assert image["patches"] == math.ceil(image["height"] / 16) * math.ceil(image["width"] / 16)
@@ -171,10 +177,17 @@ for step in range(8):
         assert (batch["tokens"][image["row"], span] == 50257).all()
         assert (batch["labels"][image["row"], span] == -100).all()
         assert (batch["loss_mask"][image["row"], span] == 0).all()
-        assert np.isfinite(pixels).all()
+        assert np.isfinite(values).all()
         assert pixels.std() > 0
         seen += 1
 assert seen > 5, f"only {seen} images in 8 steps"
+# to_torch hands trainers normalised float32 images.
+batch = next(client)
+tensors = overlord.to_torch(batch)
+for image, tensor in zip(batch["images"], tensors["images"]):
+    assert tensor["pixels"].dtype.is_floating_point
+    assert np.array_equal(tensor["pixels"].numpy(),
+                          overlord.normalise_image(image["pixels"], image["mean"], image["std"]))
 print(f"python client: {seen} images checked")
 PY
 wait "$pull1" || { echo "rank 1 pull failed during the Python check" >&2; failed=$((failed + 1)); }

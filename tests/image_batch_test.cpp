@@ -39,7 +39,7 @@ struct image_row {
     image.channels = 3;
     image.patches = 4;
     for (int i = 0; i < 18; ++i)
-      image.pixels.push_back(0.25f * i - 2);
+      image.pixels.push_back(static_cast<uint8_t>(10 * i));
     layout.sequence_length = 16;
     layout.pad_id = eos;
     layout.source_names = {"sotu", "images"};
@@ -95,7 +95,10 @@ TEST_CASE("batch carries the image", "[image_batch]") {
   CHECK(image->source() == 1);
   CHECK(image->key()->str() == "images-0000.tar:00000007");
   REQUIRE(image->pixels()->size() == 18);
-  CHECK(image->pixels()->Get(17) == Approx(0.25f * 17 - 2));
+  CHECK(image->pixels()->Get(17) == 170);
+  REQUIRE(image->mean()->size() == 3);
+  REQUIRE(image->std()->size() == 3);
+  CHECK(transport::check_batch_layout(*batch).empty());
 
   // The pixels count in the digest.
   auto changed = fixture;
@@ -159,4 +162,64 @@ TEST_CASE("payload reply carries the image", "[image_batch]") {
   auto text = transport::decode_payload_reply(plain.data(), plain.size());
   REQUIRE(text);
   CHECK_FALSE(text->image);
+}
+
+TEST_CASE("normalise_image applies mean and std per channel", "[image_batch]") {
+  image_row fixture;
+  fixture.image.mean = {0.5f, 0.25f, 0.0f};
+  fixture.image.std = {0.5f, 0.25f, 2.0f};
+  auto buffer = transport::serialize_batch(fixture.plan, fixture.layout,
+                                           fixture.lay_out(), 0);
+  const auto* image = batch_of(buffer)->images()->Get(0);
+  std::vector<float> values(18);
+  transport::normalise_image(*image, values.data());
+  // Planes of 6 pixels with values 0, 10, ..., 170.
+  CHECK(values[0] == Approx((0.0f - 0.5f) / 0.5f));
+  CHECK(values[5] == Approx((50 / 255.0f - 0.5f) / 0.5f));
+  CHECK(values[6] == Approx((60 / 255.0f - 0.25f) / 0.25f));
+  CHECK(values[17] == Approx((170 / 255.0f - 0.0f) / 2.0f));
+}
+
+TEST_CASE("layout check rejects malformed images", "[image_batch]") {
+  struct breakage {
+    const char* name;
+    void (*apply)(sources::decoded_image&);
+    const char* message;
+  };
+  // Each case builds a batch from a broken image and expects the check to
+  // name the problem.
+  const breakage cases[] = {
+      {"short pixels",
+       [](sources::decoded_image& image) { image.pixels.pop_back(); },
+       "pixel values"},
+      {"zero std",
+       [](sources::decoded_image& image) { image.std[1] = 0; },
+       "expected > 0"},
+  };
+  for (const auto& broken : cases) {
+    SECTION(broken.name) {
+      image_row fixture;
+      broken.apply(fixture.image);
+      flatbuffers::FlatBufferBuilder builder;
+      const auto& image = fixture.image;
+      auto pixels = builder.CreateVector(image.pixels);
+      auto mean = builder.CreateVector(image.mean.data(), 3);
+      auto deviation = builder.CreateVector(image.std.data(), 3);
+      auto entry = wire::CreateImage(builder, 0, 3, image.patches, image.height,
+                                     image.width, 3, pixels, 1, 0, mean,
+                                     deviation);
+      auto images = builder.CreateVector(&entry, 1);
+      auto splits = builder.CreateVector(std::vector<uint32_t>{0, 0});
+      // One row of length 0, so every token array is empty and valid.
+      wire::BatchBuilder batch(builder);
+      batch.add_rows(1);
+      batch.add_sequence_length(16);
+      batch.add_row_splits(splits);
+      batch.add_images(images);
+      builder.Finish(batch.Finish());
+      auto* root = flatbuffers::GetRoot<wire::Batch>(builder.GetBufferPointer());
+      CHECK_THAT(transport::check_batch_layout(*root),
+                 Catch::Matchers::Contains(broken.message));
+    }
+  }
 }

@@ -48,9 +48,9 @@ TEST_CASE("PNG decode keeps pixels in CHW order", "[image]") {
   REQUIRE(image.pixels.size() == 18);
   CHECK(image.patches == 2);  // ceil(2/2) * ceil(3/2)
   for (int i = 0; i < 6; ++i) {
-    CHECK(image.pixels[i] == Approx(10 * i / 255.0f));
-    CHECK(image.pixels[6 + i] == Approx((100 + i) / 255.0f));
-    CHECK(image.pixels[12 + i] == Approx((250 - i) / 255.0f));
+    CHECK(image.pixels[i] == 10 * i);
+    CHECK(image.pixels[6 + i] == 100 + i);
+    CHECK(image.pixels[12 + i] == 250 - i);
   }
 }
 
@@ -60,9 +60,9 @@ TEST_CASE("gray PNG decodes to three equal channels", "[image]") {
                             identity_options());
   REQUIRE(image.channels == 3);
   for (int i = 0; i < 4; ++i) {
-    CHECK(image.pixels[i] == Approx(gray[i] / 255.0f));
-    CHECK(image.pixels[4 + i] == Approx(gray[i] / 255.0f));
-    CHECK(image.pixels[8 + i] == Approx(gray[i] / 255.0f));
+    CHECK(image.pixels[i] == gray[i]);
+    CHECK(image.pixels[4 + i] == gray[i]);
+    CHECK(image.pixels[8 + i] == gray[i]);
   }
 }
 
@@ -75,22 +75,36 @@ TEST_CASE("JPEG decode of a flat colour", "[image]") {
   CHECK(image.patches == 32);
   // JPEG is lossy; a flat block comes back within a few levels.
   for (size_t i = 0; i < 128; ++i) {
-    CHECK(std::abs(image.pixels[i] * 255 - 200) <= 3);
-    CHECK(std::abs(image.pixels[128 + i] * 255 - 100) <= 3);
-    CHECK(std::abs(image.pixels[256 + i] * 255 - 50) <= 3);
+    CHECK(std::abs(image.pixels[i] - 200) <= 3);
+    CHECK(std::abs(image.pixels[128 + i] - 100) <= 3);
+    CHECK(std::abs(image.pixels[256 + i] - 50) <= 3);
   }
 }
 
-TEST_CASE("normalisation applies mean and std per channel", "[image]") {
+TEST_CASE("decode keeps 8-bit pixels and carries mean and std", "[image]") {
   image_options options = identity_options();
   options.mean = {0.5f, 0.25f, 0.0f};
   options.std = {0.5f, 0.25f, 2.0f};
   auto image = decode_image(encode_png(flat_rgb(1, 1, 255, 0, 51), 1, 1),
                             "t.tar:n.png", options);
   REQUIRE(image.pixels.size() == 3);
-  CHECK(image.pixels[0] == Approx((1.0f - 0.5f) / 0.5f));
-  CHECK(image.pixels[1] == Approx((0.0f - 0.25f) / 0.25f));
-  CHECK(image.pixels[2] == Approx((0.2f - 0.0f) / 2.0f));
+  CHECK(image.pixels[0] == 255);
+  CHECK(image.pixels[1] == 0);
+  CHECK(image.pixels[2] == 51);
+  CHECK(image.mean == options.mean);
+  CHECK(image.std == options.std);
+}
+
+TEST_CASE("resize rounds filtered values to 8 bits", "[image]") {
+  // One row of two pixels, 100 and 101 in every channel, averaged into
+  // one pixel of 100.5, which rounds away from zero.
+  std::vector<uint8_t> row = {100, 100, 100, 101, 101, 101};
+  image_options options = identity_options();
+  options.max_pixels = 1;
+  options.patch_size = 1;
+  auto image = decode_image(encode_png(row, 1, 2), "t.tar:r.png", options);
+  REQUIRE(image.pixels.size() == 3);
+  CHECK(image.pixels[0] == 101);
 }
 
 TEST_CASE("patch count rounds each side up", "[image]") {
@@ -162,7 +176,7 @@ TEST_CASE("decode_image resizes large images", "[image]") {
                  2 * static_cast<int>(image.width)) <= 1);
   CHECK(image.patches == count_patches(image.height, image.width, 4));
   CHECK(image.pixels.size() == 3u * image.height * image.width);
-  CHECK(image.pixels[0] == Approx(10 / 255.0f));
+  CHECK(image.pixels[0] == 10);
 }
 
 TEST_CASE("invalid images throw with where", "[image]") {

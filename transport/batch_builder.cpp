@@ -12,6 +12,7 @@ placed_image place_image(const planner::piece& p, size_t row, size_t index,
                          uint32_t position, const image_lookup& images) {
   const sources::decoded_image* image = images ? images(row, index) : nullptr;
   if (image == nullptr || image->patches != p.patches ||
+      image->channels != image->mean.size() ||
       image->pixels.size() != static_cast<size_t>(image->channels) *
                                   image->height * image->width)
     throw error(errc::internal,
@@ -148,7 +149,9 @@ flatbuffers::DetachedBuffer serialize_batch(const planner::rank_plan& plan,
         builder, placed.row, placed.row_offset, image.patches, image.height,
         image.width, image.channels, builder.CreateVector(image.pixels),
         static_cast<uint16_t>(placed.piece->source),
-        builder.CreateString(placed.piece->key)));
+        builder.CreateString(placed.piece->key),
+        builder.CreateVector(image.mean.data(), image.channels),
+        builder.CreateVector(image.std.data(), image.channels)));
   }
 
   std::vector<flatbuffers::Offset<flatbuffers::String>> names;

@@ -27,16 +27,18 @@ zmq::message_t encode_payload_reply(uint64_t id, uint8_t code,
                                     const std::string& message,
                                     const int32_t* tokens, size_t count,
                                     const sources::decoded_image* image) {
-  const size_t image_bytes = image ? image->pixels.size() * 4 + 64 : 0;
+  const size_t image_bytes = image ? image->pixels.size() + 128 : 0;
   flatbuffers::FlatBufferBuilder builder(count * 4 + image_bytes +
                                          message.size() + 128);
   auto text = builder.CreateString(message);
   auto values = builder.CreateVector(tokens, count);
   flatbuffers::Offset<wire::PayloadImage> picture;
   if (image)
-    picture = wire::CreatePayloadImage(builder, image->height, image->width,
-                                       image->channels, image->patches,
-                                       builder.CreateVector(image->pixels));
+    picture = wire::CreatePayloadImage(
+        builder, image->height, image->width, image->channels, image->patches,
+        builder.CreateVector(image->pixels),
+        builder.CreateVector(image->mean.data(), image->mean.size()),
+        builder.CreateVector(image->std.data(), image->std.size()));
   builder.Finish(
       wire::CreatePayloadReply(builder, id, code, text, values, picture));
   // Hand the builder's buffer to ZeroMQ, which frees it after sending.
@@ -77,6 +79,18 @@ std::optional<payload_reply> decode_payload_reply(const void* data,
     if (image->pixels.size() != static_cast<size_t>(image->height) *
                                     image->width * image->channels)
       return std::nullopt;
+    // Three channels, each with its mean and a positive std.
+    auto* mean = picture->mean();
+    auto* deviation = picture->std();
+    if (image->channels != image->mean.size() || !mean || !deviation ||
+        mean->size() != image->channels || deviation->size() != image->channels)
+      return std::nullopt;
+    for (uint32_t c = 0; c < image->channels; ++c) {
+      image->mean[c] = mean->Get(c);
+      image->std[c] = deviation->Get(c);
+      if (!(image->std[c] > 0))
+        return std::nullopt;
+    }
     out.image = std::move(image);
   }
   return out;

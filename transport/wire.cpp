@@ -92,7 +92,53 @@ std::string check_batch_layout(const wire::Batch& batch) {
       previous = offset;
     }
   }
+
+  if (const auto* images = batch.images()) {
+    for (uint32_t i = 0; i < images->size(); ++i) {
+      const auto* image = images->Get(i);
+      const std::string where = "image " + std::to_string(i);
+      const uint64_t channels = image->channels();
+      const uint64_t values = channels * image->height() * image->width();
+      if (image->row() >= batch.rows())
+        return where + " is in row " + std::to_string(image->row()) +
+               " of a batch with " + std::to_string(batch.rows()) + " rows";
+      if (uint64_t{image->row_offset()} + image->patches() >
+          batch.sequence_length())
+        return where + " has patches past sequence_length " +
+               std::to_string(batch.sequence_length());
+      if (size_of(image->pixels()) != values)
+        return where + " has " + std::to_string(size_of(image->pixels())) +
+               " pixel values, expected channels * height * width = " +
+               std::to_string(values);
+      if (size_of(image->mean()) != channels ||
+          size_of(image->std()) != channels)
+        return where + " needs one mean and one std per channel (" +
+               std::to_string(channels) + ")";
+      for (uint32_t c = 0; c < channels; ++c)
+        if (!(image->std()->Get(c) > 0))
+          return where + " has std " + std::to_string(image->std()->Get(c)) +
+                 " for channel " + std::to_string(c) + ", expected > 0";
+    }
+  }
   return {};
+}
+
+void normalise_pixels(const uint8_t* pixels, uint32_t channels, size_t plane,
+                      const float* mean, const float* std, float* out) {
+  for (uint32_t c = 0; c < channels; ++c) {
+    const float scale = 1.0f / (255.0f * std[c]);
+    const float shift = mean[c] / std[c];
+    const uint8_t* in = pixels + c * plane;
+    float* target = out + c * plane;
+    for (size_t i = 0; i < plane; ++i)
+      target[i] = static_cast<float>(in[i]) * scale - shift;
+  }
+}
+
+void normalise_image(const wire::Image& image, float* out) {
+  normalise_pixels(image.pixels()->data(), image.channels(),
+                   static_cast<size_t>(image.height()) * image.width(),
+                   image.mean()->data(), image.std()->data(), out);
 }
 
 namespace {
@@ -187,6 +233,8 @@ std::string digest_of(const wire::Batch& batch, bool with_keys) {
       hash.add_value(image->width());
       hash.add_value(image->channels());
       hash.add_vector(image->pixels());
+      hash.add_vector(image->mean());
+      hash.add_vector(image->std());
       hash.add_value(image->source());
       hash.add_string(image->key());
     }

@@ -37,8 +37,22 @@ const wire::Reply* verify_reply(const void* data, size_t size);
 // position_ids must have rows * row_length values. row_splits must have
 // rows + 1 non-decreasing indexes from 0 to the size of cu_seqlens. Within
 // a row, cu_seqlens offsets must not decrease and stay within
-// 0..sequence_length. The FlatBuffers verifier checks none of this.
+// 0..sequence_length. Each image must sit in a row of the batch with its
+// patches inside sequence_length, have channels * height * width pixels,
+// and one mean and one positive std per channel. The FlatBuffers verifier
+// checks none of this.
 std::string check_batch_layout(const wire::Batch& batch);
+
+// Writes the normalised float32 values of `channels` planes of `plane`
+// 8-bit pixels (CHW) to `out`: (v / 255 - mean[c]) / std[c], computed as
+// v * (1 / (255 * std[c])) - mean[c] / std[c] in float32, so that every
+// caller gets the same bits.
+void normalise_pixels(const uint8_t* pixels, uint32_t channels, size_t plane,
+                      const float* mean, const float* std, float* out);
+
+// normalise_pixels for a batch's image, which must pass
+// check_batch_layout; `out` takes channels * height * width values.
+void normalise_image(const wire::Image& image, float* out);
 
 // Returns the hex SHA-256 of a batch's content: step, rank, shape, every
 // array and every document slice. Counters that measure timing are left

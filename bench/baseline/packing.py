@@ -158,8 +158,9 @@ def lay_out_rows(rows, sequence_length, pad_id):
     Keys: ``tokens``, ``labels``, ``position_ids`` (int32) and ``loss_mask``
     (uint8) of shape [rows, sequence_length], 1-D ``cu_seqlens`` (int32)
     and ``row_splits`` (uint32), and ``images``: one dict (``row``,
-    ``row_offset``, ``patches``, ``pixels``) per image-text document that
-    starts in the rows.
+    ``row_offset``, ``patches``, ``pixels``, ``mean``, ``std``) per
+    image-text document that starts in the rows, with uint8 pixels as
+    :func:`overlord.decode_image` returns them.
     """
     count = len(rows)
     tokens = np.full((count, sequence_length), pad_id, dtype=np.int32)
@@ -189,7 +190,8 @@ def lay_out_rows(rows, sequence_length, pad_id):
                 loss_mask[row, first:labelled_end] = 1
             if piece.patches and piece.offset == 0:
                 images.append({"row": row, "row_offset": position, "patches": piece.patches,
-                               "pixels": piece.image["pixels"]})
+                               "pixels": piece.image["pixels"], "mean": piece.image["mean"],
+                               "std": piece.image["std"]})
             position = end
         cu_seqlens.append(position)
         row_splits.append(len(cu_seqlens))

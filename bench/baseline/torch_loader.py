@@ -74,8 +74,11 @@ class PerRankPackedDataset(torch.utils.data.IterableDataset):
                      if name != "row_splits"}
             # PyTorch 1.13 has no general uint32 tensors.
             batch["row_splits"] = torch.from_numpy(arrays["row_splits"].astype(np.int64))
-            batch["images"] = [dict(image, pixels=torch.from_numpy(image["pixels"]))
-                               for image in images]
+            # Normalised to float32 in the worker, as torchvision's
+            # ToTensor and Normalize transforms do in a DataLoader.
+            batch["images"] = [dict(image, pixels=torch.from_numpy(
+                overlord.normalise_image(image["pixels"], image["mean"], image["std"])))
+                for image in images]
             batch["tokens_used"] = int(sum(piece.length for row in packed for piece in row))
             batch["skipped"] = sum(stream.skipped for stream in streams)
             yield batch

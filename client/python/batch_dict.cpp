@@ -66,8 +66,9 @@ py::list view_documents(const wire::Batch& batch) {
   return out;
 }
 
-// One dict per image; `pixels` is a read-only float32 array [channels,
-// height, width] over the message, like the token arrays.
+// One dict per image; `pixels` is a read-only uint8 array [channels,
+// height, width] over the message, like the token arrays, and `mean` and
+// `std` are tuples with one value per channel.
 py::list view_images(const wire::Batch& batch, const py::object& base) {
   py::list out;
   if (!batch.images())
@@ -88,6 +89,14 @@ py::list view_images(const wire::Batch& batch, const py::object& base) {
          static_cast<py::ssize_t>(image->height()),
          static_cast<py::ssize_t>(image->width())},
         base, "images.pixels");
+    py::tuple mean(image->channels());
+    py::tuple deviation(image->channels());
+    for (uint32_t c = 0; c < image->channels(); ++c) {
+      mean[c] = image->mean()->Get(c);
+      deviation[c] = image->std()->Get(c);
+    }
+    entry["mean"] = std::move(mean);
+    entry["std"] = std::move(deviation);
     out.append(std::move(entry));
   }
   return out;

@@ -27,6 +27,7 @@
 #include "sources/tokenizer.hpp"
 #include "tools/admin_client.hpp"
 #include "transport/curve.hpp"
+#include "transport/wire.hpp"
 
 namespace py = pybind11;
 
@@ -287,10 +288,10 @@ class python_tokenizer {
   std::shared_ptr<const sources::gpt2_tokenizer> tokenizer_;
 };
 
-// Decodes, shrinks and normalises a JPEG or PNG image as an image-text
-// source worker does (sources/image.hpp), with the GIL released. Returns
-// a dict with height, width, channels, patches and float32 pixels
-// [channels, height, width].
+// Decodes and shrinks a JPEG or PNG image as an image-text source worker
+// does (sources/image.hpp), with the GIL released. Returns a dict with
+// height, width, channels, patches, uint8 pixels [channels, height, width]
+// and the mean and std that normalise_image takes.
 py::dict decode_image(const py::bytes& data, const std::string& where,
                       uint64_t max_pixels, uint32_t patch_size,
                       std::array<float, 3> mean, std::array<float, 3> std) {
@@ -324,11 +325,43 @@ py::dict decode_image(const py::bytes& data, const std::string& where,
   py::capsule free_image(owned, [](void* pointer) {
     delete static_cast<sources::decoded_image*>(pointer);
   });
-  out["pixels"] = py::array_t<float>(
+  out["mean"] = py::make_tuple(owned->mean[0], owned->mean[1], owned->mean[2]);
+  out["std"] = py::make_tuple(owned->std[0], owned->std[1], owned->std[2]);
+  out["pixels"] = py::array_t<uint8_t>(
       {static_cast<py::ssize_t>(owned->channels),
        static_cast<py::ssize_t>(owned->height),
        static_cast<py::ssize_t>(owned->width)},
       owned->pixels.data(), free_image);
+  return out;
+}
+
+// Returns the float32 array [channels, height, width] of normalised values
+// of uint8 `pixels` of the same shape, as transport::normalise_pixels
+// computes them, with the GIL released.
+py::array_t<float> normalise_image(
+    py::array_t<uint8_t, py::array::c_style | py::array::forcecast> pixels,
+    const std::vector<float>& mean, const std::vector<float>& std) {
+  if (pixels.ndim() != 3)
+    throw py::value_error("pixels must have 3 dimensions [channels, height, "
+                          "width], got " + std::to_string(pixels.ndim()));
+  const auto channels = static_cast<uint32_t>(pixels.shape(0));
+  if (mean.size() != channels || std.size() != channels)
+    throw py::value_error("mean and std need one value per channel (" +
+                          std::to_string(channels) + "), got " +
+                          std::to_string(mean.size()) + " and " +
+                          std::to_string(std.size()));
+  for (float value : std)
+    if (!(value > 0))
+      throw py::value_error("std values must be > 0, because pixels are divided by them");
+  const size_t plane = static_cast<size_t>(pixels.shape(1)) * pixels.shape(2);
+  py::array_t<float> out({pixels.shape(0), pixels.shape(1), pixels.shape(2)});
+  const uint8_t* in = pixels.data();
+  float* target = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    transport::normalise_pixels(in, channels, plane, mean.data(), std.data(),
+                                target);
+  }
   return out;
 }
 
@@ -448,9 +481,14 @@ PYBIND11_MODULE(_overlord, module) {
              py::arg("mean") = std::array<float, 3>{0.5f, 0.5f, 0.5f},
              py::arg("std") = std::array<float, 3>{0.5f, 0.5f, 0.5f},
              "Decode JPEG or PNG bytes like an image-text source worker: shrink "
-             "to max_pixels and max_pixels / patch_size^2 patches, normalise "
-             "(v/255 - mean) / std per channel. Return a dict with height, "
-             "width, channels, patches and float32 pixels [channels, height, "
-             "width]. Raises InvalidInputError naming `where` for bad data; "
-             "the GIL is released while decoding.");
+             "to max_pixels and max_pixels / patch_size^2 patches. Return a dict "
+             "with height, width, channels, patches, uint8 pixels [channels, "
+             "height, width], and the mean and std for normalise_image. Raises "
+             "InvalidInputError naming `where` for bad data; the GIL is "
+             "released while decoding.");
+  module.def("normalise_image", &normalise_image, py::arg("pixels"), py::arg("mean"),
+             py::arg("std"),
+             "Return float32 (v/255 - mean[c]) / std[c] of uint8 pixels [channels, "
+             "height, width], with the same bits as the C++ client's "
+             "transport::normalise_image. The GIL is released while computing.");
 }

@@ -10,8 +10,8 @@ rows, and compares every step with the batches of all ranks:
   document, length) in the same order;
 - for every row, the same tokens, labels, loss mask and position ids as
   lay_out_rows builds from the Python tokenizer's ids;
-- for every image-text document, the same image position, patch count
-  and pixels as overlord.decode_image returns.
+- for every image-text document, the same image position, patch count,
+  uint8 pixels, mean and std as overlord.decode_image returns.
 
 Prints ``N passed, M failed`` last and exits 1 when a check failed.
 """
@@ -105,6 +105,8 @@ def compare_step(step, packed, batches, sequence_length, pad_id):
                 if not np.array_equal(got["pixels"], built["pixels"]):
                     raise AssertionError(f"{where}: pixels of the image at "
                                          f"{got['row_offset']} differ")
+                expect_equal(tuple(got["mean"]), tuple(built["mean"]), f"{where}: image mean")
+                expect_equal(tuple(got["std"]), tuple(built["std"]), f"{where}: image std")
 
 
 def main():

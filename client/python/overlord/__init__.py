@@ -4,11 +4,12 @@
 constructor as dicts of NumPy arrays that view the received message
 without a copy. :class:`Tokenizer` and :func:`decode_image` are
 Overlord's GPT-2 tokenizer and image decoder, for Python data loaders
-that preprocess like Overlord. :func:`to_torch` and
+that preprocess like Overlord; :func:`normalise_image` turns a batch's
+uint8 image pixels into the normalised float32 values. :func:`to_torch` and
 :class:`OverlordIterableDataset` need PyTorch and import it on first use.
 """
 
-from ._overlord import Tokenizer, decode_image
+from ._overlord import Tokenizer, decode_image, normalise_image
 from .client import Client
 from .errors import (
     InternalError,
@@ -34,6 +35,7 @@ __all__ = [
     "Tokenizer",
     "UnavailableError",
     "decode_image",
+    "normalise_image",
     "to_torch",
 ]
 

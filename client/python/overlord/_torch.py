@@ -6,6 +6,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
+from ._overlord import normalise_image
 from .client import Client
 
 ARRAY_KEYS = ("tokens", "labels", "loss_mask", "position_ids", "cu_seqlens",
@@ -20,10 +21,15 @@ def to_torch(batch):
     share memory with the received message and keep it alive. They are
     read-only memory: clone a tensor before changing it in place.
     ``row_splits`` (uint32 on the wire) is copied to int64, because
-    PyTorch has no general uint32 tensors before 2.3. Other entries are
-    passed through.
+    PyTorch has no general uint32 tensors before 2.3. Each image dict is
+    copied with ``pixels`` replaced by the normalised float32 tensor
+    ``[channels, height, width]`` (see :func:`overlord.normalise_image`).
+    Other entries are passed through.
     """
     out = dict(batch)
+    out["images"] = [dict(image, pixels=torch.from_numpy(
+        normalise_image(image["pixels"], image["mean"], image["std"])))
+        for image in batch["images"]]
     with warnings.catch_warnings():
         # torch.from_numpy warns once about read-only arrays; the docstring
         # above states the contract instead.

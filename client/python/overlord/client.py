@@ -65,9 +65,11 @@ class Client:
     ``images`` has one dict per image of an image-text document: ``row``,
     ``row_offset`` (first of its ``patches`` positions in the whole row,
     which hold the image token with label -100), ``patches``, ``height``,
-    ``width``, ``channels``, ``source_index``, ``key`` and ``pixels``, a
-    read-only float32 array ``[channels, height, width]`` of normalised
-    values that also views the message without a copy.
+    ``width``, ``channels``, ``source_index``, ``key``, ``pixels``, a
+    read-only uint8 array ``[channels, height, width]`` that also views
+    the message without a copy, and ``mean`` and ``std``, one value per
+    channel. :func:`overlord.normalise_image` (or :func:`to_torch`) gives
+    the normalised float32 values ``(v / 255 - mean) / std``.
 
     Iterating yields batches forever. A client serves one thread at a
     time (concurrent calls are serialised) and releases the GIL while it
