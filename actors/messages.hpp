@@ -284,7 +284,8 @@ typename Inspector::result_type inspect(Inspector& f, job_config& x) {
            x.tokenizer, x.plan_ahead, x.buffer_documents, x.max_document_bytes,
            x.log_level, x.checkpoint_dir, x.checkpoint_every,
            x.checkpoint_keep, x.autoscale, x.sources, x.image_token_id,
-           x.max_request_bytes, x.max_client_requests, x.read_range_bytes);
+           x.max_request_bytes, x.max_client_requests, x.read_range_bytes,
+           x.image_read_range_bytes);
 }
 
 }  // namespace overlord::planner

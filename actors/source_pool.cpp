@@ -89,30 +89,45 @@ sources::read_result read_indexed_part(
   return skipped;
 }
 
-// Returns whether JSON Lines shard `shard` is read in byte ranges of
-// `read_range_bytes`: a large one, unless quarantine must see it whole.
-uint64_t jsonl_ranges(const planner::job_config& config,
-                      const planner::source_config& source, uint32_t shard) {
-  if (source.format != planner::source_format::jsonl ||
-      config.on_bad_input == planner::bad_input_policy::quarantine)
+// Returns the size of the byte ranges `source`'s shards are read in, or 0
+// when they are read whole: JSON Lines shards in ranges of
+// `read_range_bytes`, WebDataset shards in ranges of
+// `image_read_range_bytes`, unless quarantine must see a shard whole.
+uint64_t range_bytes(const planner::job_config& config,
+                     const planner::source_config& source) {
+  if (config.on_bad_input == planner::bad_input_policy::quarantine)
+    return 0;
+  if (source.format == planner::source_format::jsonl)
+    return static_cast<uint64_t>(config.read_range_bytes);
+  if (source.format == planner::source_format::webdataset)
+    return static_cast<uint64_t>(config.image_read_range_bytes);
+  return 0;
+}
+
+// Returns how many byte ranges shard `shard` is read in (1: whole).
+uint64_t byte_ranges(const planner::job_config& config,
+                     const planner::source_config& source, uint32_t shard) {
+  const uint64_t range = range_bytes(config, source);
+  if (range == 0)
     return 1;
   std::error_code ec;
   auto size = fs::file_size(source.shards[shard], ec);
-  const auto range = static_cast<uint64_t>(config.read_range_bytes);
   if (ec || size <= range)
     return 1;
   return (size + range - 1) / range;
 }
 
 // Returns how many reads shard `shard` takes: the ranges of an indexed
-// dataset or of a large JSON Lines shard, or 1. An indexed dataset that
-// does not open takes one read, whose worker reports the problem.
+// dataset or the byte ranges of a large JSON Lines or WebDataset shard, or
+// 1. An indexed dataset that does not open takes one read, whose worker
+// reports the problem.
 uint32_t reads_per_shard(const planner::job_config& config,
                          const planner::source_config& source,
                          uint32_t shard) {
-  if (source.format == planner::source_format::jsonl)
+  if (source.format == planner::source_format::jsonl ||
+      source.format == planner::source_format::webdataset)
     return static_cast<uint32_t>(std::min<uint64_t>(
-        jsonl_ranges(config, source, shard), UINT32_MAX));
+        byte_ranges(config, source, shard), UINT32_MAX));
   if (source.format != planner::source_format::indexed)
     return 1;
   try {
@@ -164,7 +179,7 @@ void load_text_shard(const pool_setup& setup, const sources::reader_options& opt
 // sample becomes one document: `patches` image positions, the caption's
 // tokens (cut to fit one row) and EOS.
 void load_image_text_shard(worker_actor* self, const pool_setup& setup,
-                           const std::string& path,
+                           uint32_t shard, uint32_t part,
                            const std::string& shard_name, shard_output& out,
                            std::vector<sources::bad_record>& skipped) {
   const auto& config = setup.config;
@@ -178,6 +193,16 @@ void load_image_text_shard(worker_actor* self, const pool_setup& setup,
       : config.on_bad_input == planner::bad_input_policy::quarantine
           ? sources::bad_input_action::quarantine
           : sources::bad_input_action::skip;
+  // Part `part` of a shard read in ranges; the last range runs to the end,
+  // wherever the archive's headers lie.
+  const uint64_t ranges = byte_ranges(config, source, shard);
+  if (ranges > 1) {
+    const uint64_t range = range_bytes(config, source);
+    options.range_begin = static_cast<int64_t>(uint64_t{part} * range);
+    if (part + 1 < ranges)
+      options.range_end = options.range_begin + static_cast<int64_t>(range);
+  }
+  const std::string& path = source.shards[shard];
   sources::image_options image;
   image.max_pixels = source.image_max_pixels;
   image.patch_size = source.patch_size;
@@ -240,11 +265,11 @@ caf::behavior source_worker(worker_actor* self,
             read = read_indexed_part(self, *setup, source.shards[shard],
                                      shard_names[shard], part, out.documents);
           else if (image_text)
-            load_image_text_shard(self, *setup, source.shards[shard],
+            load_image_text_shard(self, *setup, shard, part,
                                   shard_names[shard], out, read.skipped);
           else {
             auto ranged = options;
-            if (jsonl_ranges(setup->config, source, shard) > 1) {
+            if (byte_ranges(setup->config, source, shard) > 1) {
               const auto range =
                   static_cast<uint64_t>(setup->config.read_range_bytes);
               ranged.range_begin = uint64_t{part} * range;

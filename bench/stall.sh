@@ -10,13 +10,15 @@
 # The step time is calibrated first so that the trainers ask for DEMAND
 # (default 1.25) times what one equal share of the budget delivers. Reports the share of
 # trainer time spent waiting for data and the steps until waiting stops.
-# Run through scripts/bench stall. STEPS (default 60) sets the run length.
+# Run through scripts/bench stall. STEPS (default 60) sets the run length
+# and IMAGE_PIXELS (default 16384, 128x128) the images' pixel budget.
 set -euo pipefail
 source tests/e2e_lib.sh
 
 data="$OVERLORD_DATA_DIR"
 bin="$BAZEL_BIN"
 steps="${STEPS:-60}"
+image_pixels="${IMAGE_PIXELS:-16384}"
 # Demand as a multiple of what one equal share delivers.
 demand="${DEMAND:-1.25}"
 cores=$(nproc)
@@ -32,7 +34,7 @@ sources=2
 share=$(( budget / sources > 0 ? budget / sources : 1 ))
 
 # Writes the job: 2 ranks x 8 rows of 4096 tokens, 3 image-text samples
-# (shrunk to at most 128x128 pixels, 64 patches) for every text document,
+# (by default shrunk to at most 128x128 pixels, 64 patches) for every text document,
 # so a step contains a few hundred images and decoding them dominates.
 write_job() {
   local path=$1 port=$2 workers=$3 autoscale=$4
@@ -62,7 +64,7 @@ sources:
   - name: images
     format: webdataset
     paths: $data/images/images-*.tar
-    image_max_pixels: 16384
+    image_max_pixels: $image_pixels
     patch_size: 16
     weight: 3
     workers: $workers

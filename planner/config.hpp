@@ -148,6 +148,9 @@ struct job_config {
   // JSON Lines shards larger than this are read in byte ranges of this
   // size, so one large shard spreads over a pool's workers.
   int64_t read_range_bytes = 64 << 20;
+  // WebDataset shards are read in byte ranges of this size, because their
+  // decoded images take several times the bytes of the shard.
+  int64_t image_read_range_bytes = 1 << 20;
   // Largest ZeroMQ request a constructor or payload server accepts
   // (ZMQ_MAXMSGSIZE); requests are a few dozen bytes.
   int max_request_bytes = 4096;

@@ -21,15 +21,24 @@ namespace {
 struct member_group {
   std::string key;
   webdataset_sample sample;
+  int64_t first_offset = 0;  // header position of the first member
   bool has_image = false;
   bool has_caption = false;
   bool bad = false;
   std::vector<std::string> members;
 };
 
+// A problem with the offset that decides which read reports it: the
+// first member's offset of the sample it concerns, or for a problem of
+// the archive itself, that of the last sample begun before it.
+struct owned_problem {
+  bad_record record;
+  int64_t owner_offset = 0;
+};
+
 struct shard_scan {
-  std::vector<member_group> groups;  // in order of first appearance
-  std::vector<bad_record> problems;  // in order of detection
+  std::vector<member_group> groups;     // in order of first appearance
+  std::vector<owned_problem> problems;  // in order of detection
 };
 
 enum class member_role { image, text_caption, json_caption, other };
@@ -67,9 +76,9 @@ class shard_scanner {
       // libarchive reads the first block to detect the format when opening,
       // so a file that opens is there but is no archive it can read.
       if (std::ifstream(path, std::ios::binary).good())
-        report("corrupt_tar", shard_name_ + "@0", error_text(reader.get()));
+        report("corrupt_tar", shard_name_ + "@0", error_text(reader.get()), 0);
       else
-        report("unreadable_file", shard_name_, error_text(reader.get()));
+        report("unreadable_file", shard_name_, error_text(reader.get()), 0);
       return std::move(result_);
     }
 
@@ -94,8 +103,13 @@ class shard_scanner {
 
  private:
   void report(const std::string& kind, const std::string& where,
-              const std::string& detail) {
-    result_.problems.push_back({kind, where, detail});
+              const std::string& detail, int64_t owner_offset) {
+    result_.problems.push_back({{kind, where, detail}, owner_offset});
+  }
+
+  bool in_range(const member_group& group) const {
+    return group.first_offset >= options_.range_begin &&
+           group.first_offset < options_.range_end;
   }
 
   static std::string error_text(archive* reader) {
@@ -108,10 +122,17 @@ class shard_scanner {
     std::string text = error_text(reader);
     bool truncated = lower(text).find("truncated") != std::string::npos ||
                      lower(text).find("premature") != std::string::npos;
-    std::string where = shard_name_ + "@" + std::to_string(offset);
+    // libarchive has no position for a header it could not read.
+    std::string where =
+        offset >= 0 ? shard_name_ + "@" + std::to_string(offset)
+        : last_member_.empty() ? shard_name_ + "@0"
+                               : shard_name_ + " after " + last_member_;
     if (!member.empty())
       where += " (" + member + ")";
-    report(truncated ? "truncated_tar" : "corrupt_tar", where, text);
+    const int64_t owner = result_.groups.empty()
+                              ? std::max<int64_t>(offset, 0)
+                              : result_.groups.back().first_offset;
+    report(truncated ? "truncated_tar" : "corrupt_tar", where, text, owner);
     if (!member.empty() && !result_.groups.empty() &&
         result_.groups.back().key == current_key_)
       result_.groups.back().bad = true;
@@ -140,8 +161,9 @@ class shard_scanner {
     const std::string extension = base.substr(dot + 1);
     const auto role = role_of(extension);
 
-    member_group& group = group_for(key, name);
+    member_group& group = group_for(key, name, offset);
     current_key_ = key;
+    last_member_ = name;
     group.members.push_back(name);
     if (role == member_role::other)
       return skip_data(reader, offset, name);
@@ -150,8 +172,21 @@ class shard_scanner {
     if (size < 0 || static_cast<uint64_t>(size) > options_.max_member_bytes) {
       report("oversize", shard_name_ + ":" + name,
              std::to_string(size) + " bytes exceed max_document_bytes " +
-                 std::to_string(options_.max_member_bytes));
+                 std::to_string(options_.max_member_bytes),
+             group.first_offset);
       group.bad = true;
+      return skip_data(reader, offset, name);
+    }
+    // Samples of other reads count for the checks that need member names
+    // only (split, missing and duplicate members); their data is skipped.
+    if (!in_range(group)) {
+      if (role == member_role::image) {
+        group.bad |= group.has_image;
+        group.has_image = true;
+      } else {
+        group.bad |= group.has_caption;
+        group.has_caption = true;
+      }
       return skip_data(reader, offset, name);
     }
     std::string data(static_cast<size_t>(size), '\0');
@@ -171,7 +206,8 @@ class shard_scanner {
       report("truncated_tar", shard_name_ + "@" + std::to_string(offset) +
                                   " (" + name + ")",
              "member holds " + std::to_string(filled) + " of " +
-                 std::to_string(size) + " bytes");
+                 std::to_string(size) + " bytes",
+             group.first_offset);
       group.bad = true;
       return false;
     }
@@ -180,7 +216,8 @@ class shard_scanner {
       if (group.has_image) {
         report("duplicate_member", shard_name_ + ":" + name,
                "key '" + key + "' already has the image " +
-                   group.sample.image_member);
+                   group.sample.image_member,
+               group.first_offset);
         group.bad = true;
         return true;
       }
@@ -193,7 +230,7 @@ class shard_scanner {
 
     if (group.has_caption) {
       report("duplicate_member", shard_name_ + ":" + name,
-             "key '" + key + "' already has a caption");
+             "key '" + key + "' already has a caption", group.first_offset);
       group.bad = true;
       return true;
     }
@@ -207,7 +244,8 @@ class shard_scanner {
     if (record.HasParseError()) {
       report("bad_caption", shard_name_ + ":" + name,
              std::string(rapidjson::GetParseError_En(record.GetParseError())) +
-                 " at byte " + std::to_string(record.GetErrorOffset()));
+                 " at byte " + std::to_string(record.GetErrorOffset()),
+             group.first_offset);
       group.bad = true;
       return true;
     }
@@ -217,7 +255,8 @@ class shard_scanner {
     if (!record.IsObject() || field == record.MemberEnd() ||
         !field->value.IsString()) {
       report("bad_caption", shard_name_ + ":" + name,
-             "no string field '" + options_.caption_field + "'");
+             "no string field '" + options_.caption_field + "'",
+             group.first_offset);
       group.bad = true;
       return true;
     }
@@ -228,7 +267,8 @@ class shard_scanner {
 
   // Returns the group of `key`, opening a new one when the previous member
   // had another key. A key that comes back after another key is split.
-  member_group& group_for(const std::string& key, const std::string& member) {
+  member_group& group_for(const std::string& key, const std::string& member,
+                          int64_t offset) {
     if (!result_.groups.empty() && result_.groups.back().key == key)
       return result_.groups.back();
     auto seen = index_.find(key);
@@ -237,12 +277,15 @@ class shard_scanner {
       report("split_sample", shard_name_ + ":" + member,
              "key '" + key + "' continues after members of other keys "
              "(first member " + earlier.members.front() +
-                 "); members of a sample must be adjacent");
+                 "); members of a sample must be adjacent",
+             earlier.first_offset);
       earlier.bad = true;
       // Later members of the key go to a fresh group that stays bad, so
-      // the key never yields a sample.
+      // the key never yields a sample. It belongs to the earlier group's
+      // read, which reports the problem.
       result_.groups.push_back(member_group{});
       result_.groups.back().key = key;
+      result_.groups.back().first_offset = earlier.first_offset;
       result_.groups.back().bad = true;
       index_[key] = result_.groups.size() - 1;
       return result_.groups.back();
@@ -250,6 +293,7 @@ class shard_scanner {
     result_.groups.push_back(member_group{});
     result_.groups.back().key = key;
     result_.groups.back().sample.key = shard_name_ + ":" + key;
+    result_.groups.back().first_offset = offset;
     index_[key] = result_.groups.size() - 1;
     return result_.groups.back();
   }
@@ -259,6 +303,7 @@ class shard_scanner {
   shard_scan result_;
   std::map<std::string, size_t> index_;
   std::string current_key_;
+  std::string last_member_;
 };
 
 // Reports groups that lack a member, after the scan saw the whole shard.
@@ -270,11 +315,12 @@ void check_complete(shard_scan& scan, const std::string& shard_name) {
     for (const auto& name : group.members)
       members += (members.empty() ? "" : ", ") + name;
     scan.problems.push_back(
-        {"missing_member", shard_name + ":" + group.members.front(),
-         std::string("key '") + group.key + "' has no " +
-             (group.has_image ? "caption (.txt or .json)"
-                              : "image (.jpg, .jpeg or .png)") +
-             "; members: " + members});
+        {{"missing_member", shard_name + ":" + group.members.front(),
+          std::string("key '") + group.key + "' has no " +
+              (group.has_image ? "caption (.txt or .json)"
+                               : "image (.jpg, .jpeg or .png)") +
+              "; members: " + members},
+         group.first_offset});
     group.bad = true;
   }
 }
@@ -317,18 +363,60 @@ const char* to_string(bad_input_action action) {
   }
 }
 
-webdataset_result read_webdataset_shard(const std::string& path,
-                                        const std::string& shard_name,
-                                        const webdataset_options& options) {
+namespace {
+
+// A kept sample with the offset that orders it among the problems.
+struct owned_sample {
+  webdataset_sample sample;
+  int64_t offset = 0;
+};
+
+// Scans the shard and returns the good samples and the problems of the
+// range in `options`, without applying the policy.
+void scan_range(const std::string& path, const std::string& shard_name,
+                const webdataset_options& options,
+                std::vector<owned_sample>& samples,
+                std::vector<owned_problem>& problems) {
   shard_scanner scanner(shard_name, options);
   auto scan = scanner.scan(path);
   check_complete(scan, shard_name);
-
-  webdataset_result result;
+  auto owned = [&](int64_t offset) {
+    return offset >= options.range_begin && offset < options.range_end;
+  };
   for (auto& group : scan.groups)
-    if (!group.bad)
-      result.samples.push_back(std::move(group.sample));
-  result.skipped = std::move(scan.problems);
+    if (!group.bad && owned(group.first_offset))
+      samples.push_back({std::move(group.sample), group.first_offset});
+  for (auto& problem : scan.problems)
+    if (owned(problem.owner_offset))
+      problems.push_back(std::move(problem));
+}
+
+// Returns the records of `problems` ordered by the sample they concern,
+// so that reads of consecutive ranges report in the order a whole read
+// does.
+std::vector<bad_record> in_shard_order(std::vector<owned_problem> problems) {
+  std::stable_sort(problems.begin(), problems.end(),
+                   [](const owned_problem& a, const owned_problem& b) {
+                     return a.owner_offset < b.owner_offset;
+                   });
+  std::vector<bad_record> records;
+  for (auto& problem : problems)
+    records.push_back(std::move(problem.record));
+  return records;
+}
+
+}  // namespace
+
+webdataset_result read_webdataset_shard(const std::string& path,
+                                        const std::string& shard_name,
+                                        const webdataset_options& options) {
+  std::vector<owned_sample> samples;
+  std::vector<owned_problem> problems;
+  scan_range(path, shard_name, options, samples, problems);
+  webdataset_result result;
+  for (auto& kept : samples)
+    result.samples.push_back(std::move(kept.sample));
+  result.skipped = in_shard_order(std::move(problems));
   apply_policy(options.on_bad_input, shard_name, result.skipped,
                result.samples);
   return result;
@@ -338,13 +426,13 @@ image_text_result read_image_text_shard(const std::string& path,
                                         const std::string& shard_name,
                                         const webdataset_options& options,
                                         const image_options& image) {
-  webdataset_options collect = options;
-  collect.on_bad_input = bad_input_action::skip;
-  auto read = read_webdataset_shard(path, shard_name, collect);
+  std::vector<owned_sample> samples;
+  std::vector<owned_problem> problems;
+  scan_range(path, shard_name, options, samples, problems);
 
   image_text_result result;
-  result.skipped = std::move(read.skipped);
-  for (auto& sample : read.samples) {
+  for (auto& kept : samples) {
+    auto& sample = kept.sample;
     const std::string where = shard_name + ":" + sample.image_member;
     try {
       image_text_sample decoded;
@@ -359,9 +447,12 @@ image_text_result read_image_text_shard(const std::string& path,
       std::string detail = e.what();
       if (detail.rfind(where + ": ", 0) == 0)
         detail = detail.substr(where.size() + 2);
-      result.skipped.push_back({"bad_image", where, detail});
+      problems.push_back({{"bad_image", where, detail}, kept.offset});
     }
+    // The encoded bytes are not needed once decoded.
+    std::string().swap(sample.image);
   }
+  result.skipped = in_shard_order(std::move(problems));
   apply_policy(options.on_bad_input, shard_name, result.skipped,
                result.samples);
   return result;

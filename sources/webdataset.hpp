@@ -5,14 +5,11 @@
 // caption itself, or `KEY.json`, a JSON object with the caption in a
 // string field). Members with other extensions are ignored.
 //
-// The whole shard is read and checked before any sample is returned, so the
-// outcome (which samples survive, what is reported, whether the shard is
+// A read covers the whole shard or a byte range of it, and the outcome
+// (which samples survive, what is reported, whether the shard is
 // quarantined) is a function of the shard's bytes and the options only.
-// Plain functions: callers own threads and logging.
-//
-// NOTE: a shard's member bytes and decoded images stay in memory until the
-// call returns, so shards should stay in the hundreds of megabytes; byte
-// ranges within one shard are not read separately.
+// The member bytes and decoded images of the range stay in memory until
+// the call returns. Plain functions: callers own threads and logging.
 #pragma once
 
 #include <cstdint>
@@ -37,6 +34,16 @@ struct webdataset_options {
   bad_input_action on_bad_input = bad_input_action::skip;
   // Members larger than this are bad input and are not read.
   uint64_t max_member_bytes = 64ull << 20;
+  // Byte range of this read: the samples whose first member's tar header
+  // starts in [range_begin, range_end), and the problems that concern
+  // them. Every read scans the headers of the whole shard, so the checks
+  // that need member names only (split, missing and duplicate members)
+  // decide as a whole read does, but only the range's member data is read
+  // and decoded. Reads of consecutive ranges together return what one
+  // read of the whole shard returns, in the same order. Quarantine needs
+  // the whole shard, so keep the full range with that policy.
+  int64_t range_begin = 0;
+  int64_t range_end = INT64_MAX;
 };
 
 // One complete sample: both members were present, adjacent and readable.

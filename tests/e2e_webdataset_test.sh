@@ -2,8 +2,9 @@
 # Runs overlordd on a text source plus the image-text demo shards with 1
 # and with 3 workers per source and pulls 30 steps on both ranks. Checks
 # that images arrive with their patch positions and that the Python client
-# views them. Digests must be identical across worker counts and with
-# separate planner, loader and constructor processes. A truncated shard is
+# views them. Digests must be identical across worker counts, with shards
+# read whole or in 1 MiB byte ranges (the default), and with separate
+# planner, loader and constructor processes. A truncated shard is
 # quarantined or stops the daemon, per on_bad_input.
 set -euo pipefail
 source tests/e2e_lib.sh
@@ -37,13 +38,15 @@ sources:
     weight: 4
 YAML
 
+# Runs job $1 with $2 workers per source; further arguments go to overlordd.
 run_job() {
   local name=$1 workers=$2
+  shift 2
   local port
   port=$(free_ports 2)
   "$overlordd" --role all --config "$work/job.yaml" --set base_port="$port" \
     --set sources.sotu.workers="$workers" --set sources.images.workers="$workers" \
-    2>"$work/$name.log" &
+    "$@" 2>"$work/$name.log" &
   local daemon=$!
   local status=0
   "$pull" --endpoint "127.0.0.1:$port" --rank 0 --steps $steps --timeout 60 \
@@ -69,17 +72,20 @@ run_job() {
 
 run_job one_worker 1
 run_job three_workers 3
+run_job whole_shards 1 --set image_read_range_bytes=1073741824
 
 passed=0
 failed=0
-for rank in 0 1; do
-  if cmp -s "$work/one_worker.rank$rank.digests" "$work/three_workers.rank$rank.digests"; then
-    passed=$((passed + 1))
-  else
-    echo "rank $rank digests differ between 1 and 3 workers:" >&2
-    diff "$work/one_worker.rank$rank.digests" "$work/three_workers.rank$rank.digests" | head -5 >&2
-    failed=$((failed + 1))
-  fi
+for other in three_workers whole_shards; do
+  for rank in 0 1; do
+    if cmp -s "$work/one_worker.rank$rank.digests" "$work/$other.rank$rank.digests"; then
+      passed=$((passed + 1))
+    else
+      echo "rank $rank digests differ between one_worker and $other:" >&2
+      diff "$work/one_worker.rank$rank.digests" "$work/$other.rank$rank.digests" | head -5 >&2
+      failed=$((failed + 1))
+    fi
+  done
 done
 
 # Separate planner, loader and constructor processes: images travel from

@@ -252,3 +252,77 @@ TEST_CASE("webdataset decodes images of a shard", "[webdataset]") {
   CHECK(image.patches == ((image.height + 3) / 4) * ((image.width + 3) / 4));
   CHECK(result.samples[0].caption == "red");
 }
+
+namespace {
+
+// Reads `path` in consecutive byte ranges of `range` bytes, the last one
+// open-ended as the pool reads them, and joins the results.
+overlord::sources::image_text_result read_in_ranges(const std::string& path,
+                                                    int64_t range) {
+  const auto size = static_cast<int64_t>(std::filesystem::file_size(path));
+  const int64_t parts = std::max<int64_t>(1, (size + range - 1) / range);
+  overlord::sources::image_text_result joined;
+  for (int64_t part = 0; part < parts; ++part) {
+    auto options = policy(bad_input_action::skip);
+    options.range_begin = part * range;
+    if (part + 1 < parts)
+      options.range_end = options.range_begin + range;
+    auto result = read_image_text_shard(path, "shard.tar", options, small_images());
+    for (auto& sample : result.samples)
+      joined.samples.push_back(std::move(sample));
+    for (auto& record : result.skipped)
+      joined.skipped.push_back(std::move(record));
+  }
+  return joined;
+}
+
+}  // namespace
+
+TEST_CASE("webdataset ranges together equal a whole read", "[webdataset]") {
+  const std::vector<std::pair<const char*, member_list>> shards = {
+      {"good", around({{"000005.jpg", small_jpeg()}, {"000005.txt", "five"}})},
+      {"missing caption", around({{"000005.jpg", small_jpeg()}})},
+      {"members not adjacent",
+       around({{"000005.jpg", small_jpeg()},
+               {"000006.jpg", small_jpeg()},
+               {"000006.txt", "six"},
+               {"000005.txt", "five, too late"}})},
+      {"two images under one key",
+       around({{"000005.jpg", small_jpeg()},
+               {"000005.png", small_png()},
+               {"000005.txt", "five"}})},
+      {"caption JSON invalid",
+       around({{"000005.jpg", small_jpeg()}, {"000005.json", "{\"caption\": "}})},
+      {"undecodable image",
+       around({{"000005.jpg", "\xFF\xD8\xFF garbage"}, {"000005.txt", "five"}})},
+  };
+  for (const auto& [name, members] : shards) {
+    for (bool truncated : {false, true}) {
+      temp_dir dir("wds-ranges");
+      auto path = (dir.path() / "shard.tar").string();
+      write_tar(path, members);
+      // Cut inside the data of the last sample's image.
+      if (truncated)
+        std::filesystem::resize_file(
+            path, std::filesystem::file_size(path) - 1024 - 512 - 300);
+      auto whole = read_image_text_shard(path, "shard.tar",
+                                         policy(bad_input_action::skip),
+                                         small_images());
+      for (int64_t range : {512, 1024, 1536, 4096}) {
+        INFO(name << (truncated ? ", truncated" : "") << ", range " << range);
+        auto ranged = read_in_ranges(path, range);
+        REQUIRE(ranged.samples.size() == whole.samples.size());
+        for (size_t i = 0; i < whole.samples.size(); ++i) {
+          CHECK(ranged.samples[i].key == whole.samples[i].key);
+          CHECK(ranged.samples[i].caption == whole.samples[i].caption);
+          CHECK(ranged.samples[i].image.pixels == whole.samples[i].image.pixels);
+        }
+        REQUIRE(ranged.skipped.size() == whole.skipped.size());
+        for (size_t i = 0; i < whole.skipped.size(); ++i) {
+          CHECK(ranged.skipped[i].kind == whole.skipped[i].kind);
+          CHECK(ranged.skipped[i].where == whole.skipped[i].where);
+        }
+      }
+    }
+  }
+}
