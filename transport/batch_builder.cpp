@@ -110,8 +110,13 @@ flatbuffers::DetachedBuffer serialize_batch(const planner::rank_plan& plan,
                 "sequence_length " + std::to_string(length) +
                     " does not split into 2 * cp chunks");
 
+  // Sized for the whole batch, so the buffer never grows by doubling and
+  // the batch kept until it is served carries no unused capacity.
+  size_t image_bytes = 0;
+  for (const auto& placed : rows.images)
+    image_bytes += placed.image->pixels.size() + placed.piece->key.size() + 128;
   flatbuffers::FlatBufferBuilder builder(row_count * length * 16 / cp_size +
-                                         4096);
+                                         image_bytes + 4096);
   std::vector<flatbuffers::Offset<wire::DocumentSlice>> slices;
   uint32_t documents_started = 0;
   uint32_t documents_split = 0;
