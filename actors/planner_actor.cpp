@@ -24,15 +24,16 @@ namespace {
 using clock_type = std::chrono::steady_clock;
 
 // Metadata is requested from a pool whenever its queued documents hold
-// fewer than queue_steps steps' tokens, in batches of enough documents
-// for queue_steps + 1 steps at the source's mean length, within
-// min_announce..max_announce. Every document queued here keeps its
-// tokens (or image) in its pool, so the queue stays short: refills are
-// one round trip and planning runs plan_ahead steps ahead anyway.
-constexpr uint64_t queue_steps = 2;
+// fewer tokens than refill_steps steps draw from the source, and enough
+// documents to fill the queue to queue_steps such steps at the source's
+// mean length, within min_announce..max_announce. Every document queued
+// here keeps its tokens (or image) in its pool, so the queue stays short:
+// refills are one round trip, and planning runs plan_ahead steps ahead.
+constexpr double refill_steps = 1;
+constexpr double queue_steps = 2;
 constexpr uint32_t min_announce = 8;
 constexpr uint32_t max_announce = 512;
-constexpr uint32_t first_announce = 64;
+constexpr uint32_t first_announce = 16;
 constexpr auto tick_interval = std::chrono::milliseconds(500);
 constexpr auto spawn_timeout = std::chrono::seconds(30);
 constexpr auto stats_timeout = std::chrono::seconds(2);
@@ -179,6 +180,43 @@ const std::string& source_name(planner_actor* self, uint32_t source) {
 
 // ---- Announcements -------------------------------------------------------
 
+// Returns the mean tokens of `source`'s announced documents, or 0 before
+// any were announced.
+double mean_document_tokens(const planner_state& st, uint32_t source) {
+  const auto& slot = st.sources[source];
+  return slot.announced_documents == 0
+             ? 0
+             : static_cast<double>(slot.announced_tokens) /
+                   static_cast<double>(slot.announced_documents);
+}
+
+// Returns the tokens a step is expected to draw from `source` at the next
+// step's weights: its weight share of the step's tokens, and with
+// mix_by documents its share weighted by mean document length once every
+// weighted source has announced documents.
+double expected_step_tokens(planner_actor* self, uint32_t source) {
+  auto& st = self->state;
+  const auto weights = st.steps->weights_at(st.steps->next_step());
+  std::vector<double> parts(weights.size());
+  for (uint32_t s = 0; s < weights.size(); ++s) {
+    parts[s] = weights[s];
+    if (st.config.mix_by == planner::mix_unit::documents && weights[s] > 0) {
+      const double mean = mean_document_tokens(st, s);
+      if (mean == 0) {
+        std::copy(weights.begin(), weights.end(), parts.begin());
+        break;
+      }
+      parts[s] *= mean;
+    }
+  }
+  double total = 0;
+  for (double part : parts)
+    total += part;
+  if (!(total > 0))
+    return 0;
+  return parts[source] / total * static_cast<double>(st.config.tokens_per_step());
+}
+
 void request_announcements(planner_actor* self, uint32_t source) {
   auto& st = self->state;
   auto& slot = st.sources[source];
@@ -188,12 +226,11 @@ void request_announcements(planner_actor* self, uint32_t source) {
   auto pool = slot.pool;
   uint32_t count = first_announce;
   if (slot.announced_documents > 0) {
-    const double mean = static_cast<double>(slot.announced_tokens) /
-                        static_cast<double>(slot.announced_documents);
+    const double missing =
+        queue_steps * expected_step_tokens(self, source) -
+        static_cast<double>(st.steps->queued_tokens(source));
     const double wanted =
-        std::ceil(static_cast<double>((queue_steps + 1) *
-                                      st.config.tokens_per_step()) /
-                  std::max(mean, 1.0));
+        std::ceil(missing / std::max(mean_document_tokens(st, source), 1.0));
     count = static_cast<uint32_t>(std::clamp(
         wanted, static_cast<double>(min_announce),
         static_cast<double>(max_announce)));
@@ -362,10 +399,10 @@ void plan_steps(planner_actor* self) {
   // Keep every weighted source's queue topped up so that planning rarely
   // waits on a round trip.
   auto next_weights = st.steps->weights_at(st.steps->next_step());
-  const uint64_t refill_below = queue_steps * st.config.tokens_per_step();
   for (uint32_t source = 0; source < st.sources.size(); ++source)
     if (next_weights[source] > 0 &&
-        st.steps->queued_tokens(source) < refill_below)
+        static_cast<double>(st.steps->queued_tokens(source)) <
+            refill_steps * expected_step_tokens(self, source))
       request_announcements(self, source);
 }
 
