@@ -128,6 +128,11 @@ struct tokenized_document {
   bool truncated_caption = false;
   uint64_t line = 0;  // JSON Lines read in ranges: line within the range
   sources::decoded_image image;
+  // The image file's bytes and where it came from ("shard:member"), so
+  // that the pool can drop the pixels once fetched and decode again if a
+  // replacement constructor fetches the document a second time.
+  std::string encoded_image;
+  std::string image_where;
 };
 
 // A fetched piece within one process: its tokens and, when the piece
@@ -173,7 +178,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, tokenized_document& x) {
   return f(caf::meta::type_name("tokenized_document"), x.key, x.tokens,
            x.replaced_invalid_utf8, x.patches, x.truncated_caption, x.image,
-           x.line);
+           x.line, x.encoded_image, x.image_where);
 }
 
 template <class Inspector>
@@ -281,7 +286,8 @@ typename Inspector::result_type inspect(Inspector& f, job_config& x) {
            x.cost,
            x.balancer, x.bind, x.base_port, x.planner_port, x.loader_nodes,
            x.constructor_nodes, x.node_timeout_ms, x.on_bad_input, x.mix_by,
-           x.tokenizer, x.plan_ahead, x.buffer_documents, x.max_document_bytes,
+           x.tokenizer, x.plan_ahead, x.buffer_documents, x.buffer_bytes,
+           x.max_document_bytes,
            x.log_level, x.checkpoint_dir, x.checkpoint_every,
            x.checkpoint_keep, x.autoscale, x.sources, x.image_token_id,
            x.max_request_bytes, x.max_client_requests, x.read_range_bytes,

@@ -175,6 +175,15 @@ void load_text_shard(const pool_setup& setup, const sources::reader_options& opt
   read.documents.clear();
 }
 
+sources::image_options image_options_of(const planner::source_config& source) {
+  sources::image_options image;
+  image.max_pixels = source.image_max_pixels;
+  image.patch_size = source.patch_size;
+  image.mean = source.image_mean;
+  image.std = source.image_std;
+  return image;
+}
+
 // Reads, decodes and tokenizes one WebDataset shard into `out`. Each
 // sample becomes one document: `patches` image positions, the caption's
 // tokens (cut to fit one row) and EOS.
@@ -203,13 +212,8 @@ void load_image_text_shard(worker_actor* self, const pool_setup& setup,
       options.range_end = options.range_begin + static_cast<int64_t>(range);
   }
   const std::string& path = source.shards[shard];
-  sources::image_options image;
-  image.max_pixels = source.image_max_pixels;
-  image.patch_size = source.patch_size;
-  image.mean = source.image_mean;
-  image.std = source.image_std;
-
-  auto read = sources::read_image_text_shard(path, shard_name, options, image);
+  auto read = sources::read_image_text_shard(path, shard_name, options,
+                                             image_options_of(source));
   skipped = std::move(read.skipped);
   const size_t capacity = static_cast<size_t>(config.sequence_length);
   for (auto& sample : read.samples) {
@@ -229,6 +233,8 @@ void load_image_text_shard(worker_actor* self, const pool_setup& setup,
     document.replaced_invalid_utf8 = has_invalid_utf8(sample.caption);
     document.key = std::move(sample.key);
     document.image = std::move(sample.image);
+    document.encoded_image = std::move(sample.encoded_image);
+    document.image_where = shard_name + ":" + sample.image_member;
     out.documents.push_back(std::move(document));
   }
 }
@@ -355,7 +361,11 @@ caf::behavior source_worker(worker_actor* self,
 struct held_payload {
   std::vector<int32_t> tokens;
   // The image of an image-text document, shared with in-process fetches.
+  // The pixels are dropped once the document is fetched whole; `encoded`
+  // (the image file) stays for a second fetch, which decodes it again.
   std::shared_ptr<const sources::decoded_image> image;
+  std::string encoded;
+  std::string image_where;
   // First tokens of the pieces fetched so far. Pieces of a document do
   // not overlap, so the tokens not yet fetched are the document minus
   // their lengths. A piece fetched again (by a replacement constructor)
@@ -363,6 +373,12 @@ struct held_payload {
   std::vector<uint32_t> fetched_offsets;
   size_t unfetched = 0;  // tokens
   uint64_t last_step = 0;     // latest step a piece was fetched for
+
+  // Bytes of the tokens and pixels, for /metrics.
+  uint64_t bytes() const {
+    return tokens.size() * sizeof(int32_t) +
+           (image ? image->pixels.size() : 0) + encoded.size();
+  }
 };
 
 // A fetch for a document the pool has not read yet (right after it
@@ -438,10 +454,12 @@ struct pool_state {
   double latency_us = 0;
   std::map<std::string, uint64_t> skipped_by_kind;
   bool failed = false;
-  // Token bytes of the unannounced documents and of every held payload,
-  // for /metrics.
+  // Token and pixel bytes of the unannounced documents and of every held
+  // payload, for /metrics.
   uint64_t buffered_bytes = 0;
   uint64_t held_bytes = 0;
+  // Moving average of the bytes one read returns.
+  double read_bytes = 0;
 };
 
 using pool_actor = caf::stateful_actor<pool_state>;
@@ -461,7 +479,12 @@ std::vector<planner::document_meta> take_announcements(pool_actor* self,
   std::vector<planner::document_meta> out;
   while (!st.unannounced.empty() && out.size() < max_count) {
     out.push_back(std::move(st.unannounced.front()));
-    st.buffered_bytes -= uint64_t{out.back().tokens} * sizeof(int32_t);
+    auto held = st.payloads.find(out.back().sequence);
+    st.buffered_bytes -= std::min<uint64_t>(
+        st.buffered_bytes,
+        held != st.payloads.end()
+            ? held->second.bytes()
+            : uint64_t{out.back().tokens} * sizeof(int32_t));
     st.unannounced.pop_front();
   }
   return out;
@@ -526,6 +549,7 @@ void release_finished(pool_actor* self) {
                               shard_reads(self, shard) > 1;
     const auto count = static_cast<uint32_t>(output.documents.size());
     const uint32_t skip = std::min(st.skip_records, count);
+    uint64_t read_total = 0;
     for (uint32_t index = skip; index < count; ++index) {
       auto& doc = output.documents[index];
       if (ranged_lines)
@@ -548,21 +572,28 @@ void release_finished(pool_actor* self) {
         st.invalid_utf8_documents++;
       held_payload held;
       held.tokens = std::move(doc.tokens);
-      st.held_bytes += held.tokens.size() * sizeof(int32_t);
       if (doc.patches > 0) {
         st.images++;
         st.image_patches += doc.patches;
         st.truncated_captions += doc.truncated_caption;
         held.image = std::make_shared<const sources::decoded_image>(
             std::move(doc.image));
+        held.encoded = std::move(doc.encoded_image);
+        held.image_where = std::move(doc.image_where);
       }
       held.unfetched = held.tokens.size();
+      const uint64_t bytes = held.bytes();
+      read_total += bytes;
+      st.held_bytes += bytes;
       st.payloads[meta.sequence] = std::move(held);
       if (meta.sequence >= st.announce_from) {
-        st.buffered_bytes += uint64_t{meta.tokens} * sizeof(int32_t);
+        st.buffered_bytes += bytes;
         st.unannounced.push_back(std::move(meta));
       }
     }
+    st.read_bytes = st.read_bytes == 0
+                        ? static_cast<double>(read_total)
+                        : 0.8 * st.read_bytes + 0.2 * read_total;
     st.released_in_epoch += output.documents.size();
     st.released_in_shard += count;
     st.lines_in_shard += output.lines;
@@ -657,10 +688,16 @@ void dispatch(pool_actor* self) {
   const auto& source = config.sources[st.setup->source];
   const uint32_t shard_count = static_cast<uint32_t>(source.shards.size());
   const size_t max_outstanding = 2 * st.workers.size();
+  // Reads in flight count at the mean size of recent reads.
+  auto expected_bytes = [&] {
+    return static_cast<double>(st.buffered_bytes) +
+           static_cast<double>(st.outstanding) * st.read_bytes;
+  };
 
   while (!st.failed && st.outstanding < max_outstanding &&
          st.unannounced.size() <
-             static_cast<size_t>(config.buffer_documents)) {
+             static_cast<size_t>(config.buffer_documents) &&
+         expected_bytes() < static_cast<double>(config.buffer_bytes)) {
     if (st.dispatch_position == 0 && st.dispatch_order.empty())
       st.dispatch_order = planner::epoch_shard_order(
           shard_count, config.seed, source.name, st.dispatch_epoch);
@@ -746,6 +783,24 @@ const std::pair<const int32_t*, const int32_t*>* piece_tokens(
 // requests are not ours (a real plan never runs that far ahead).
 constexpr size_t max_deferred_fetches = 1 << 16;
 
+// Decodes a fetched document's image again from its file bytes, which
+// decoded once already, so it gives the same pixels.
+std::shared_ptr<const sources::decoded_image> decode_again(
+    pool_actor* self, const held_payload& held) {
+  const auto& source = self->state.setup->config.sources[self->state.setup->source];
+  self->state.log->info("source={} decodes {} again for a second fetch",
+                        source.name, held.image_where);
+  try {
+    return std::make_shared<const sources::decoded_image>(sources::decode_image(
+        held.encoded, held.image_where, image_options_of(source)));
+  } catch (const error& e) {
+    // It decoded at read time; failing now means the process is broken.
+    self->state.log->error("source={} cannot decode {} again: {}", source.name,
+                           held.image_where, e.what());
+    return nullptr;
+  }
+}
+
 void answer_fetch(pool_actor* self, deferred_fetch fetch) {
   auto& s = self->state;
   if (fetch.sequence >= s.next_sequence && !s.failed &&
@@ -758,8 +813,25 @@ void answer_fetch(pool_actor* self, deferred_fetch fetch) {
                               fetch.length, problem);
   // The piece that starts an image-text document carries its image.
   std::shared_ptr<const sources::decoded_image> image;
-  if (tokens != nullptr && fetch.offset == 0)
-    image = s.payloads.at(fetch.sequence).image;
+  if (tokens != nullptr && fetch.offset == 0) {
+    auto& held = s.payloads.at(fetch.sequence);
+    image = held.image;
+    if (!image && !held.encoded.empty()) {
+      image = decode_again(self, held);
+      if (!image) {
+        tokens = nullptr;
+        problem = "source=" + s.setup->config.sources[s.setup->source].name +
+                  " cannot decode " + held.image_where + " again";
+      }
+    }
+    // An image-text document is one piece, fetched now. Its pixels live on
+    // in the batch being built; a replacement constructor's fetch decodes
+    // them again from the file bytes.
+    if (held.image) {
+      s.held_bytes -= std::min<uint64_t>(s.held_bytes, held.image->pixels.size());
+      held.image.reset();
+    }
+  }
   if (!fetch.client.empty()) {
     auto reply =
         tokens == nullptr
@@ -800,7 +872,7 @@ void free_released(pool_actor* self) {
     bool done = held.unfetched == 0 &&
                 static_cast<int64_t>(held.last_step) <= st.released_step;
     if (done || it->first < st.sequence_floor) {
-      st.held_bytes -= it->second.tokens.size() * sizeof(int32_t);
+      st.held_bytes -= std::min(st.held_bytes, it->second.bytes());
       it = st.payloads.erase(it);
     }
     else

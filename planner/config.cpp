@@ -26,7 +26,7 @@ const std::set<std::string> top_level_keys = {
     "planner_port", "loader_nodes",     "constructor_nodes",  "node_timeout_ms",
     "checkpoint_dir", "checkpoint_every", "checkpoint_keep",
     "bind",         "base_port",        "on_bad_input",       "mix_by",
-    "tokenizer",    "plan_ahead",       "buffer_documents",   "max_document_bytes",
+    "tokenizer",    "plan_ahead",       "buffer_documents", "buffer_bytes",   "max_document_bytes",
     "log_level",    "autoscale",        "sources",
     "metrics_port", "image_token_id",   "max_request_bytes",  "max_client_requests",
     "read_range_bytes",
@@ -845,6 +845,9 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
   if (root["buffer_documents"])
     config.buffer_documents = check.integer(
         root["buffer_documents"], "buffer_documents", 1, 1 << 24);
+  if (root["buffer_bytes"])
+    config.buffer_bytes = check.integer(root["buffer_bytes"], "buffer_bytes",
+                                        1 << 16, std::numeric_limits<int>::max());
   if (root["max_document_bytes"])
     config.max_document_bytes = check.integer(
         root["max_document_bytes"], "max_document_bytes", 1, 1 << 30);

@@ -143,6 +143,9 @@ struct job_config {
   int plan_ahead = 4;
   // Documents each source pool keeps tokenized ahead of the planner.
   int buffer_documents = 1024;
+  // Bytes of tokens and pixels each source pool keeps ready ahead of the
+  // planner, counting reads in flight at their recent mean size.
+  int64_t buffer_bytes = int64_t{256} << 20;
   // Documents larger than this many bytes are bad input.
   int64_t max_document_bytes = 64 << 20;
   // JSON Lines shards larger than this are read in byte ranges of this

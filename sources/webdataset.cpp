@@ -439,6 +439,8 @@ image_text_result read_image_text_shard(const std::string& path,
       decoded.image = decode_image(sample.image, where, image);
       decoded.key = std::move(sample.key);
       decoded.caption = std::move(sample.caption);
+      decoded.encoded_image = std::move(sample.image);
+      decoded.image_member = std::move(sample.image_member);
       result.samples.push_back(std::move(decoded));
     } catch (const error& e) {
       if (e.code() != errc::invalid_input)
@@ -449,8 +451,6 @@ image_text_result read_image_text_shard(const std::string& path,
         detail = detail.substr(where.size() + 2);
       problems.push_back({{"bad_image", where, detail}, kept.offset});
     }
-    // The encoded bytes are not needed once decoded.
-    std::string().swap(sample.image);
   }
   result.skipped = in_shard_order(std::move(problems));
   apply_policy(options.on_bad_input, shard_name, result.skipped,

@@ -83,6 +83,10 @@ struct image_text_sample {
   std::string key;
   std::string caption;
   decoded_image image;
+  // The image member's bytes and name, to decode the image again later
+  // instead of keeping its pixels.
+  std::string encoded_image;
+  std::string image_member;
 };
 
 struct image_text_result {

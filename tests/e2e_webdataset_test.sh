@@ -4,8 +4,9 @@
 # that images arrive with their patch positions and that the Python client
 # views them. Digests must be identical across worker counts, with shards
 # read whole or in 1 MiB byte ranges (the default), and with separate
-# planner, loader and constructor processes. A truncated shard is
-# quarantined or stops the daemon, per on_bad_input.
+# planner, loader and constructor processes, also when a constructor node
+# dies mid-run. A truncated shard is quarantined or stops the daemon, per
+# on_bad_input.
 set -euo pipefail
 source tests/e2e_lib.sh
 
@@ -128,6 +129,63 @@ for rank in 0 1; do
     failed=$((failed + 1))
   fi
 done
+
+# A constructor node killed mid-run: its ranks move to their shadows on
+# the other constructor node, which fetch again the image documents the
+# dead node had fetched. The loader dropped those pixels after the first
+# fetch and decodes them again from the file bytes it kept, so the stream
+# is unchanged.
+base_port=$(free_ports 4)
+planner_port=$(free_ports 1)
+"$overlordd" --role planner --config "$work/job.yaml" --set base_port="$base_port" \
+  --set planner_port="$planner_port" --set constructor_nodes=2 \
+  2>"$work/kill.planner.log" &
+pids+=($!)
+for _ in $(seq 100); do
+  grep -q "planner listening" "$work/kill.planner.log" && break
+  sleep 0.1
+done
+"$overlordd" --role loader --planner "127.0.0.1:$planner_port" --node-id loader-1 \
+  2>"$work/kill.loader.log" &
+pids+=($!)
+"$overlordd" --role constructor --planner "127.0.0.1:$planner_port" --node-id constructor-1 \
+  2>"$work/kill.constructor-1.log" &
+victim=$!
+pids+=("$victim")
+"$overlordd" --role constructor --planner "127.0.0.1:$planner_port" --node-id constructor-2 \
+  2>"$work/kill.constructor-2.log" &
+pids+=($!)
+"$pull" --planner "127.0.0.1:$planner_port" --rank 1 --steps $steps --timeout 60 --step-ms 50 \
+  --failover-timeout 1 >"$work/kill.rank1.jsonl" 2>"$work/kill.rank1.err" &
+kill_pull1=$!
+"$pull" --planner "127.0.0.1:$planner_port" --rank 0 --steps $steps --timeout 60 --step-ms 50 \
+  --failover-timeout 1 >"$work/kill.rank0.jsonl" 2>"$work/kill.rank0.err" &
+kill_pull0=$!
+for _ in $(seq 300); do
+  [[ $(wc -l <"$work/kill.rank0.jsonl") -ge 10 ]] && break
+  sleep 0.05
+done
+kill -9 "$victim"
+wait "$kill_pull0" || true
+wait "$kill_pull1" || true
+for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+pids=()
+for rank in 0 1; do
+  if cmp -s "$work/one_worker.rank$rank.digests" <(digests_of "$work/kill.rank$rank.jsonl"); then
+    passed=$((passed + 1))
+  else
+    echo "rank $rank digests differ after a constructor node died:" >&2
+    tail -5 "$work/kill.rank$rank.err" "$work/kill.planner.log" >&2
+    failed=$((failed + 1))
+  fi
+done
+if grep -q "decodes .* again for a second fetch" "$work/kill.loader.log"; then
+  passed=$((passed + 1))
+else
+  echo "the loader decoded no image again after the constructor node died" >&2
+  failed=$((failed + 1))
+fi
 
 # Images arrive: every batch line counts its images, at most 256 patches
 # each (65536 pixels / 16^2), and both sources contribute.
