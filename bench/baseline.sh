@@ -9,6 +9,7 @@
 #   STEP_MS           simulated step of full rows at the linear cost [50]
 #   WORKERS           DataLoader workers per rank [2]
 #   BUFFER_DOCUMENTS  buffer_documents of Overlord's pools [64]
+#   BUFFER_BYTES      buffer_bytes of Overlord's pools [16777216]
 #   IMAGES            auto adds the image-text source when the demo images
 #                     and overlord.decode_image exist; on or off [auto]
 #   PLOT              where the PNG goes; empty for none [bench/baseline.png]
@@ -29,6 +30,7 @@ PYTHONPATH="$work/site" /usr/bin/python3 bench/baseline/run.py \
   --overlordd "$BAZEL_BIN/actors/overlordd" --data "$data" --work "$work" \
   --ranks "${RANKS:-2,4,8}" --steps "${STEPS:-60}" --step-ms "${STEP_MS:-50}" \
   --workers "${WORKERS:-2}" --set "buffer_documents=${BUFFER_DOCUMENTS:-64}" \
+  --set "buffer_bytes=${BUFFER_BYTES:-16777216}" \
   --images "${IMAGES:-auto}" \
   ${plot:+--plot "$plot"} 2>"$work/trainers.log" || {
   tail -n 30 "$work/trainers.log" >&2

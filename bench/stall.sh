@@ -10,15 +10,16 @@
 # The step time is calibrated first so that the trainers ask for DEMAND
 # (default 1.25) times what one equal share of the budget delivers. Reports the share of
 # trainer time spent waiting for data and the steps until waiting stops.
-# Run through scripts/bench stall. STEPS (default 60) sets the run length
-# and IMAGE_PIXELS (default 16384, 128x128) the images' pixel budget.
+# Run through scripts/bench stall. STEPS (default 100) sets the run length
+# and IMAGE_PIXELS (default 262144, 512x512) the images' pixel budget; at
+# that size an image-text document costs about 20x a text one.
 set -euo pipefail
 source tests/e2e_lib.sh
 
 data="$OVERLORD_DATA_DIR"
 bin="$BAZEL_BIN"
-steps="${STEPS:-60}"
-image_pixels="${IMAGE_PIXELS:-16384}"
+steps="${STEPS:-100}"
+image_pixels="${IMAGE_PIXELS:-262144}"
 # Demand as a multiple of what one equal share delivers.
 demand="${DEMAND:-1.25}"
 cores=$(nproc)
@@ -34,7 +35,7 @@ sources=2
 share=$(( budget / sources > 0 ? budget / sources : 1 ))
 
 # Writes the job: 2 ranks x 8 rows of 4096 tokens, 3 image-text samples
-# (by default shrunk to at most 128x128 pixels, 64 patches) for every text document,
+# (by default shrunk to at most 512x512 pixels, 1024 patches) for every text document,
 # so a step contains a few hundred images and decoding them dominates.
 write_job() {
   local path=$1 port=$2 workers=$3 autoscale=$4
@@ -116,6 +117,10 @@ static=$(run static false)
 echo "static:    $static"
 autoscale=$(run autoscale true)
 echo "autoscale: $autoscale"
+for name in static autoscale; do
+  echo "$name: steps that waited (ms): $(awk -v t=$(( step_ms / 10 + 2 )) \
+    '$1 == "step" && $4 > t { printf "%d:%.0f ", $2, $4 }' "$work/$name.out" | cut -c1-400)"
+done
 echo "autoscale decisions:"
 grep -o 'source=[a-z]* autoscale workers.*' "$work/autoscale.log" | cut -c1-160 | head -10 || true
 

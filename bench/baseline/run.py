@@ -97,6 +97,8 @@ def load_job(config_path, data_dir, args):
 
 
 IMAGE_KEYS = ("caption_field", "image_max_pixels", "patch_size", "image_mean", "image_std")
+# Keys that only Overlord's job file takes; the baseline has no such setting.
+OVERLORD_ONLY_KEYS = ("buffer_bytes",)
 
 
 def add_image_source(job, config_path, data_dir, weight):
@@ -145,6 +147,9 @@ def overlord_config(job, ranks, base_port, planner_port):
     }
     if "image_token_id" in job:
         config["image_token_id"] = job["image_token_id"]
+    for key in OVERLORD_ONLY_KEYS:
+        if key in job:
+            config[key] = job[key]
     return config
 
 
@@ -231,8 +236,12 @@ def trainer_main(design, rank, ranks, settings, barrier, messages):
 
         def fetch():
             batch = client.next()
+            # The trainer normalises the 8-bit pixels, which the baseline's
+            # workers hand over as float32 already.
+            images = [overlord.normalise_image(image["pixels"], image["mean"], image["std"])
+                      for image in batch.get("images", ())]
             return (batch["tokens"].shape, batch["cu_seqlens"], batch["row_splits"],
-                    len(batch.get("images", ())))
+                    len(images))
 
     warmup = settings["warmup"]
     records = []
@@ -590,7 +599,7 @@ def main():
     job = load_job(args.config, args.data, args)
     for override in args.set:
         key, _, value = override.partition("=")
-        if key not in job or key == "sources":
+        if key == "sources" or (key not in job and key not in OVERLORD_ONLY_KEYS):
             parser.error(f"--set {override}: {key} is not a top-level key of the job")
         job[key] = yaml.safe_load(value)
     if args.images != "off":
