@@ -176,8 +176,20 @@ start_cluster kill_primary 2 2
 "$pull" --planner "127.0.0.1:$planner_port" --rank 1 --steps $steps --timeout 30 --step-ms 20 \
   --failover-timeout 1 >"$work/kill_primary.rank1" 2>"$work/kill_primary.rank1.err" &
 p1=$!
-"$pull" --planner "127.0.0.1:$planner_port" --rank 0 --steps $steps --timeout 30 --step-ms 20 \
-  --failover-timeout 1 >"$work/kill_primary.rank0" 2>"$work/kill_primary.rank0.err" &
+# Rank 0, whose primary is on the node killed below, pulls through the
+# Python client, which looks the rank up again over a new planner
+# connection when it fails over.
+PYTHONPATH="$PWD/client/python" /usr/bin/python3 - "127.0.0.1:$planner_port" $steps \
+  >"$work/kill_primary.rank0" 2>"$work/kill_primary.rank0.err" <<'PY' &
+import json, sys, time
+import overlord
+client = overlord.Client(planner=sys.argv[1], rank=0, timeout=30, failover_timeout=1.0)
+for _ in range(int(sys.argv[2])):
+    batch = next(client)
+    print(json.dumps({"step": batch["step"], "digest": batch["digest"]}), flush=True)
+    time.sleep(0.02)
+print(f"python client failed over {client.failovers} time(s)", file=sys.stderr)
+PY
 p0=$!
 for _ in $(seq 300); do
   [[ $(wc -l <"$work/kill_primary.rank0") -ge 40 ]] && break
@@ -191,6 +203,8 @@ wait "$p1" || status1=$?
 check "trainers finish after a constructor dies" test "$status0" -eq 0 -a "$status1" -eq 0
 check "a trainer failed over to a shadow" \
   grep -q "failed over" "$work/kill_primary.rank0.err" "$work/kill_primary.rank1.err"
+check "the Python client failed over" \
+  grep -q "python client failed over [1-9]" "$work/kill_primary.rank0.err"
 check "planner promoted the shadow" grep -q "promoted its shadow" "$work/kill_primary.planner.log"
 check "rank 0 stream unchanged by the constructor death" \
   same_digests "$work/all.rank0" "$work/kill_primary.rank0"

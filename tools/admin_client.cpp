@@ -14,6 +14,10 @@ class admin_config : public caf::actor_system_config {
   explicit admin_config(const actors::tls_files& tls) {
     actors::add_message_types(*this);
     load<caf::io::middleman>();
+    // A client sends a few requests: one scheduler thread and no extra
+    // middleman workers, instead of a thread per core in every trainer.
+    set("scheduler.max-threads", size_t{1});
+    set("middleman.workers", size_t{0});
     if (tls.enabled()) {
       actors::check_tls_files(tls);
       actors::enable_tls(*this, tls);

@@ -153,12 +153,16 @@ class python_client {
 
       py::gil_scoped_release release;
       // Before a failover the client asks the planner where the rank is
-      // served now, because the planner may have promoted the shadow.
-      admin_ = std::make_unique<tools::admin_client>(
-          planner, std::chrono::milliseconds(2000), tls);
-      auto* admin = admin_.get();
-      options.fallback_endpoints = admin->endpoints(rank);
-      options.resolve = [admin, rank] { return admin->endpoints(rank); };
+      // served now, because the planner may have promoted the shadow. The
+      // CAF system of a lookup lives only for that lookup, so a trainer
+      // carries no actor threads between failovers.
+      options.fallback_endpoints =
+          tools::admin_client(planner, std::chrono::milliseconds(2000), tls)
+              .endpoints(rank);
+      options.resolve = [planner, rank, tls] {
+        return tools::admin_client(planner, std::chrono::milliseconds(2000), tls)
+            .endpoints(rank);
+      };
     }
     client_ = std::make_unique<client::batch_client>(std::move(options));
   }
@@ -228,8 +232,6 @@ class python_client {
 
   std::mutex mutex_;
   std::string node_;
-  // Declared before client_, so it outlives the resolve callback.
-  std::unique_ptr<tools::admin_client> admin_;
   std::unique_ptr<client::batch_client> client_;
 };
 
