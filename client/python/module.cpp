@@ -4,6 +4,7 @@
 // Python. The public API is the pure-Python
 // package `overlord` around it.
 
+#include <malloc.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -159,6 +160,9 @@ class python_client {
       options.fallback_endpoints =
           tools::admin_client(planner, std::chrono::milliseconds(2000), tls)
               .endpoints(rank);
+      // Hand the heap of the lookups' threads back to the kernel: it
+      // would otherwise stay in the trainer's resident memory.
+      malloc_trim(0);
       options.resolve = [planner, rank, tls] {
         return tools::admin_client(planner, std::chrono::milliseconds(2000), tls)
             .endpoints(rank);
