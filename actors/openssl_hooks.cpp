@@ -10,8 +10,8 @@
 // compiles out. So one failed handshake on the planner port (a node from
 // another CA, a port scan) left an entry behind, and the next
 // non-blocking read on any healthy link was taken for a fatal error and
-// the link was closed. OpenSSL's documentation asks callers to clear the
-// queue before each TLS I/O call; the wrappers below do that.
+// the link was closed. OpenSSL's documentation requires an empty queue
+// before each TLS I/O call, so the wrappers below clear it first.
 //
 // Handshake log. CAF drops a connection whose handshake fails without
 // telling anyone, so an operator would never learn that a node with a

@@ -191,8 +191,8 @@ double mean_document_tokens(const planner_state& st, uint32_t source) {
 }
 
 // Returns the tokens a step is expected to draw from `source` at the next
-// step's weights: its weight share of the step's tokens, and with
-// mix_by documents its share weighted by mean document length once every
+// step's weights: its weight share of the step's tokens. With mix_by
+// documents, the shares are weighted by mean document length once every
 // weighted source has announced documents.
 double expected_step_tokens(planner_actor* self, uint32_t source) {
   auto& st = self->state;

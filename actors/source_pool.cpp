@@ -374,7 +374,7 @@ struct held_payload {
   size_t unfetched = 0;  // tokens
   uint64_t last_step = 0;     // latest step a piece was fetched for
 
-  // Bytes of the tokens and pixels, for /metrics.
+  // Bytes of the tokens, pixels and image file, for /metrics.
   uint64_t bytes() const {
     return tokens.size() * sizeof(int32_t) +
            (image ? image->pixels.size() : 0) + encoded.size();
@@ -794,7 +794,8 @@ std::shared_ptr<const sources::decoded_image> decode_again(
     return std::make_shared<const sources::decoded_image>(sources::decode_image(
         held.encoded, held.image_where, image_options_of(source)));
   } catch (const error& e) {
-    // It decoded at read time; failing now means the process is broken.
+    // The same bytes decoded at read time, so this is a bug or damaged
+    // memory, not bad input.
     self->state.log->error("source={} cannot decode {} again: {}", source.name,
                            held.image_where, e.what());
     return nullptr;

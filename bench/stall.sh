@@ -11,7 +11,7 @@
 # (default 1.25) times what one equal share of the budget delivers. Reports the share of
 # trainer time spent waiting for data and the steps until waiting stops.
 # Run through scripts/bench stall. STEPS (default 100) sets the run length
-# and IMAGE_PIXELS (default 262144, 512x512) the images' pixel budget; at
+# and IMAGE_PIXELS (default 262144, 512x512) the images' pixel budget. At
 # that size an image-text document costs about 20x a text one.
 set -euo pipefail
 source tests/e2e_lib.sh

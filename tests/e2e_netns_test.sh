@@ -7,10 +7,10 @@
 # (binding eth0's address), and two trainers pull from a fifth namespace.
 # Checks that
 #   - with TLS and CURVE from OVERLORD_TLS_DIR (made by scripts/gen-certs,
-#     no subjectAltName for the namespace addresses) and loader-1 cut off
-#     the network mid-run (its bridge port taken down), the trainers finish
-#     and both ranks' digests equal those of one --role all process, and
-#     loader-2 keeps its link. Unlike kill -9, a cut closes no TCP
+#     no subjectAltName for the namespace addresses), loader-1 is cut off
+#     the network mid-run (its bridge port taken down). The trainers
+#     finish, both ranks' digests equal those of one --role all process,
+#     and loader-2 keeps its link. Unlike kill -9, a cut closes no TCP
 #     connection and the process keeps running, so only missing heartbeats
 #     reveal the loss;
 #   - after kill -9 of the planner mid-run, starting it again with the same

@@ -140,8 +140,8 @@ check "constructor logs the unlisted key" \
   "$work/constructor.log"
 
 # Nodes that must not join the running cluster. Each failed handshake
-# leaves an entry in OpenSSL's error queue of the planner's I/O thread;
-# the cluster must keep its links and serve the next steps unchanged.
+# leaves an entry in OpenSSL's error queue of the planner's I/O thread.
+# The cluster must keep its links and serve the next steps unchanged.
 start=$(date +%s)
 status=0
 # --join-timeout-ms bounds the retries a node makes while the planner

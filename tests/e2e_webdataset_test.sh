@@ -229,7 +229,8 @@ for step in range(8):
         assert pixels.shape == (image["channels"], image["height"], image["width"])
         assert len(image["mean"]) == len(image["std"]) == image["channels"]
         values = overlord.normalise_image(pixels, image["mean"], image["std"])
-        assert values.dtype == np.float32 and values.shape == pixels.shape
+        assert values.dtype == np.float32
+        assert values.shape == pixels.shape
         expected = (pixels.astype(np.float32) / 255 - np.float32(image["mean"])[:, None, None]) \
             / np.float32(image["std"])[:, None, None]
         assert np.allclose(values, expected, atol=1e-5)

@@ -44,9 +44,9 @@ const wire::Reply* verify_reply(const void* data, size_t size);
 std::string check_batch_layout(const wire::Batch& batch);
 
 // Writes the normalised float32 values of `channels` planes of `plane`
-// 8-bit pixels (CHW) to `out`: (v / 255 - mean[c]) / std[c], computed as
-// v * (1 / (255 * std[c])) - mean[c] / std[c] in float32, so that every
-// caller gets the same bits.
+// 8-bit pixels (CHW) to `out`: (v / 255 - mean[c]) / std[c]. Every caller
+// gets the same bits, because the function alone computes them, as
+// v * (1 / (255 * std[c])) - mean[c] / std[c] in float32.
 void normalise_pixels(const uint8_t* pixels, uint32_t channels, size_t plane,
                       const float* mean, const float* std, float* out);
 

@@ -66,9 +66,9 @@ py::list view_documents(const wire::Batch& batch) {
   return out;
 }
 
-// One dict per image; `pixels` is a read-only uint8 array [channels,
-// height, width] over the message, like the token arrays, and `mean` and
-// `std` are tuples with one value per channel.
+// One dict per image. `pixels` is a read-only uint8 array [channels,
+// height, width] over the message, like the token arrays. `mean` and `std`
+// are tuples with one value per channel.
 py::list view_images(const wire::Batch& batch, const py::object& base) {
   py::list out;
   if (!batch.images())
