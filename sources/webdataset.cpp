@@ -282,10 +282,11 @@ class shard_scanner {
       earlier.bad = true;
       // Later members of the key go to a fresh group that stays bad, so
       // the key never yields a sample. It belongs to the earlier group's
-      // read, which reports the problem.
+      // read, which reports the problem. The push may move `earlier`.
+      const int64_t owner = earlier.first_offset;
       result_.groups.push_back(member_group{});
       result_.groups.back().key = key;
-      result_.groups.back().first_offset = earlier.first_offset;
+      result_.groups.back().first_offset = owner;
       result_.groups.back().bad = true;
       index_[key] = result_.groups.size() - 1;
       return result_.groups.back();

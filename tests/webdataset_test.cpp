@@ -326,3 +326,28 @@ TEST_CASE("webdataset ranges together equal a whole read", "[webdataset]") {
     }
   }
 }
+
+TEST_CASE("webdataset key split after many samples", "[webdataset]") {
+  // Enough samples that the scanner's group list grows while the split
+  // key's earlier group is still referenced.
+  member_list members;
+  for (int i = 0; i < 40; ++i) {
+    const std::string key = "k" + std::to_string(100 + i);
+    members.push_back({key + ".png", small_png()});
+    members.push_back({key + ".txt", "caption " + key});
+  }
+  members.push_back({"k100.json", "{\"caption\": \"late\"}"});
+  temp_dir dir("wds-split-growth");
+  auto path = (dir.path() / "shard.tar").string();
+  write_tar(path, members);
+  auto result = read_image_text_shard(path, "shard.tar",
+                                      policy(bad_input_action::skip),
+                                      small_images());
+  CHECK(result.samples.size() == 39);
+  REQUIRE(result.skipped.size() == 1);
+  CHECK(result.skipped[0].kind == "split_sample");
+  CHECK(result.skipped[0].where == "shard.tar:k100.json");
+  auto ranged = read_in_ranges(path, 2048);
+  CHECK(ranged.samples.size() == 39);
+  CHECK(kinds_of(ranged.skipped) == kinds_of(result.skipped));
+}
