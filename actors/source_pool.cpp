@@ -487,6 +487,9 @@ std::vector<planner::document_meta> take_announcements(pool_actor* self,
             : uint64_t{out.back().tokens} * sizeof(int32_t));
     st.unannounced.pop_front();
   }
+  // Nothing ready means nothing buffered, whatever the counts said.
+  if (st.unannounced.empty())
+    st.buffered_bytes = 0;
   return out;
 }
 

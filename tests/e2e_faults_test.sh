@@ -100,6 +100,12 @@ for victim in loader constructor planner; do
     wait "$p1" || status=1
     elapsed=$(($(date +%s) - started))
     check "$name: trainers finish" test "$status" -eq 0
+    if [[ $status -ne 0 ]]; then
+      for log in "$work/$name".*.log "$work/$name".rank*.err; do
+        echo "--- $log" >&2
+        tail -n 15 "$log" >&2
+      done
+    fi
     check "$name: no wait past the timeout ($elapsed s)" test "$elapsed" -lt 60
     for rank in 0 1; do
       check "$name: rank $rank digests unchanged" \
