@@ -492,12 +492,6 @@ stream_position resume_position(planner_actor* self, uint32_t source) {
 
 // ---- Checkpoints ---------------------------------------------------------
 
-[[noreturn]] void checkpoint_failed(planner_actor* self,
-                                    const std::string& what) {
-  throw error(errc::io_error, "checkpoint " +
-                                  self->state.store->directory() + ": " + what);
-}
-
 // Writes the snapshot of the state before the next step.
 void write_snapshot(planner_actor* self) {
   auto& st = self->state;
