@@ -12,6 +12,7 @@ source tests/e2e_lib.sh
 
 overlordd=actors/overlordd
 pull=tools/overlord_pull
+ctl=tools/overlordctl
 data=$(demo_data_dir)
 compgen -G "$data/images/images-*.tar" >/dev/null ||
   fail "no image shards in $data/images; run scripts/fetch-demo-data"
@@ -148,13 +149,13 @@ done
 "$overlordd" --role loader --planner "127.0.0.1:$planner_port" --node-id loader-1 \
   2>"$work/kill.loader.log" &
 pids+=($!)
-"$overlordd" --role constructor --planner "127.0.0.1:$planner_port" --node-id constructor-1 \
-  2>"$work/kill.constructor-1.log" &
-victim=$!
-pids+=("$victim")
-"$overlordd" --role constructor --planner "127.0.0.1:$planner_port" --node-id constructor-2 \
-  2>"$work/kill.constructor-2.log" &
-pids+=($!)
+declare -A constructor_pid=()
+for node in constructor-1 constructor-2; do
+  "$overlordd" --role constructor --planner "127.0.0.1:$planner_port" --node-id "$node" \
+    2>"$work/kill.$node.log" &
+  constructor_pid[$node]=$!
+  pids+=($!)
+done
 "$pull" --planner "127.0.0.1:$planner_port" --rank 1 --steps $steps --timeout 60 --step-ms 50 \
   --failover-timeout 1 >"$work/kill.rank1.jsonl" 2>"$work/kill.rank1.err" &
 kill_pull1=$!
@@ -165,7 +166,12 @@ for _ in $(seq 300); do
   [[ $(wc -l <"$work/kill.rank0.jsonl") -ge 10 ]] && break
   sleep 0.05
 done
-kill -9 "$victim"
+# Kill the node that serves rank 0, wherever the planner placed it.
+primary=$("$ctl" --planner "127.0.0.1:$planner_port" status --json | /usr/bin/python3 -c '
+import json, sys
+print(json.load(sys.stdin)["ranks"][0]["node"])')
+[[ -n ${constructor_pid[$primary]:-} ]] || fail "rank 0 is served by '$primary', not by a constructor node"
+kill -9 "${constructor_pid[$primary]}"
 wait "$kill_pull0" || true
 wait "$kill_pull1" || true
 for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
