@@ -71,10 +71,7 @@ start_cluster() {
     --set planner_port="$planner_port" --set loader_nodes="$loaders" \
     --set constructor_nodes="$constructors" 2>"$work/$name.planner.log" &
   pids+=($!)
-  for _ in $(seq 100); do
-    grep -q "planner listening" "$work/$name.planner.log" && break
-    sleep 0.1
-  done
+  wait_for_planner "$work/$name.planner.log" || fail "planner did not start; see $work/$name.planner.log"
   for i in $(seq "$loaders"); do
     "$overlordd" --role loader --planner "127.0.0.1:$planner_port" --node-id "loader-$i" \
       2>"$work/$name.loader-$i.log" &
@@ -195,9 +192,7 @@ for _ in $(seq 300); do
   [[ $(wc -l <"$work/kill_primary.rank0") -ge 40 ]] && break
   sleep 0.05
 done
-primary=$("$ctl" --planner "127.0.0.1:$planner_port" status --json | /usr/bin/python3 -c '
-import json, sys
-print(json.load(sys.stdin)["ranks"][0]["node"])')
+primary=$(node_serving_rank "$ctl" "$planner_port" 0)
 case $primary in
   constructor-1) kill -9 "$kill_primary_constructor_1" ;;
   constructor-2) kill -9 "$kill_primary_constructor_2" ;;

@@ -71,6 +71,23 @@ YAML
 }
 
 # Prints the digest of every line of an overlord_pull output file.
+# Waits up to 10 s for a planner to log that it listens, in log file $1.
+wait_for_planner() {
+  for _ in $(seq 100); do
+    grep -q "planner listening" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# Prints the id of the node that serves rank $3 now, asking the planner on
+# 127.0.0.1:$2 with overlordctl $1.
+node_serving_rank() {
+  "$1" --planner "127.0.0.1:$2" status --json | /usr/bin/python3 -c '
+import json, sys
+print(json.load(sys.stdin)["ranks"][int(sys.argv[1])]["node"])' "$3"
+}
+
 digests_of() {
   /usr/bin/python3 -c '
 import json, sys

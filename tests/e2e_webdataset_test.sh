@@ -102,10 +102,7 @@ planner_port=$(free_ports 1)
 "$overlordd" --role planner --config "$work/job.yaml" --set base_port="$base_port" \
   --set planner_port="$planner_port" 2>"$work/split.planner.log" &
 pids+=($!)
-for _ in $(seq 100); do
-  grep -q "planner listening" "$work/split.planner.log" && break
-  sleep 0.1
-done
+wait_for_planner "$work/split.planner.log" || fail "planner did not start; see $work/split.planner.log"
 "$overlordd" --role loader --planner "127.0.0.1:$planner_port" --node-id loader-1 \
   2>"$work/split.loader.log" &
 pids+=($!)
@@ -142,10 +139,7 @@ planner_port=$(free_ports 1)
   --set planner_port="$planner_port" --set constructor_nodes=2 \
   2>"$work/kill.planner.log" &
 pids+=($!)
-for _ in $(seq 100); do
-  grep -q "planner listening" "$work/kill.planner.log" && break
-  sleep 0.1
-done
+wait_for_planner "$work/kill.planner.log" || fail "planner did not start; see $work/kill.planner.log"
 "$overlordd" --role loader --planner "127.0.0.1:$planner_port" --node-id loader-1 \
   2>"$work/kill.loader.log" &
 pids+=($!)
@@ -167,9 +161,7 @@ for _ in $(seq 300); do
   sleep 0.05
 done
 # Kill the node that serves rank 0, wherever the planner placed it.
-primary=$("$ctl" --planner "127.0.0.1:$planner_port" status --json | /usr/bin/python3 -c '
-import json, sys
-print(json.load(sys.stdin)["ranks"][0]["node"])')
+primary=$(node_serving_rank "$ctl" "$planner_port" 0)
 [[ -n ${constructor_pid[$primary]:-} ]] || fail "rank 0 is served by '$primary', not by a constructor node"
 kill -9 "${constructor_pid[$primary]}"
 wait "$kill_pull0" || true
