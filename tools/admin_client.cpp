@@ -1,6 +1,14 @@
 #include "tools/admin_client.hpp"
 
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <caf/io/all.hpp>
+#include <cerrno>
+#include <cstring>
 
 #include "actors/messages.hpp"
 #include "common/error.hpp"
@@ -25,6 +33,58 @@ class admin_config : public caf::actor_system_config {
   }
 };
 
+// Returns whether a TCP connection to host:port completes within
+// `timeout`, or sets `why`. CAF 0.17 connects with a blocking connect(),
+// and an actor system that is shut down while one is pending waits for the
+// kernel to give up (two minutes when the host drops packets). Probing
+// first keeps a lookup to an unreachable planner within its timeout.
+bool accepts_connection(const std::string& host, uint16_t port,
+                        std::chrono::milliseconds timeout, std::string& why) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  int status = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints,
+                           &found);
+  if (status != 0) {
+    why = gai_strerror(status);
+    return false;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  bool connected = false;
+  for (auto* address = found; address != nullptr && !connected;
+       address = address->ai_next) {
+    int fd = socket(address->ai_family, address->ai_socktype | SOCK_NONBLOCK,
+                    address->ai_protocol);
+    if (fd < 0) {
+      why = std::strerror(errno);
+      continue;
+    }
+    if (connect(fd, address->ai_addr, address->ai_addrlen) == 0) {
+      connected = true;
+    } else if (errno != EINPROGRESS) {
+      why = std::strerror(errno);
+    } else {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      pollfd wanted{fd, POLLOUT, 0};
+      int ready = poll(&wanted, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
+      int error_code = 0;
+      socklen_t length = sizeof error_code;
+      if (ready == 1 &&
+          getsockopt(fd, SOL_SOCKET, SO_ERROR, &error_code, &length) == 0 &&
+          error_code == 0)
+        connected = true;
+      else
+        why = ready == 0 ? "timed out after " + std::to_string(timeout.count()) + " ms"
+                         : std::strerror(error_code != 0 ? error_code : errno);
+    }
+    close(fd);
+  }
+  freeaddrinfo(found);
+  return connected;
+}
+
 }  // namespace
 
 struct admin_client::system_holder {
@@ -38,9 +98,7 @@ struct admin_client::system_holder {
 admin_client::admin_client(const std::string& planner_address,
                            std::chrono::milliseconds timeout,
                            const actors::tls_files& tls)
-    : holder_(std::make_unique<system_holder>(tls)),
-      address_(planner_address),
-      timeout_(timeout) {
+    : address_(planner_address), timeout_(timeout) {
   auto colon = planner_address.rfind(':');
   int port = 0;
   if (colon != std::string::npos && colon > 0) {
@@ -53,6 +111,14 @@ admin_client::admin_client(const std::string& planner_address,
   if (port <= 0 || port > 65535)
     throw error(errc::invalid_config, "--planner expects HOST:PORT, got '" +
                                           planner_address + "'");
+  const std::string host = planner_address.substr(0, colon);
+  std::string why;
+  if (!accepts_connection(host, static_cast<uint16_t>(port), timeout, why))
+    throw error(errc::unavailable,
+                "cannot reach the planner at " + planner_address + ": " + why +
+                    "; check the address and that overlordd --role planner "
+                    "(or all, with planner_port set) runs");
+  holder_ = std::make_unique<system_holder>(tls);
   auto remote = actors::connect_actor(
       holder_->system, planner_address.substr(0, colon),
       static_cast<uint16_t>(port), timeout);

@@ -164,8 +164,11 @@ class python_client {
       // would otherwise stay in the trainer's resident memory.
       malloc_trim(0);
       options.resolve = [planner, rank, tls] {
-        return tools::admin_client(planner, std::chrono::milliseconds(2000), tls)
-            .endpoints(rank);
+        auto endpoints =
+            tools::admin_client(planner, std::chrono::milliseconds(2000), tls)
+                .endpoints(rank);
+        malloc_trim(0);
+        return endpoints;
       };
     }
     client_ = std::make_unique<client::batch_client>(std::move(options));
@@ -345,7 +348,7 @@ py::dict decode_image(const py::bytes& data, const std::string& where,
 // of uint8 `pixels` of the same shape, as transport::normalise_pixels
 // computes them, with the GIL released.
 py::array_t<float> normalise_image(
-    py::array_t<uint8_t, py::array::c_style | py::array::forcecast> pixels,
+    py::array_t<uint8_t, py::array::c_style> pixels,
     const std::vector<float>& mean, const std::vector<float>& std) {
   if (pixels.ndim() != 3)
     throw py::value_error("pixels must have 3 dimensions [channels, height, "
