@@ -196,6 +196,27 @@ TEST_CASE("layout check rejects malformed images", "[image_batch]") {
        [](sources::decoded_image& image) { image.std[1] = 0; },
        "expected > 0"},
   };
+  // channels * height * width wraps around to 0 in 64 bits here, which
+  // would match an empty pixel vector.
+  SECTION("channel count that overflows the size") {
+    flatbuffers::FlatBufferBuilder builder;
+    std::vector<float> values(3, 0.5f);
+    auto entry = wire::CreateImage(
+        builder, 0, 0, 1, 1u << 24, 1u << 24, 1u << 16,
+        builder.CreateVector(std::vector<uint8_t>{}), 1, 0,
+        builder.CreateVector(values), builder.CreateVector(values));
+    auto images = builder.CreateVector(&entry, 1);
+    auto splits = builder.CreateVector(std::vector<uint32_t>{0, 0});
+    wire::BatchBuilder batch(builder);
+    batch.add_rows(1);
+    batch.add_sequence_length(16);
+    batch.add_row_splits(splits);
+    batch.add_images(images);
+    builder.Finish(batch.Finish());
+    auto* root = flatbuffers::GetRoot<wire::Batch>(builder.GetBufferPointer());
+    CHECK_THAT(transport::check_batch_layout(*root),
+               Catch::Matchers::Contains("channels, expected 1 to 4"));
+  }
   for (const auto& broken : cases) {
     SECTION(broken.name) {
       image_row fixture;

@@ -71,20 +71,20 @@ std::optional<payload_reply> decode_payload_reply(const void* data,
     image->width = picture->width();
     image->channels = picture->channels();
     image->patches = picture->patches();
-    if (picture->pixels())
-      image->pixels.assign(picture->pixels()->begin(),
-                           picture->pixels()->end());
-    // A reply whose pixels do not match its shape would make the batch
-    // read past them; treat it like a frame that fails verification.
-    if (image->pixels.size() != static_cast<size_t>(image->height) *
-                                    image->width * image->channels)
-      return std::nullopt;
-    // Three channels, each with its mean and a positive std.
+    // Three channels, each with its mean and a positive std. Checked first,
+    // so that the pixel count below cannot wrap around.
     auto* mean = picture->mean();
     auto* deviation = picture->std();
     if (image->channels != image->mean.size() || !mean || !deviation ||
         mean->size() != image->channels || deviation->size() != image->channels)
       return std::nullopt;
+    // A reply whose pixels do not match its shape would make the batch
+    // read past them; treat it like a frame that fails verification.
+    if (!picture->pixels() ||
+        picture->pixels()->size() != uint64_t{image->height} * image->width *
+                                         image->channels)
+      return std::nullopt;
+    image->pixels.assign(picture->pixels()->begin(), picture->pixels()->end());
     for (uint32_t c = 0; c < image->channels; ++c) {
       image->mean[c] = mean->Get(c);
       image->std[c] = deviation->Get(c);

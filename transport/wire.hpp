@@ -38,8 +38,8 @@ const wire::Reply* verify_reply(const void* data, size_t size);
 // rows + 1 non-decreasing indexes from 0 to the size of cu_seqlens. Within
 // a row, cu_seqlens offsets must not decrease and stay within
 // 0..sequence_length. Each image must sit in a row of the batch with its
-// patches inside sequence_length, have channels * height * width pixels,
-// and one mean and one positive std per channel. The FlatBuffers verifier
+// patches inside sequence_length, have 1 to 4 channels and channels *
+// height * width pixels, and one mean and one positive std per channel. The FlatBuffers verifier
 // checks none of this.
 std::string check_batch_layout(const wire::Batch& batch);
 
