@@ -104,11 +104,18 @@ uint64_t range_bytes(const planner::job_config& config,
   return 0;
 }
 
-// Returns how many byte ranges shard `shard` is read in (1: whole).
+// Returns how many byte ranges shard `shard` is read in (1: whole). A
+// compressed tar shard is read whole: its header offsets count
+// uncompressed bytes, and every range would decompress it all.
+// NOTE: the count follows the file's size when asked, so a shard that
+// grows or shrinks during the job changes its ranges.
 uint64_t byte_ranges(const planner::job_config& config,
                      const planner::source_config& source, uint32_t shard) {
   const uint64_t range = range_bytes(config, source);
   if (range == 0)
+    return 1;
+  if (source.format == planner::source_format::webdataset &&
+      sources::compressed_shard(source.shards[shard]))
     return 1;
   std::error_code ec;
   auto size = fs::file_size(source.shards[shard], ec);
@@ -460,6 +467,9 @@ struct pool_state {
   uint64_t held_bytes = 0;
   // Moving average of the bytes one read returns.
   double read_bytes = 0;
+  // Images decoded a second time, for fetches after their pixels were
+  // dropped.
+  uint64_t decoded_again = 0;
 };
 
 using pool_actor = caf::stateful_actor<pool_state>;
@@ -791,8 +801,13 @@ constexpr size_t max_deferred_fetches = 1 << 16;
 std::shared_ptr<const sources::decoded_image> decode_again(
     pool_actor* self, const held_payload& held) {
   const auto& source = self->state.setup->config.sources[self->state.setup->source];
-  self->state.log->info("source={} decodes {} again for a second fetch",
-                        source.name, held.image_where);
+  // A shadow that takes over fetches plan_ahead steps again: log the first
+  // few images, then every 100th with the count.
+  const uint64_t count = ++self->state.decoded_again;
+  if (count <= 5 || count % 100 == 0)
+    self->state.log->info("source={} decodes {} again for a second fetch "
+                          "({} images decoded again so far)",
+                          source.name, held.image_where, count);
   try {
     return std::make_shared<const sources::decoded_image>(sources::decode_image(
         held.encoded, held.image_where, image_options_of(source)));

@@ -353,6 +353,24 @@ void apply_policy(bad_input_action action, const std::string& shard_name,
 
 }  // namespace
 
+bool compressed_shard(const std::string& path) {
+  static const std::vector<std::string> signatures = {
+      std::string("\x1f\x8b", 2),                  // gzip
+      std::string("BZh", 3),                         // bzip2
+      std::string("\xfd" "7zXZ\x00", 6),           // xz
+      std::string("\x28\xb5\x2f\xfd", 4),        // zstd
+      std::string("\x04\x22\x4d\x18", 4),        // lz4
+  };
+  std::ifstream file(path, std::ios::binary);
+  char head[6] = {};
+  file.read(head, sizeof head);
+  const std::string start(head, static_cast<size_t>(file.gcount()));
+  for (const auto& signature : signatures)
+    if (start.compare(0, signature.size(), signature) == 0)
+      return true;
+  return false;
+}
+
 const char* to_string(bad_input_action action) {
   switch (action) {
     case bad_input_action::skip:

@@ -104,4 +104,8 @@ image_text_result read_image_text_shard(const std::string& path,
 
 const char* to_string(bad_input_action action);
 
+// Returns whether the file at `path` starts like a gzip, bzip2, xz, zstd
+// or lz4 stream, whose tar header offsets are not file offsets.
+bool compressed_shard(const std::string& path);
+
 }  // namespace overlord::sources

@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <fstream>
 
 #include "common/error.hpp"
 #include "sources/webdataset.hpp"
@@ -350,4 +351,24 @@ TEST_CASE("webdataset key split after many samples", "[webdataset]") {
   auto ranged = read_in_ranges(path, 2048);
   CHECK(ranged.samples.size() == 39);
   CHECK(kinds_of(ranged.skipped) == kinds_of(result.skipped));
+}
+
+TEST_CASE("webdataset recognises compressed shards", "[webdataset]") {
+  temp_dir dir("wds-compressed");
+  auto plain = (dir.path() / "plain.tar").string();
+  write_tar(plain, {{"000001.png", small_png()}, {"000001.txt", "one"}});
+  CHECK_FALSE(overlord::sources::compressed_shard(plain));
+  const std::vector<std::pair<std::string, std::string>> starts = {
+      {"shard.tar.gz", std::string("\x1f\x8b\x08\x00", 4)},
+      {"shard.tar.bz2", "BZh91AY"},
+      {"shard.tar.xz", std::string("\xfd" "7zXZ\x00\x00", 7)},
+      {"shard.tar.zst", std::string("\x28\xb5\x2f\xfd\x00", 5)},
+  };
+  for (const auto& [name, start] : starts) {
+    INFO(name);
+    auto path = (dir.path() / name).string();
+    std::ofstream(path, std::ios::binary) << start;
+    CHECK(overlord::sources::compressed_shard(path));
+  }
+  CHECK_FALSE(overlord::sources::compressed_shard((dir.path() / "missing").string()));
 }
