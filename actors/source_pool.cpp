@@ -104,24 +104,47 @@ uint64_t range_bytes(const planner::job_config& config,
   return 0;
 }
 
-// Returns how many byte ranges shard `shard` is read in (1: whole). A
-// compressed tar shard is read whole: its header offsets count
-// uncompressed bytes, and every range would decompress it all.
-// NOTE: the count follows the file's size when asked, so a shard that
+// Every range of a WebDataset shard scans all of the shard's tar headers,
+// so a shard is cut into at most this many ranges: its scans then cost at
+// most this many passes over its headers, however large it is.
+constexpr uint64_t max_tar_ranges = 64;
+
+// How shard `shard` is read: `count` ranges of `size` bytes (the last
+// one open-ended for tar shards), or one whole read when count is 1.
+struct range_plan {
+  uint64_t count = 1;
+  uint64_t size = 0;
+};
+
+// Returns the ranges shard `shard` is read in. A compressed tar shard is
+// read whole: its header offsets count uncompressed bytes, and every range
+// would decompress it all.
+// NOTE: the plan follows the file's size when asked, so a shard that
 // grows or shrinks during the job changes its ranges.
-uint64_t byte_ranges(const planner::job_config& config,
-                     const planner::source_config& source, uint32_t shard) {
-  const uint64_t range = range_bytes(config, source);
+range_plan plan_ranges(const planner::job_config& config,
+                       const planner::source_config& source, uint32_t shard) {
+  range_plan plan;
+  uint64_t range = range_bytes(config, source);
   if (range == 0)
-    return 1;
-  if (source.format == planner::source_format::webdataset &&
-      sources::compressed_shard(source.shards[shard]))
-    return 1;
+    return plan;
+  const bool tar = source.format == planner::source_format::webdataset;
+  if (tar && sources::compressed_shard(source.shards[shard]))
+    return plan;
   std::error_code ec;
   auto size = fs::file_size(source.shards[shard], ec);
   if (ec || size <= range)
-    return 1;
-  return (size + range - 1) / range;
+    return plan;
+  if (tar)
+    range = std::max(range, (size + max_tar_ranges - 1) / max_tar_ranges);
+  plan.count = (size + range - 1) / range;
+  plan.size = range;
+  return plan;
+}
+
+// Returns how many byte ranges shard `shard` is read in (1: whole).
+uint64_t byte_ranges(const planner::job_config& config,
+                     const planner::source_config& source, uint32_t shard) {
+  return plan_ranges(config, source, shard).count;
 }
 
 // Returns how many reads shard `shard` takes: the ranges of an indexed
@@ -211,12 +234,12 @@ void load_image_text_shard(worker_actor* self, const pool_setup& setup,
           : sources::bad_input_action::skip;
   // Part `part` of a shard read in ranges; the last range runs to the end,
   // wherever the archive's headers lie.
-  const uint64_t ranges = byte_ranges(config, source, shard);
-  if (ranges > 1) {
-    const uint64_t range = range_bytes(config, source);
-    options.range_begin = static_cast<int64_t>(uint64_t{part} * range);
-    if (part + 1 < ranges)
-      options.range_end = options.range_begin + static_cast<int64_t>(range);
+  const auto ranges = plan_ranges(config, source, shard);
+  if (ranges.count > 1) {
+    options.range_begin = static_cast<int64_t>(uint64_t{part} * ranges.size);
+    if (part + 1 < ranges.count)
+      options.range_end =
+          options.range_begin + static_cast<int64_t>(ranges.size);
   }
   const std::string& path = source.shards[shard];
   auto read = sources::read_image_text_shard(path, shard_name, options,

@@ -3,7 +3,8 @@
 # and with 3 workers per source and pulls 30 steps on both ranks. Checks
 # that images arrive with their patch positions and that the Python client
 # views them. Digests must be identical across worker counts, with shards
-# read whole or in 1 MiB byte ranges (the default), and with separate
+# read whole, in 1 MiB byte ranges (the default) or in the most ranges a
+# shard is cut into (64), and with separate
 # planner, loader and constructor processes, also when a constructor node
 # dies mid-run. A truncated shard is quarantined or stops the daemon, per
 # on_bad_input.
@@ -75,10 +76,13 @@ run_job() {
 run_job one_worker 1
 run_job three_workers 3
 run_job whole_shards 1 --set image_read_range_bytes=1073741824
+# 4 KiB ranges would cut a demo shard into about 900; the cap of 64
+# ranges per shard applies, and 3 workers read them.
+run_job capped_ranges 3 --set image_read_range_bytes=4096
 
 passed=0
 failed=0
-for other in three_workers whole_shards; do
+for other in three_workers whole_shards capped_ranges; do
   for rank in 0 1; do
     if cmp -s "$work/one_worker.rank$rank.digests" "$work/$other.rank$rank.digests"; then
       passed=$((passed + 1))
