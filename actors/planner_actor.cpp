@@ -190,11 +190,11 @@ double mean_document_tokens(const planner_state& st, uint32_t source) {
                    static_cast<double>(slot.announced_documents);
 }
 
-// Returns the tokens a step is expected to draw from `source` at the next
-// step's weights: its weight share of the step's tokens. With mix_by
-// documents, the shares are weighted by mean document length once every
-// weighted source has announced documents.
-double expected_step_tokens(planner_actor* self, uint32_t source) {
+// Returns, per source, the tokens a step is expected to draw from it at
+// the next step's weights: its weight share of the step's tokens. With
+// mix_by documents, the shares are weighted by mean document length once
+// every weighted source has announced documents.
+std::vector<double> expected_step_tokens(planner_actor* self) {
   auto& st = self->state;
   const auto weights = st.steps->weights_at(st.steps->next_step());
   std::vector<double> parts(weights.size());
@@ -212,9 +212,11 @@ double expected_step_tokens(planner_actor* self, uint32_t source) {
   double total = 0;
   for (double part : parts)
     total += part;
-  if (!(total > 0))
-    return 0;
-  return parts[source] / total * static_cast<double>(st.config.tokens_per_step());
+  for (double& part : parts)
+    part = total > 0 ? part / total * static_cast<double>(
+                                          st.config.tokens_per_step())
+                     : 0;
+  return parts;
 }
 
 void request_announcements(planner_actor* self, uint32_t source) {
@@ -227,7 +229,7 @@ void request_announcements(planner_actor* self, uint32_t source) {
   uint32_t count = first_announce;
   if (slot.announced_documents > 0) {
     const double missing =
-        queue_steps * expected_step_tokens(self, source) -
+        queue_steps * expected_step_tokens(self)[source] -
         static_cast<double>(st.steps->queued_tokens(source));
     const double wanted =
         std::ceil(missing / std::max(mean_document_tokens(st, source), 1.0));
@@ -398,11 +400,11 @@ void plan_steps(planner_actor* self) {
 
   // Keep every weighted source's queue topped up so that planning rarely
   // waits on a round trip.
-  auto next_weights = st.steps->weights_at(st.steps->next_step());
+  const auto expected = expected_step_tokens(self);
   for (uint32_t source = 0; source < st.sources.size(); ++source)
-    if (next_weights[source] > 0 &&
+    if (expected[source] > 0 &&
         static_cast<double>(st.steps->queued_tokens(source)) <
-            refill_steps * expected_step_tokens(self, source))
+            refill_steps * expected[source])
       request_announcements(self, source);
 }
 
