@@ -140,7 +140,7 @@ done
 base_port=$(free_ports 4)
 planner_port=$(free_ports 1)
 "$overlordd" --role planner --config "$work/job.yaml" --set base_port="$base_port" \
-  --set planner_port="$planner_port" --set constructor_nodes=2 \
+  --set planner_port="$planner_port" --set constructor_nodes=2 --set plan_ahead=6 \
   2>"$work/kill.planner.log" &
 pids+=($!)
 wait_for_planner "$work/kill.planner.log" || fail "planner did not start; see $work/kill.planner.log"
@@ -154,11 +154,14 @@ for node in constructor-1 constructor-2; do
   constructor_pid[$node]=$!
   pids+=($!)
 done
+# With one request in flight and plan_ahead 6, the primary has built and
+# fetched steps its trainer has not received when it dies, so the shadow
+# fetches those documents a second time.
 "$pull" --planner "127.0.0.1:$planner_port" --rank 1 --steps $steps --timeout 60 --step-ms 50 \
-  --failover-timeout 1 >"$work/kill.rank1.jsonl" 2>"$work/kill.rank1.err" &
+  --prefetch 1 --failover-timeout 1 >"$work/kill.rank1.jsonl" 2>"$work/kill.rank1.err" &
 kill_pull1=$!
 "$pull" --planner "127.0.0.1:$planner_port" --rank 0 --steps $steps --timeout 60 --step-ms 50 \
-  --failover-timeout 1 >"$work/kill.rank0.jsonl" 2>"$work/kill.rank0.err" &
+  --prefetch 1 --failover-timeout 1 >"$work/kill.rank0.jsonl" 2>"$work/kill.rank0.err" &
 kill_pull0=$!
 for _ in $(seq 300); do
   [[ $(wc -l <"$work/kill.rank0.jsonl") -ge 10 ]] && break
@@ -186,6 +189,10 @@ if grep -q "decodes .* again for a second fetch" "$work/kill.loader.log"; then
   passed=$((passed + 1))
 else
   echo "the loader decoded no image again after the constructor node died" >&2
+  for log in "$work"/kill.*.log "$work"/kill.rank*.err; do
+    echo "--- $log" >&2
+    tail -n 12 "$log" >&2
+  done
   failed=$((failed + 1))
 fi
 
