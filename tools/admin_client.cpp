@@ -34,12 +34,12 @@ class admin_config : public caf::actor_system_config {
 };
 
 // Returns whether a TCP connection to host:port completes within
-// `timeout`, or sets `why`. CAF 0.17 connects with a blocking connect(),
+// `timeout`, or sets `reason`. CAF 0.17 connects with a blocking connect(),
 // and an actor system that is shut down while one is pending waits for the
 // kernel to give up (two minutes when the host drops packets). Probing
 // first keeps a lookup to an unreachable planner within its timeout.
 bool accepts_connection(const std::string& host, uint16_t port,
-                        std::chrono::milliseconds timeout, std::string& why) {
+                        std::chrono::milliseconds timeout, std::string& reason) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -47,7 +47,7 @@ bool accepts_connection(const std::string& host, uint16_t port,
   int status = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints,
                            &found);
   if (status != 0) {
-    why = gai_strerror(status);
+    reason = gai_strerror(status);
     return false;
   }
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -57,13 +57,13 @@ bool accepts_connection(const std::string& host, uint16_t port,
     int fd = socket(address->ai_family, address->ai_socktype | SOCK_NONBLOCK,
                     address->ai_protocol);
     if (fd < 0) {
-      why = std::strerror(errno);
+      reason = std::strerror(errno);
       continue;
     }
     if (connect(fd, address->ai_addr, address->ai_addrlen) == 0) {
       connected = true;
     } else if (errno != EINPROGRESS) {
-      why = std::strerror(errno);
+      reason = std::strerror(errno);
     } else {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
@@ -76,7 +76,7 @@ bool accepts_connection(const std::string& host, uint16_t port,
           error_code == 0)
         connected = true;
       else
-        why = ready == 0 ? "timed out after " + std::to_string(timeout.count()) + " ms"
+        reason = ready == 0 ? "timed out after " + std::to_string(timeout.count()) + " ms"
                          : std::strerror(error_code != 0 ? error_code : errno);
     }
     close(fd);
@@ -112,10 +112,10 @@ admin_client::admin_client(const std::string& planner_address,
     throw error(errc::invalid_config, "--planner expects HOST:PORT, got '" +
                                           planner_address + "'");
   const std::string host = planner_address.substr(0, colon);
-  std::string why;
-  if (!accepts_connection(host, static_cast<uint16_t>(port), timeout, why))
+  std::string reason;
+  if (!accepts_connection(host, static_cast<uint16_t>(port), timeout, reason))
     throw error(errc::unavailable,
-                "cannot reach the planner at " + planner_address + ": " + why +
+                "cannot reach the planner at " + planner_address + ": " + reason +
                     "; check the address and that overlordd --role planner "
                     "(or all, with planner_port set) runs");
   holder_ = std::make_unique<system_holder>(tls);
