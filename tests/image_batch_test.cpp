@@ -196,8 +196,27 @@ TEST_CASE("layout check rejects malformed images", "[image_batch]") {
        [](sources::decoded_image& image) { image.std[1] = 0; },
        "expected > 0"},
   };
-  // channels * height * width wraps around to 0 in 64 bits here, which
-  // would match an empty pixel vector.
+  // channels * height * width wraps around to 0 in 64 bits in both
+  // sections, which would match an empty pixel vector.
+  SECTION("pixel count that overflows 64 bits") {
+    flatbuffers::FlatBufferBuilder builder;
+    std::vector<float> values(4, 0.5f);
+    auto entry = wire::CreateImage(
+        builder, 0, 0, 1, 1u << 31, 1u << 31, 4,
+        builder.CreateVector(std::vector<uint8_t>{}), 1, 0,
+        builder.CreateVector(values), builder.CreateVector(values));
+    auto images = builder.CreateVector(&entry, 1);
+    auto splits = builder.CreateVector(std::vector<uint32_t>{0, 0});
+    wire::BatchBuilder batch(builder);
+    batch.add_rows(1);
+    batch.add_sequence_length(16);
+    batch.add_row_splits(splits);
+    batch.add_images(images);
+    builder.Finish(batch.Finish());
+    auto* root = flatbuffers::GetRoot<wire::Batch>(builder.GetBufferPointer());
+    CHECK_THAT(transport::check_batch_layout(*root),
+               Catch::Matchers::Contains("is too large"));
+  }
   SECTION("channel count that overflows the size") {
     flatbuffers::FlatBufferBuilder builder;
     std::vector<float> values(3, 0.5f);

@@ -80,9 +80,12 @@ std::optional<payload_reply> decode_payload_reply(const void* data,
       return std::nullopt;
     // A reply whose pixels do not match its shape would make the batch
     // read past them; treat it like a frame that fails verification.
+    uint64_t values = 0;
     if (!picture->pixels() ||
-        picture->pixels()->size() != uint64_t{image->height} * image->width *
-                                         image->channels)
+        __builtin_mul_overflow(uint64_t{image->height}, image->width,
+                               &values) ||
+        __builtin_mul_overflow(values, uint64_t{image->channels}, &values) ||
+        picture->pixels()->size() != values)
       return std::nullopt;
     image->pixels.assign(picture->pixels()->begin(), picture->pixels()->end());
     for (uint32_t c = 0; c < image->channels; ++c) {

@@ -98,12 +98,16 @@ std::string check_batch_layout(const wire::Batch& batch) {
       const auto* image = images->Get(i);
       const std::string where = "image " + std::to_string(i);
       const uint64_t channels = image->channels();
-      // At most 4 channels of 2^32 x 2^32 pixels fit 64 bits, so the
-      // product below cannot wrap around.
       if (channels == 0 || channels > 4)
         return where + " has " + std::to_string(channels) +
                " channels, expected 1 to 4";
-      const uint64_t values = channels * image->height() * image->width();
+      // The product can exceed 64 bits (4 x 2^31 x 2^31 wraps to 0).
+      uint64_t values = 0;
+      if (__builtin_mul_overflow(uint64_t{image->height()}, image->width(),
+                                 &values) ||
+          __builtin_mul_overflow(values, channels, &values))
+        return where + " of " + std::to_string(image->height()) + " x " +
+               std::to_string(image->width()) + " pixels is too large";
       if (image->row() >= batch.rows())
         return where + " is in row " + std::to_string(image->row()) +
                " of a batch with " + std::to_string(batch.rows()) + " rows";
