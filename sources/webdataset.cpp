@@ -249,11 +249,17 @@ class shard_scanner {
       group.bad = true;
       return true;
     }
-    auto field = record.IsObject()
-                     ? record.FindMember(options_.caption_field.c_str())
-                     : record.MemberEnd();
-    if (!record.IsObject() || field == record.MemberEnd() ||
-        !field->value.IsString()) {
+    // MemberEnd and FindMember assert that the value is an object, so a
+    // caption that is an array, a number or a string is checked first.
+    if (!record.IsObject()) {
+      report("bad_caption", shard_name_ + ":" + name,
+             "the caption file holds JSON that is not an object",
+             group.first_offset);
+      group.bad = true;
+      return true;
+    }
+    auto field = record.FindMember(options_.caption_field.c_str());
+    if (field == record.MemberEnd() || !field->value.IsString()) {
       report("bad_caption", shard_name_ + ":" + name,
              "no string field '" + options_.caption_field + "'",
              group.first_offset);

@@ -131,6 +131,8 @@ TEST_CASE("webdataset bad shards under each policy", "[webdataset]") {
        {{"000005.jpg", small_jpeg()}, {"000005.json", "{\"caption\": "}}},
       {"caption field missing", "bad_caption", "shard.tar:000005.json",
        {{"000005.jpg", small_jpeg()}, {"000005.json", "{\"text\": \"x\"}"}}},
+      {"caption JSON not an object", "bad_caption", "shard.tar:000005.json",
+       {{"000005.jpg", small_jpeg()}, {"000005.json", "[\"a caption\"]"}}},
       {"undecodable image", "bad_image", "shard.tar:000005.jpg",
        {{"000005.jpg", "\xFF\xD8\xFF garbage"}, {"000005.txt", "five"}}},
   };
