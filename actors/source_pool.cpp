@@ -109,8 +109,8 @@ uint64_t range_bytes(const planner::job_config& config,
 // most this many passes over its headers, however large it is.
 constexpr uint64_t max_tar_ranges = 64;
 
-// How shard `shard` is read: `count` ranges of `size` bytes (the last
-// one open-ended for tar shards), or one whole read when count is 1.
+// The reads of one shard: `count` ranges of `size` bytes (the last one
+// open-ended for tar shards), or one whole read when count is 1.
 struct range_plan {
   uint64_t count = 1;
   uint64_t size = 0;
@@ -520,7 +520,7 @@ std::vector<planner::document_meta> take_announcements(pool_actor* self,
             : uint64_t{out.back().tokens} * sizeof(int32_t));
     st.unannounced.pop_front();
   }
-  // Nothing ready means nothing buffered, whatever the counts said.
+  // Nothing ready means nothing buffered, whatever the counts show.
   if (st.unannounced.empty())
     st.buffered_bytes = 0;
   return out;

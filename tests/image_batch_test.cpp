@@ -180,86 +180,48 @@ TEST_CASE("normalise_image applies mean and std per channel", "[image_batch]") {
   CHECK(values[17] == Approx((170 / 255.0f - 0.0f) / 2.0f));
 }
 
+namespace {
+
+// Returns check_batch_layout's message for a batch of one row of length 0
+// (so every token array is empty and valid) that holds one image with
+// these fields.
+std::string check_one_image(uint32_t height, uint32_t width, uint32_t channels,
+                            const std::vector<uint8_t>& pixels,
+                            const std::vector<float>& mean,
+                            const std::vector<float>& deviation) {
+  flatbuffers::FlatBufferBuilder builder;
+  auto entry = wire::CreateImage(
+      builder, 0, 3, 1, height, width, channels, builder.CreateVector(pixels),
+      1, 0, builder.CreateVector(mean), builder.CreateVector(deviation));
+  auto images = builder.CreateVector(&entry, 1);
+  auto splits = builder.CreateVector(std::vector<uint32_t>{0, 0});
+  wire::BatchBuilder batch(builder);
+  batch.add_rows(1);
+  batch.add_sequence_length(16);
+  batch.add_row_splits(splits);
+  batch.add_images(images);
+  builder.Finish(batch.Finish());
+  return transport::check_batch_layout(
+      *flatbuffers::GetRoot<wire::Batch>(builder.GetBufferPointer()));
+}
+
+}  // namespace
+
 TEST_CASE("layout check rejects malformed images", "[image_batch]") {
-  struct breakage {
-    const char* name;
-    void (*apply)(sources::decoded_image&);
-    const char* message;
-  };
-  // Each case builds a batch from a broken image and expects the check to
-  // name the problem.
-  const breakage cases[] = {
-      {"short pixels",
-       [](sources::decoded_image& image) { image.pixels.pop_back(); },
-       "pixel values"},
-      {"zero std",
-       [](sources::decoded_image& image) { image.std[1] = 0; },
-       "expected > 0"},
-  };
-  // channels * height * width wraps around to 0 in 64 bits in both
-  // sections, which would match an empty pixel vector.
-  SECTION("pixel count that overflows 64 bits") {
-    flatbuffers::FlatBufferBuilder builder;
-    std::vector<float> values(4, 0.5f);
-    auto entry = wire::CreateImage(
-        builder, 0, 0, 1, 1u << 31, 1u << 31, 4,
-        builder.CreateVector(std::vector<uint8_t>{}), 1, 0,
-        builder.CreateVector(values), builder.CreateVector(values));
-    auto images = builder.CreateVector(&entry, 1);
-    auto splits = builder.CreateVector(std::vector<uint32_t>{0, 0});
-    wire::BatchBuilder batch(builder);
-    batch.add_rows(1);
-    batch.add_sequence_length(16);
-    batch.add_row_splits(splits);
-    batch.add_images(images);
-    builder.Finish(batch.Finish());
-    auto* root = flatbuffers::GetRoot<wire::Batch>(builder.GetBufferPointer());
-    CHECK_THAT(transport::check_batch_layout(*root),
-               Catch::Matchers::Contains("is too large"));
-  }
-  SECTION("channel count that overflows the size") {
-    flatbuffers::FlatBufferBuilder builder;
-    std::vector<float> values(3, 0.5f);
-    auto entry = wire::CreateImage(
-        builder, 0, 0, 1, 1u << 24, 1u << 24, 1u << 16,
-        builder.CreateVector(std::vector<uint8_t>{}), 1, 0,
-        builder.CreateVector(values), builder.CreateVector(values));
-    auto images = builder.CreateVector(&entry, 1);
-    auto splits = builder.CreateVector(std::vector<uint32_t>{0, 0});
-    wire::BatchBuilder batch(builder);
-    batch.add_rows(1);
-    batch.add_sequence_length(16);
-    batch.add_row_splits(splits);
-    batch.add_images(images);
-    builder.Finish(batch.Finish());
-    auto* root = flatbuffers::GetRoot<wire::Batch>(builder.GetBufferPointer());
-    CHECK_THAT(transport::check_batch_layout(*root),
-               Catch::Matchers::Contains("channels, expected 1 to 4"));
-  }
-  for (const auto& broken : cases) {
-    SECTION(broken.name) {
-      image_row fixture;
-      broken.apply(fixture.image);
-      flatbuffers::FlatBufferBuilder builder;
-      const auto& image = fixture.image;
-      auto pixels = builder.CreateVector(image.pixels);
-      auto mean = builder.CreateVector(image.mean.data(), 3);
-      auto deviation = builder.CreateVector(image.std.data(), 3);
-      auto entry = wire::CreateImage(builder, 0, 3, image.patches, image.height,
-                                     image.width, 3, pixels, 1, 0, mean,
-                                     deviation);
-      auto images = builder.CreateVector(&entry, 1);
-      auto splits = builder.CreateVector(std::vector<uint32_t>{0, 0});
-      // One row of length 0, so every token array is empty and valid.
-      wire::BatchBuilder batch(builder);
-      batch.add_rows(1);
-      batch.add_sequence_length(16);
-      batch.add_row_splits(splits);
-      batch.add_images(images);
-      builder.Finish(batch.Finish());
-      auto* root = flatbuffers::GetRoot<wire::Batch>(builder.GetBufferPointer());
-      CHECK_THAT(transport::check_batch_layout(*root),
-                 Catch::Matchers::Contains(broken.message));
-    }
-  }
+  const std::vector<float> three(3, 0.5f);
+  const std::vector<float> four(4, 0.5f);
+  std::vector<uint8_t> pixels(18, 7);
+  CHECK(check_one_image(2, 3, 3, pixels, three, three).empty());
+  CHECK_THAT(check_one_image(2, 3, 3, std::vector<uint8_t>(17), three, three),
+             Catch::Matchers::Contains("pixel values"));
+  CHECK_THAT(check_one_image(2, 3, 3, pixels, three, {0.5f, 0.0f, 0.5f}),
+             Catch::Matchers::Contains("expected > 0"));
+  CHECK_THAT(check_one_image(2, 3, 3, pixels, four, three),
+             Catch::Matchers::Contains("one mean and one std per channel"));
+  // channels * height * width wraps around to 0 in 64 bits in the next two
+  // cases, which would match an empty pixel vector.
+  CHECK_THAT(check_one_image(1u << 31, 1u << 31, 4, {}, four, four),
+             Catch::Matchers::Contains("is too large"));
+  CHECK_THAT(check_one_image(1u << 24, 1u << 24, 1u << 16, {}, three, three),
+             Catch::Matchers::Contains("channels, expected 1 to 4"));
 }
