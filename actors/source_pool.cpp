@@ -232,7 +232,7 @@ void load_image_text_shard(worker_actor* self, const pool_setup& setup,
       : config.on_bad_input == planner::bad_input_policy::quarantine
           ? sources::bad_input_action::quarantine
           : sources::bad_input_action::skip;
-  // Part `part` of a shard read in ranges; the last range runs to the end,
+  // Part `part` of a shard read in ranges. The last range runs to the end,
   // wherever the archive's headers lie.
   const auto ranges = plan_ranges(config, source, shard);
   if (ranges.count > 1) {
@@ -391,8 +391,8 @@ caf::behavior source_worker(worker_actor* self,
 struct held_payload {
   std::vector<int32_t> tokens;
   // The image of an image-text document, shared with in-process fetches.
-  // The pixels are dropped once the document is fetched whole; `encoded`
-  // (the image file) stays for a second fetch, which decodes it again.
+  // The pixels are dropped once the document is fetched whole, but
+  // `encoded` (the image file) stays for a second fetch to decode again.
   std::shared_ptr<const sources::decoded_image> image;
   std::string encoded;
   std::string image_where;
@@ -484,8 +484,8 @@ struct pool_state {
   double latency_us = 0;
   std::map<std::string, uint64_t> skipped_by_kind;
   bool failed = false;
-  // Token and pixel bytes of the unannounced documents and of every held
-  // payload, for /metrics.
+  // Bytes (tokens, pixels, image files) of the unannounced documents and
+  // of every held payload, for /metrics.
   uint64_t buffered_bytes = 0;
   uint64_t held_bytes = 0;
   // Moving average of the bytes one read returns.
@@ -824,8 +824,8 @@ constexpr size_t max_deferred_fetches = 1 << 16;
 std::shared_ptr<const sources::decoded_image> decode_again(
     pool_actor* self, const held_payload& held) {
   const auto& source = self->state.setup->config.sources[self->state.setup->source];
-  // A shadow that takes over fetches plan_ahead steps again: log the first
-  // few images, then every 100th with the count.
+  // A shadow that takes over fetches plan_ahead steps again, so only the
+  // first few images are logged, then every 100th with the count.
   const uint64_t count = ++self->state.decoded_again;
   if (count <= 5 || count % 100 == 0)
     self->state.log->info("source={} decodes {} again for a second fetch "
@@ -867,8 +867,8 @@ void answer_fetch(pool_actor* self, deferred_fetch fetch) {
       }
     }
     // An image-text document is one piece, fetched now. Its pixels live on
-    // in the batch being built; a replacement constructor's fetch decodes
-    // them again from the file bytes.
+    // in the batch being built, and a replacement constructor's fetch
+    // decodes them again from the file bytes.
     if (held.image) {
       s.held_bytes -= std::min<uint64_t>(s.held_bytes, held.image->pixels.size());
       held.image.reset();

@@ -183,7 +183,7 @@ TEST_CASE("normalise_image applies mean and std per channel", "[image_batch]") {
 namespace {
 
 // Returns check_batch_layout's message for a batch of one row of length 0
-// (so every token array is empty and valid) that holds one image with
+// (so every token array is empty and valid) that contains one image with
 // these fields.
 std::string check_one_image(uint32_t height, uint32_t width, uint32_t channels,
                             const std::vector<uint8_t>& pixels,
