@@ -179,26 +179,42 @@ bool starts_with(const std::string& bytes, const unsigned char* signature,
   return bytes.size() >= size && std::memcmp(bytes.data(), signature, size) == 0;
 }
 
-// Source pixels each output pixel averages along one axis, with the share
-// of the output pixel each covers.
-struct tap {
-  uint32_t index;
-  float weight;
+// Taps of an area filter along one axis. Output pixel `o` averages the
+// `count[o]` source pixels listed from `first_tap[o]` on, each by its coverage.
+struct area_taps {
+  std::vector<uint32_t> first_tap;
+  std::vector<uint32_t> count;
+  std::vector<uint32_t> index;
+  std::vector<float> weight;
 };
 
-std::vector<std::vector<tap>> area_taps(uint32_t in, uint32_t out) {
-  std::vector<std::vector<tap>> taps(out);
+area_taps make_area_taps(uint32_t in, uint32_t out) {
+  area_taps taps;
+  taps.first_tap.resize(out);
+  taps.count.resize(out);
   const double scale = static_cast<double>(in) / out;
   for (uint32_t o = 0; o < out; ++o) {
+    taps.first_tap[o] = static_cast<uint32_t>(taps.index.size());
     const double start = o * scale;
     const double end = std::min<double>((o + 1) * scale, in);
     for (auto j = static_cast<uint32_t>(start); j < in && j < end; ++j) {
       double overlap = std::min<double>(end, j + 1.0) - std::max<double>(start, j);
-      if (overlap > 0)
-        taps[o].push_back({j, static_cast<float>(overlap / scale)});
+      if (overlap > 0) {
+        taps.index.push_back(j);
+        taps.weight.push_back(static_cast<float>(overlap / scale));
+      }
     }
+    taps.count[o] = static_cast<uint32_t>(taps.index.size()) - taps.first_tap[o];
   }
   return taps;
+}
+
+// Rounds a filtered value to 8 bits, half away from zero as std::lround
+// does. For a float in 0..255, adding 0.5 in double is exact, so
+// truncating the sum gives the same result without a call into libm.
+inline uint8_t round_to_byte(float value) {
+  const float clamped = std::clamp(value, 0.0f, 255.0f);
+  return static_cast<uint8_t>(static_cast<int>(static_cast<double>(clamped) + 0.5));
 }
 
 }  // namespace
@@ -250,30 +266,44 @@ std::pair<uint32_t, uint32_t> fit_size(uint32_t height, uint32_t width,
 std::vector<float> resize_area(const std::vector<uint8_t>& pixels,
                                uint32_t height, uint32_t width,
                                uint32_t out_height, uint32_t out_width) {
-  const auto columns = area_taps(width, out_width);
-  const auto rows = area_taps(height, out_height);
+  const auto columns = make_area_taps(width, out_width);
+  const auto rows = make_area_taps(height, out_height);
 
-  // Horizontal pass: height x out_width.
-  std::vector<float> wide(static_cast<size_t>(height) * out_width * 3, 0.0f);
+  // Horizontal pass: height x out_width. Each sum starts at zero and adds
+  // its taps in order, so the result does not depend on how it is laid out.
+  std::vector<float> wide(static_cast<size_t>(height) * out_width * 3);
   for (uint32_t y = 0; y < height; ++y) {
     const uint8_t* in = pixels.data() + static_cast<size_t>(y) * width * 3;
     float* out = wide.data() + static_cast<size_t>(y) * out_width * 3;
-    for (uint32_t x = 0; x < out_width; ++x)
-      for (const auto& t : columns[x])
-        for (int c = 0; c < 3; ++c)
-          out[x * 3 + c] += t.weight * in[t.index * 3 + c];
+    for (uint32_t x = 0; x < out_width; ++x) {
+      const uint32_t* index = columns.index.data() + columns.first_tap[x];
+      const float* weight = columns.weight.data() + columns.first_tap[x];
+      float red = 0.0f, green = 0.0f, blue = 0.0f;
+      for (uint32_t t = 0; t < columns.count[x]; ++t) {
+        const uint8_t* pixel = in + static_cast<size_t>(index[t]) * 3;
+        red += weight[t] * pixel[0];
+        green += weight[t] * pixel[1];
+        blue += weight[t] * pixel[2];
+      }
+      out[x * 3] = red;
+      out[x * 3 + 1] = green;
+      out[x * 3 + 2] = blue;
+    }
   }
 
   // Vertical pass: out_height x out_width.
   std::vector<float> out(static_cast<size_t>(out_height) * out_width * 3, 0.0f);
   const size_t stride = static_cast<size_t>(out_width) * 3;
-  for (uint32_t y = 0; y < out_height; ++y)
-    for (const auto& t : rows[y]) {
-      const float* in = wide.data() + t.index * stride;
-      float* target = out.data() + y * stride;
+  for (uint32_t y = 0; y < out_height; ++y) {
+    float* target = out.data() + y * stride;
+    for (uint32_t t = rows.first_tap[y]; t < rows.first_tap[y] + rows.count[y];
+         ++t) {
+      const float* in = wide.data() + rows.index[t] * stride;
+      const float weight = rows.weight[t];
       for (size_t i = 0; i < stride; ++i)
-        target[i] += t.weight * in[i];
+        target[i] += weight * in[i];
     }
+  }
   return out;
 }
 
@@ -302,12 +332,6 @@ decoded_image decode_image(const std::string& bytes, const std::string& where,
   // decoder already reduced the image.
   auto [height, width] =
       fit_size(source.source_height, source.source_width, options);
-  std::vector<float> resized;
-  if (height == source.height && width == source.width)
-    resized.assign(source.pixels.begin(), source.pixels.end());
-  else
-    resized = resize_area(source.pixels, source.height, source.width, height,
-                          width);
 
   decoded_image out;
   out.height = height;
@@ -318,11 +342,22 @@ decoded_image decode_image(const std::string& bytes, const std::string& where,
   out.std = options.std;
   const size_t plane = static_cast<size_t>(height) * width;
   out.pixels.resize(plane * 3);
-  for (int c = 0; c < 3; ++c) {
-    uint8_t* target = out.pixels.data() + c * plane;
-    for (size_t i = 0; i < plane; ++i)
-      target[i] = static_cast<uint8_t>(
-          std::lround(std::clamp(resized[i * 3 + c], 0.0f, 255.0f)));
+  // Interleaved RGB to channel planes, through the area filter when the
+  // size changes.
+  if (height == source.height && width == source.width) {
+    for (int c = 0; c < 3; ++c) {
+      uint8_t* target = out.pixels.data() + c * plane;
+      for (size_t i = 0; i < plane; ++i)
+        target[i] = source.pixels[i * 3 + c];
+    }
+  } else {
+    const auto resized = resize_area(source.pixels, source.height,
+                                     source.width, height, width);
+    for (int c = 0; c < 3; ++c) {
+      uint8_t* target = out.pixels.data() + c * plane;
+      for (size_t i = 0; i < plane; ++i)
+        target[i] = round_to_byte(resized[i * 3 + c]);
+    }
   }
   return out;
 }
