@@ -291,7 +291,7 @@ typename Inspector::result_type inspect(Inspector& f, job_config& x) {
            x.log_level, x.checkpoint_dir, x.checkpoint_every,
            x.checkpoint_keep, x.autoscale, x.sources, x.image_token_id,
            x.max_request_bytes, x.max_client_requests, x.read_range_bytes,
-           x.image_read_range_bytes);
+           x.image_read_range_bytes, x.worker_nice);
 }
 
 }  // namespace overlord::planner

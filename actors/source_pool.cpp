@@ -8,6 +8,13 @@
 #include <tuple>
 #include <unordered_map>
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "actors/messages.hpp"
 #include "common/error.hpp"
 #include "common/job_metrics.hpp"
@@ -269,11 +276,30 @@ void load_image_text_shard(worker_actor* self, const pool_setup& setup,
   }
 }
 
+// Lowers the calling thread's CPU priority by `nice` steps (each Linux
+// thread has its own niceness), so that decoding yields to serving.
+void lower_thread_priority(int nice, const std::string& source,
+                           const std::shared_ptr<spdlog::logger>& log) {
+  if (nice <= 0)
+    return;
+  const auto thread = static_cast<id_t>(syscall(SYS_gettid));
+  errno = 0;
+  const int current = getpriority(PRIO_PROCESS, thread);
+  if (errno == 0 &&
+      setpriority(PRIO_PROCESS, thread, std::min(19, current + nice)) == 0)
+    return;
+  log->warn("source={} worker keeps its CPU priority: setting niceness "
+            "failed: {}",
+            source, std::strerror(errno));
+}
+
 caf::behavior source_worker(worker_actor* self,
                             std::shared_ptr<const pool_setup> setup,
                             std::vector<std::string> shard_names) {
   auto log = get_logger("sources");
   const auto& source = setup->config.sources[setup->source];
+  // A detached actor builds its behaviour on its own thread.
+  lower_thread_priority(setup->config.worker_nice, source.name, log);
   sources::reader_options options;
   options.format = source.format == planner::source_format::jsonl
                        ? sources::shard_format::jsonl

@@ -30,7 +30,7 @@ const std::set<std::string> top_level_keys = {
     "log_level",    "autoscale",        "sources",
     "metrics_port", "image_token_id",   "max_request_bytes",  "max_client_requests",
     "read_range_bytes",
-    "image_read_range_bytes",
+    "image_read_range_bytes", "worker_nice",
 };
 
 const std::set<std::string> topology_keys = {"dp", "tp", "pp", "cp",
@@ -864,6 +864,9 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
     config.image_read_range_bytes =
         check.integer(root["image_read_range_bytes"], "image_read_range_bytes",
                       4096, 1 << 30);
+  if (root["worker_nice"])
+    config.worker_nice =
+        check.integer(root["worker_nice"], "worker_nice", 0, 19);
   if (root["checkpoint_dir"])
     config.checkpoint_dir = check.resolve(check.scalar<std::string>(
         root["checkpoint_dir"], "checkpoint_dir", "string"));

@@ -154,6 +154,9 @@ struct job_config {
   // WebDataset shards are read in byte ranges of this size, because their
   // decoded images take several times the bytes of the shard.
   int64_t image_read_range_bytes = 1 << 20;
+  // Niceness source workers add to their own threads, so that decoding
+  // yields the CPU to serving. 0 keeps the daemon's priority.
+  int worker_nice = 10;
   // Largest ZeroMQ request a constructor or payload server accepts
   // (ZMQ_MAXMSGSIZE); requests are a few dozen bytes.
   int max_request_bytes = 4096;

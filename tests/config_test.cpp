@@ -381,6 +381,19 @@ TEST_CASE("config metrics port", "[config]") {
   CHECK_THAT(message, Catch::Contains("metrics_port"));
 }
 
+TEST_CASE("config worker niceness", "[config]") {
+  config_fixture f;
+  CHECK(load_config(f.write_config(config_fixture::valid_body()), {})
+            .worker_nice == 10);
+  auto path = f.write_config(config_fixture::valid_body() + "worker_nice: 0\n");
+  CHECK(load_config(path, {}).worker_nice == 0);
+
+  auto message = f.error_of(config_fixture::valid_body() + "worker_nice: 20\n");
+  CHECK_THAT(message, Catch::Contains("worker_nice"));
+  message = f.error_of(config_fixture::valid_body() + "worker_nice: -1\n");
+  CHECK_THAT(message, Catch::Contains("worker_nice"));
+}
+
 namespace {
 
 // valid_body plus a WebDataset source with `keys` (indented lines).
