@@ -1036,41 +1036,9 @@ std::string status_json(planner_actor* self) {
   return text.GetString();
 }
 
-// Measures consumption and pool latency, and resizes pools whose workers
-// would fall behind (or idle) at the weights now and just ahead.
-void autoscale(planner_actor* self) {
+// Returns the planner's view of every pool for an autoscaling decision.
+std::vector<planner::pool_observation> observe_pools(planner_actor* self) {
   auto& st = self->state;
-  if (!st.scaler || !st.assigned)
-    return;
-  // The actor clock, so that tests can drive time.
-  auto now = self->clock().now();
-  int64_t slowest = std::numeric_limits<int64_t>::max();
-  for (const auto& rank : st.ranks)
-    slowest = std::min(slowest, rank.served);
-  double blocked = st.blocked_seconds;
-  if (st.blocked)
-    blocked += std::chrono::duration<double>(now - st.blocked_since).count();
-  if (st.rate_served < 0 || slowest < st.rate_served) {
-    st.rate_served = slowest;
-    st.rate_time = now;
-    st.blocked_seconds_seen = blocked;
-    return;
-  }
-  double seconds = std::chrono::duration<double>(now - st.rate_time).count();
-  if (seconds <= 0)
-    return;
-  planner::demand_observation demand;
-  demand.next_step = st.steps->next_step();
-  double rate = (slowest - st.rate_served) / seconds;
-  // Half the weight on the newest interval: quick to follow a change,
-  // steady under one noisy interval.
-  st.steps_per_s = st.steps_per_s == 0 ? rate : 0.5 * st.steps_per_s + 0.5 * rate;
-  demand.steps_per_s = st.steps_per_s;
-  demand.blocked_fraction = (blocked - st.blocked_seconds_seen) / seconds;
-  st.rate_served = slowest;
-  st.rate_time = now;
-  st.blocked_seconds_seen = blocked;
-
   std::vector<planner::pool_observation> pools;
   for (uint32_t s = 0; s < st.sources.size(); ++s) {
     const auto& slot = st.sources[s];
@@ -1084,6 +1052,14 @@ void autoscale(planner_actor* self) {
                          slot.announced_documents;
     pools.push_back(pool);
   }
+  return pools;
+}
+
+// Decides on `demand` and sends each resized pool its new size.
+void decide_and_resize(planner_actor* self,
+                       const std::vector<planner::pool_observation>& pools,
+                       const planner::demand_observation& demand) {
+  auto& st = self->state;
   std::map<std::string, int> budget;
   for (const auto& [id, node] : st.nodes)
     if (node.alive && node.loads())
@@ -1108,6 +1084,59 @@ void autoscale(planner_actor* self) {
     metrics::record_autoscale(source_name(self, d.source), d.from, d.to);
     self->send(slot.pool, resize_atom::value, static_cast<int32_t>(d.to));
   }
+}
+
+// Measures consumption and pool latency, and resizes pools whose workers
+// would fall behind (or idle) at the weights now and just ahead.
+void autoscale(planner_actor* self) {
+  auto& st = self->state;
+  if (!st.scaler || !st.assigned)
+    return;
+  // The actor clock, so that tests can drive time.
+  auto now = self->clock().now();
+  int64_t slowest = std::numeric_limits<int64_t>::max();
+  for (const auto& rank : st.ranks)
+    slowest = std::min(slowest, rank.served);
+  double blocked = st.blocked_seconds;
+  if (st.blocked)
+    blocked += std::chrono::duration<double>(now - st.blocked_since).count();
+
+  // Before the first step is served there is no consumption rate. Once
+  // planning has waited a whole interval for a dry source, the demand is
+  // what the pools supply now, blocked all the time, so starved pools grow.
+  const auto interval = std::chrono::milliseconds(st.config.autoscale.interval_ms);
+  if (slowest < 0 && st.blocked && now - st.blocked_since >= interval) {
+    auto pools = observe_pools(self);
+    planner::demand_observation demand;
+    demand.next_step = st.steps->next_step();
+    demand.steps_per_s = planner::autoscaler::supply_steps_per_s(
+        st.config, st.steps->weights_at(demand.next_step), pools);
+    demand.blocked_fraction = 1;
+    demand.before_first_step = true;
+    decide_and_resize(self, pools, demand);
+  }
+
+  if (st.rate_served < 0 || slowest < st.rate_served) {
+    st.rate_served = slowest;
+    st.rate_time = now;
+    st.blocked_seconds_seen = blocked;
+    return;
+  }
+  double seconds = std::chrono::duration<double>(now - st.rate_time).count();
+  if (seconds <= 0)
+    return;
+  planner::demand_observation demand;
+  demand.next_step = st.steps->next_step();
+  double rate = (slowest - st.rate_served) / seconds;
+  // Half the weight on the newest interval: quick to follow a change,
+  // steady under one noisy interval.
+  st.steps_per_s = st.steps_per_s == 0 ? rate : 0.5 * st.steps_per_s + 0.5 * rate;
+  demand.steps_per_s = st.steps_per_s;
+  demand.blocked_fraction = (blocked - st.blocked_seconds_seen) / seconds;
+  st.rate_served = slowest;
+  st.rate_time = now;
+  st.blocked_seconds_seen = blocked;
+  decide_and_resize(self, observe_pools(self), demand);
 }
 
 void refresh_stats(planner_actor* self) {

@@ -64,6 +64,22 @@ std::vector<double> autoscaler::documents_per_step(
   return out;
 }
 
+double autoscaler::supply_steps_per_s(
+    const job_config& config, const std::vector<double>& weights,
+    const std::vector<pool_observation>& pools) {
+  const auto needed = documents_per_step(config, weights, pools);
+  double supply = std::numeric_limits<double>::infinity();
+  for (size_t s = 0; s < needed.size(); ++s) {
+    if (!(needed[s] > 0))
+      continue;
+    if (pools[s].latency_us <= 0 || pools[s].workers <= 0)
+      return 0;
+    const double documents_per_s = pools[s].workers * 1e6 / pools[s].latency_us;
+    supply = std::min(supply, documents_per_s / needed[s]);
+  }
+  return std::isfinite(supply) ? supply : 0;
+}
+
 std::vector<scaling_decision> autoscaler::decide(
     const std::vector<pool_observation>& pools,
     const demand_observation& demand,
@@ -127,6 +143,9 @@ std::vector<scaling_decision> autoscaler::decide(
       reason[s] += " (planning waited " +
                    std::to_string(static_cast<int>(std::lround(100 * blocked))) +
                    "% of the time)";
+    if (demand.before_first_step)
+      reason[s] += " (before the first step: the rate is what the pools "
+                   "supply now)";
     if (busiest_step[s] != demand.next_step)
       reason[s] += " for the weights of step " +
                    std::to_string(busiest_step[s]);

@@ -33,6 +33,9 @@ struct demand_observation {
   // ranks had room for more steps: the trainers would go that much faster
   // with data ready.
   double blocked_fraction = 0;
+  // No step has been served yet, so steps_per_s is what the pools supply
+  // now (supply_steps_per_s) rather than a measured consumption rate.
+  bool before_first_step = false;
 };
 
 struct scaling_decision {
@@ -60,6 +63,13 @@ class autoscaler {
   static std::vector<double> documents_per_step(
       const job_config& config, const std::vector<double>& weights,
       const std::vector<pool_observation>& pools);
+
+  // Returns the steps per second the pools supply with their current
+  // workers at `weights`, limited by the slowest source; 0 while a
+  // latency or a length is unknown.
+  static double supply_steps_per_s(const job_config& config,
+                                   const std::vector<double>& weights,
+                                   const std::vector<pool_observation>& pools);
 
  private:
   job_config config_;

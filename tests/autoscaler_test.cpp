@@ -125,6 +125,40 @@ TEST_CASE("autoscaler waits for measurements", "[autoscaler]") {
   CHECK(scaler.decide(pools, demand, constant_weights(config), {}).empty());
 }
 
+TEST_CASE("supply rate follows the slowest pool", "[autoscaler]") {
+  auto config = scaling_config();
+  // 40 documents per step from each source. Text: 2 workers at 1 ms make
+  // 2000 documents/s (50 steps/s); images: 2 workers at 50 ms make 40
+  // documents/s (1 step/s).
+  CHECK(autoscaler::supply_steps_per_s(config, {1, 1}, observed(1, 50)) ==
+        Approx(1));
+  // A source with weight 0 does not limit the supply.
+  CHECK(autoscaler::supply_steps_per_s(config, {1, 0}, observed(1, 50)) ==
+        Approx(25));
+  auto unmeasured = observed(1, 50);
+  unmeasured[1].latency_us = 0;
+  CHECK(autoscaler::supply_steps_per_s(config, {1, 1}, unmeasured) == 0);
+}
+
+TEST_CASE("autoscaler grows before the first step", "[autoscaler]") {
+  auto config = scaling_config();
+  autoscaler scaler(config);
+  // Planning waited for images the whole time and nothing was served:
+  // the demand is taken as 10x what the pools supply (1 step/s).
+  demand_observation demand;
+  demand.steps_per_s = autoscaler::supply_steps_per_s(
+      config, {1, 1}, observed(1, 50));
+  demand.blocked_fraction = 1;
+  demand.before_first_step = true;
+  auto decisions =
+      scaler.decide(observed(1, 50), demand, constant_weights(config), {});
+  REQUIRE(decisions.size() == 1);
+  CHECK(decisions[0].source == 1);
+  // 10 steps/s x 40 documents x 50 ms x 1.5 = 30, capped at 16.
+  CHECK(decisions[0].to == 16);
+  CHECK_THAT(decisions[0].reason, Catch::Contains("before the first step"));
+}
+
 TEST_CASE("autoscaler grows ahead of a scheduled weight change",
           "[autoscaler]") {
   auto config = scaling_config();
