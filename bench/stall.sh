@@ -86,7 +86,9 @@ port=$(free_ports 3)
 write_job "$work/calibrate.yaml" "$port" "$share" false
 pid=$(start_daemon "$work/calibrate.yaml" "$work/calibrate.log")
 pids+=("$pid")
-"$bin/bench/stall_trainer" --port "$port" --ranks 2 --steps 30 --step-ms 0 \
+# 60 steps, so that the rate covers both the stream's costly and its cheap
+# stretches (per-step image counts range from 10 to 77).
+"$bin/bench/stall_trainer" --port "$port" --ranks 2 --steps 60 --step-ms 0 \
   --warmup 10 >"$work/calibrate.out"
 "$bin/tools/overlordctl" --planner "127.0.0.1:$(( port + 2 ))" status --json \
   >"$work/calibrate-status.json"
