@@ -45,6 +45,8 @@ struct agent_state {
   std::vector<caf::actor> constructors;
   std::set<std::string> connected;  // loader nodes reached directly
   std::chrono::steady_clock::time_point planner_lost_at;
+  // Join requests sent so far. A reply lost in transit is retried.
+  int join_attempts = 0;
 
   // Payload serving to remote constructors: the ROUTER server, its bound
   // endpoint, and the pool of each source for the server thread.
@@ -125,6 +127,12 @@ void connect_loaders(agent_actor* self,
                        st.setup.info.id);
 }
 
+// A join reply normally takes milliseconds. On a timeout the request is
+// sent again, and the planner replies to a repeated join from the same
+// agent with the job config again.
+constexpr std::chrono::seconds join_timeout{10};
+constexpr int max_join_attempts = 3;
+
 caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
   auto& st = self->state;
   st.setup = std::move(setup);
@@ -158,7 +166,8 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
   auto join = [=](const std::string& address) {
     auto& s = self->state;
     s.setup.info.address = address;
-    self->request(s.setup.planner, std::chrono::seconds(30), join_atom::value,
+    s.join_attempts++;
+    self->request(s.setup.planner, join_timeout, join_atom::value,
                   s.setup.info)
       .then(
           [=](planner::job_config& config) {
@@ -175,6 +184,15 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
           },
           [=](caf::error& err) {
             auto& s = self->state;
+            if (err == caf::sec::request_timeout &&
+                s.join_attempts < max_join_attempts) {
+              s.log->warn("node={} join request timed out after {} s "
+                          "(attempt {} of {}); sending it again",
+                          id, join_timeout.count(), s.join_attempts,
+                          max_join_attempts);
+              self->send(self, join_atom::value, address);
+              return;
+            }
             auto message = "node " + id + " could not join the planner: " +
                            self->system().render(err);
             s.log->error("{}", message);

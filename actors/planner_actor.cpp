@@ -1450,6 +1450,14 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
       [=](join_atom, node_info& info) -> caf::result<planner::job_config> {
         auto& s = self->state;
         auto existing = s.nodes.find(info.id);
+        auto sender = caf::actor_cast<caf::actor>(self->current_sender());
+        // The same agent asking again lost the first reply.
+        if (existing != s.nodes.end() && existing->second.alive &&
+            existing->second.agent == sender) {
+          s.log->warn("node={} sent its join request again; answering it "
+                      "again", info.id);
+          return s.config;
+        }
         if (existing != s.nodes.end() && existing->second.alive)
           return caf::make_error(caf::sec::invalid_argument,
                                  "a node with id " + info.id +
