@@ -1451,7 +1451,7 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
         auto& s = self->state;
         auto existing = s.nodes.find(info.id);
         auto sender = caf::actor_cast<caf::actor>(self->current_sender());
-        // The same agent asking again lost the first reply.
+        // A repeated join from the same agent means its first reply was lost.
         if (existing != s.nodes.end() && existing->second.alive &&
             existing->second.agent == sender) {
           s.log->warn("node={} sent its join request again; answering it "
