@@ -353,10 +353,6 @@ int run(const options& opts) {
   const std::string node_id = node_id_of(opts);
 
   caf::actor_system_config system_config;
-  // CAF's default work-stealing scheduler polls for work with 50 us sleeps,
-  // which under steady traffic cost a busy node much system time. The
-  // work-sharing scheduler blocks on a condition variable instead.
-  system_config.set("scheduler.policy", caf::atom("sharing"));
   actors::add_message_types(system_config);
   system_config.load<caf::io::middleman>();
   if (opts.tls.enabled())
