@@ -1451,6 +1451,17 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
         auto& s = self->state;
         auto existing = s.nodes.find(info.id);
         auto sender = caf::actor_cast<caf::actor>(self->current_sender());
+        // A join can arrive without a sender, as seen while several nodes
+        // connected at once. No reply can reach that node, and it sends its
+        // join again after a timeout.
+        if (!sender) {
+          s.log->warn("node={} role={} sent a join request without a "
+                      "reachable sender (its link may not be set up yet); "
+                      "ignoring it until the node sends it again",
+                      info.id, info.role);
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "join request without a sender");
+        }
         // A repeated join from the same agent means its first reply was lost.
         if (existing != s.nodes.end() && existing->second.alive &&
             existing->second.agent == sender) {
@@ -1465,7 +1476,7 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
                                      "node its own --node-id");
         node_entry entry;
         entry.info = info;
-        entry.agent = caf::actor_cast<caf::actor>(self->current_sender());
+        entry.agent = sender;
         entry.last_seen = clock_type::now();
         entry.join_order = s.joins++;
         self->monitor(entry.agent);

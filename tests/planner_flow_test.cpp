@@ -241,6 +241,22 @@ TEST_CASE("planner rejects duplicate node ids", "[planner_flow]") {
   CHECK(f.rec->joined == 1);
 }
 
+TEST_CASE("planner ignores joins without sender", "[planner_flow]") {
+  flow_fixture f;
+  // A remote join whose node link is not set up yet arrives without a
+  // sender. It must not register the node or stop the planner.
+  node_info info;
+  info.id = "loader-1";
+  info.role = "loader";
+  info.address = "local";
+  caf::anon_send(f.planner, join_atom::value, info);
+  f.scheduler->run();
+  CHECK(f.rec->joined == 0);
+  // The node's next join registers it.
+  f.join("loader-1", "loader");
+  CHECK(f.rec->joined == 1);
+}
+
 TEST_CASE("planner ignores served from strangers", "[planner_flow]") {
   flow_fixture f;
   f.join("loader-1", "loader");
