@@ -101,6 +101,8 @@ for victim in loader constructor planner; do
     elapsed=$(($(date +%s) - started))
     check "$name: trainers finish" test "$status" -eq 0
     if [[ $status -ne 0 ]]; then
+      echo "rank 0 received $(wc -l <"$work/$name.rank0") steps," \
+        "rank 1 $(wc -l <"$work/$name.rank1")" >&2
       for log in "$work/$name".*.log "$work/$name".rank*.err; do
         echo "--- $log" >&2
         tail -n 15 "$log" >&2

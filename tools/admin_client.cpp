@@ -9,6 +9,8 @@
 #include <caf/io/all.hpp>
 #include <cerrno>
 #include <cstring>
+#include <thread>
+#include <tuple>
 
 #include "actors/messages.hpp"
 #include "common/error.hpp"
@@ -216,6 +218,36 @@ std::string admin_client::set_log_level(const std::string& node_id,
       .receive([&](std::string& reply) { out = std::move(reply); },
                [&](caf::error& err) { fail(holder_->system, address_, err); });
   return out;
+}
+
+rank_route find_rank(const std::string& planner_address, uint32_t rank,
+                     std::chrono::milliseconds timeout,
+                     const actors::tls_files& tls,
+                     const std::function<void()>& between_attempts) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto attempt_timeout =
+      std::min<std::chrono::milliseconds>(timeout, std::chrono::seconds(5));
+  std::unique_ptr<admin_client> admin;
+  for (;;) {
+    try {
+      if (!admin)
+        admin = std::make_unique<admin_client>(planner_address, attempt_timeout,
+                                               tls);
+      rank_route route;
+      std::tie(route.endpoint, route.node) = admin->lookup(rank);
+      route.endpoints = admin->endpoints(rank);
+      return route;
+    } catch (const error& e) {
+      bool retry = e.code() == errc::unavailable || e.code() == errc::timeout;
+      if (!retry || std::chrono::steady_clock::now() > deadline)
+        throw;
+      if (e.code() == errc::timeout)
+        admin.reset();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    if (between_attempts)
+      between_attempts();
+  }
 }
 
 }  // namespace overlord::tools

@@ -6,6 +6,7 @@
 #include <caf/all.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -55,5 +56,22 @@ class admin_client {
   std::string address_;
   std::chrono::milliseconds timeout_;
 };
+
+// The endpoints and node that serve one rank, as the planner reports them.
+struct rank_route {
+  std::string endpoint;                // the primary's endpoint
+  std::string node;                    // the node that runs the primary
+  std::vector<std::string> endpoints;  // primary first, then its shadow
+};
+
+// Requests `rank`'s route from the planner at `planner_address`, retrying
+// every 200 ms while the planner is unreachable or has not assigned the
+// rank, until `timeout` has passed. A request without a reply after
+// min(timeout, 5 s) is sent again over a new connection.
+// `between_attempts` runs before each retry and may throw to stop.
+rank_route find_rank(const std::string& planner_address, uint32_t rank,
+                     std::chrono::milliseconds timeout,
+                     const actors::tls_files& tls = {},
+                     const std::function<void()>& between_attempts = {});
 
 }  // namespace overlord::tools

@@ -239,34 +239,6 @@ std::string summarize(const overlord::wire::Batch& batch) {
   return text.GetString();
 }
 
-// Asks the planner for the rank's endpoint, retrying while the planner
-// has not assigned the rank yet, up to the client timeout. A request
-// without a reply within 5 s is sent again over a new connection, because
-// a CAF connection can drop without an error reaching the request.
-std::pair<std::string, std::string> look_up(const options& opts) {
-  auto deadline = std::chrono::steady_clock::now() + opts.client.timeout;
-  auto attempt_timeout =
-      std::min<std::chrono::milliseconds>(opts.client.timeout,
-                                          std::chrono::seconds(5));
-  std::unique_ptr<overlord::tools::admin_client> admin;
-  for (;;) {
-    try {
-      if (!admin)
-        admin = std::make_unique<overlord::tools::admin_client>(
-            opts.planner, attempt_timeout, opts.tls);
-      return admin->lookup(opts.client.rank);
-    } catch (const overlord::error& e) {
-      bool retry = e.code() == overlord::errc::unavailable ||
-                   e.code() == overlord::errc::timeout;
-      if (!retry || std::chrono::steady_clock::now() > deadline)
-        throw;
-      if (e.code() == overlord::errc::timeout)
-        admin.reset();
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -279,19 +251,21 @@ int main(int argc, char** argv) {
   }
 
   try {
-    std::unique_ptr<overlord::tools::admin_client> admin;
     if (!opts.planner.empty()) {
-      auto [endpoint, node] = look_up(opts);
-      opts.client.endpoint = endpoint;
-      opts.client.node = node;
+      auto route = overlord::tools::find_rank(opts.planner, opts.client.rank,
+                                              opts.client.timeout, opts.tls);
+      opts.client.endpoint = route.endpoint;
+      opts.client.node = route.node;
+      opts.client.fallback_endpoints = route.endpoints;
       // Before a failover, ask the planner where the rank is served now:
-      // it may have promoted the shadow already.
-      admin = std::make_unique<overlord::tools::admin_client>(
-          opts.planner, std::chrono::milliseconds(2000), opts.tls);
-      auto* planner = admin.get();
-      uint32_t rank = opts.client.rank;
-      opts.client.fallback_endpoints = planner->endpoints(rank);
-      opts.client.resolve = [planner, rank] { return planner->endpoints(rank); };
+      // it may have promoted the shadow already. After a failed lookup the
+      // client tries the endpoints from the first one.
+      opts.client.resolve = [planner = opts.planner, rank = opts.client.rank,
+                             tls = opts.tls] {
+        return overlord::tools::admin_client(
+                   planner, std::chrono::milliseconds(2000), tls)
+            .endpoints(rank);
+      };
     }
     overlord::client::batch_client client(opts.client);
     auto started = std::chrono::steady_clock::now();

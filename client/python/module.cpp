@@ -84,37 +84,16 @@ void check_signals() {
     throw py::error_already_set();
 }
 
-// Asks the planner at `planner` ("HOST:PORT") for the endpoint and node id
-// of `rank`. Retries every 200 ms while the planner cannot be reached (a
-// trainer may start before overlordd listens) or reports the rank as not
-// assigned yet, both errc::unavailable, until `timeout_seconds` have passed.
-std::pair<std::string, std::string> look_up(
-    const std::string& planner, uint32_t rank, double timeout_seconds,
-    const actors::tls_files& tls = {}) {
+// Asks the planner which endpoint and node serve `rank` (and its shadow's
+// endpoint), retrying while the planner is unreachable or has not assigned
+// the rank, until `timeout_seconds` have passed. Python signal handlers run
+// between attempts.
+tools::rank_route find_rank(const std::string& planner, uint32_t rank,
+                            double timeout_seconds,
+                            const actors::tls_files& tls = {}) {
   const auto timeout = to_milliseconds(timeout_seconds, "timeout");
   py::gil_scoped_release release;
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  // A request without a reply within 5 s is sent again over a new
-  // connection, because a CAF connection can drop without an error
-  // reaching the request.
-  const auto attempt_timeout =
-      std::min<std::chrono::milliseconds>(timeout, std::chrono::seconds(5));
-  std::optional<tools::admin_client> admin;
-  for (;;) {
-    try {
-      if (!admin)
-        admin.emplace(planner, attempt_timeout, tls);
-      return admin->lookup(rank);
-    } catch (const error& e) {
-      bool retry = e.code() == errc::unavailable || e.code() == errc::timeout;
-      if (!retry || std::chrono::steady_clock::now() > deadline)
-        throw;
-      if (e.code() == errc::timeout)
-        admin.reset();
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    check_signals();
-  }
+  return tools::find_rank(planner, rank, timeout, tls, check_signals);
 }
 
 // One rank's batch_client. next() releases the GIL while it waits, and a
@@ -147,22 +126,19 @@ class python_client {
     }
     if (!planner.empty()) {
       options.failover_timeout = to_milliseconds(failover_seconds, "failover_timeout");
-      auto [found, serving_node] = look_up(planner, rank, timeout_seconds, tls);
-      options.endpoint = found;
-      options.node = serving_node;
-      node_ = serving_node;
+      auto route = find_rank(planner, rank, timeout_seconds, tls);
+      options.endpoint = route.endpoint;
+      options.node = route.node;
+      options.fallback_endpoints = route.endpoints;
+      node_ = route.node;
+      // Hand the heap of the lookup's threads back to the kernel: it would
+      // otherwise stay in the trainer's resident memory.
+      malloc_trim(0);
 
-      py::gil_scoped_release release;
       // Before a failover the client asks the planner where the rank is
       // served now, because the planner may have promoted the shadow. The
       // CAF system of a lookup lives only for that lookup, so a trainer
       // carries no actor threads between failovers.
-      options.fallback_endpoints =
-          tools::admin_client(planner, std::chrono::milliseconds(2000), tls)
-              .endpoints(rank);
-      // Hand the heap of the lookups' threads back to the kernel: it
-      // would otherwise stay in the trainer's resident memory.
-      malloc_trim(0);
       options.resolve = [planner, rank, tls] {
         auto endpoints =
             tools::admin_client(planner, std::chrono::milliseconds(2000), tls)
@@ -416,7 +392,8 @@ PYBIND11_MODULE(_overlord, module) {
 
   module.def("look_up",
              [](const std::string& planner, uint32_t rank, double timeout) {
-               return look_up(planner, rank, timeout);
+               auto route = find_rank(planner, rank, timeout);
+               return std::make_pair(route.endpoint, route.node);
              },
              py::arg("planner"), py::arg("rank"), py::arg("timeout"),
              "Return (endpoint, node) of the rank's constructor from the "
