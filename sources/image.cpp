@@ -11,6 +11,8 @@
 #include <cmath>
 #include <csetjmp>
 #include <cstring>
+#include <memory>
+#include <vector>
 
 #include "common/error.hpp"
 
@@ -263,47 +265,77 @@ std::pair<uint32_t, uint32_t> fit_size(uint32_t height, uint32_t width,
   return size_at(low);
 }
 
+namespace {
+
+// Filters one interleaved RGB row horizontally into out_width x 3 sums.
+// Each sum adds its taps in order from zero, so every call gives the same bits.
+void filter_row(const uint8_t* in, const area_taps& columns, uint32_t out_width,
+                float* out) {
+  for (uint32_t x = 0; x < out_width; ++x) {
+    const uint32_t* index = columns.index.data() + columns.first_tap[x];
+    const float* weight = columns.weight.data() + columns.first_tap[x];
+    float red = 0.0f, green = 0.0f, blue = 0.0f;
+    for (uint32_t t = 0; t < columns.count[x]; ++t) {
+      const uint8_t* pixel = in + static_cast<size_t>(index[t]) * 3;
+      red += weight[t] * pixel[0];
+      green += weight[t] * pixel[1];
+      blue += weight[t] * pixel[2];
+    }
+    out[x * 3] = red;
+    out[x * 3 + 1] = green;
+    out[x * 3 + 2] = blue;
+  }
+}
+
+// Area-filters interleaved RGB `pixels` and passes each output row
+// (out_width x 3 floats) to `emit(y, row)`. A small ring keeps the
+// horizontally filtered source rows that successive output rows share.
+template <class Emit>
+void resize_area_rows(const uint8_t* pixels, uint32_t height, uint32_t width,
+                      uint32_t out_height, uint32_t out_width, Emit&& emit) {
+  const auto columns = make_area_taps(width, out_width);
+  const auto rows = make_area_taps(height, out_height);
+  uint32_t max_taps = 1;
+  for (uint32_t y = 0; y < out_height; ++y)
+    max_taps = std::max(max_taps, rows.count[y]);
+
+  const size_t stride = static_cast<size_t>(out_width) * 3;
+  const size_t slots = max_taps + 1;
+  std::unique_ptr<float[]> ring(new float[slots * stride]);
+  std::vector<int64_t> held(slots, -1);  // source row in each slot
+  std::unique_ptr<float[]> sum(new float[stride]);
+
+  for (uint32_t y = 0; y < out_height; ++y) {
+    std::fill(sum.get(), sum.get() + stride, 0.0f);
+    for (uint32_t t = rows.first_tap[y]; t < rows.first_tap[y] + rows.count[y];
+         ++t) {
+      const uint32_t source_row = rows.index[t];
+      const size_t slot = source_row % slots;
+      float* filtered = ring.get() + slot * stride;
+      if (held[slot] != source_row) {
+        filter_row(pixels + static_cast<size_t>(source_row) * width * 3, columns,
+                   out_width, filtered);
+        held[slot] = source_row;
+      }
+      const float weight = rows.weight[t];
+      for (size_t i = 0; i < stride; ++i)
+        sum[i] += weight * filtered[i];
+    }
+    emit(y, sum.get());
+  }
+}
+
+}  // namespace
+
 std::vector<float> resize_area(const std::vector<uint8_t>& pixels,
                                uint32_t height, uint32_t width,
                                uint32_t out_height, uint32_t out_width) {
-  const auto columns = make_area_taps(width, out_width);
-  const auto rows = make_area_taps(height, out_height);
-
-  // Horizontal pass: height x out_width. Each sum starts at zero and adds
-  // its taps in order, so the result does not depend on how it is laid out.
-  std::vector<float> wide(static_cast<size_t>(height) * out_width * 3);
-  for (uint32_t y = 0; y < height; ++y) {
-    const uint8_t* in = pixels.data() + static_cast<size_t>(y) * width * 3;
-    float* out = wide.data() + static_cast<size_t>(y) * out_width * 3;
-    for (uint32_t x = 0; x < out_width; ++x) {
-      const uint32_t* index = columns.index.data() + columns.first_tap[x];
-      const float* weight = columns.weight.data() + columns.first_tap[x];
-      float red = 0.0f, green = 0.0f, blue = 0.0f;
-      for (uint32_t t = 0; t < columns.count[x]; ++t) {
-        const uint8_t* pixel = in + static_cast<size_t>(index[t]) * 3;
-        red += weight[t] * pixel[0];
-        green += weight[t] * pixel[1];
-        blue += weight[t] * pixel[2];
-      }
-      out[x * 3] = red;
-      out[x * 3 + 1] = green;
-      out[x * 3 + 2] = blue;
-    }
-  }
-
-  // Vertical pass: out_height x out_width.
-  std::vector<float> out(static_cast<size_t>(out_height) * out_width * 3, 0.0f);
   const size_t stride = static_cast<size_t>(out_width) * 3;
-  for (uint32_t y = 0; y < out_height; ++y) {
-    float* target = out.data() + y * stride;
-    for (uint32_t t = rows.first_tap[y]; t < rows.first_tap[y] + rows.count[y];
-         ++t) {
-      const float* in = wide.data() + rows.index[t] * stride;
-      const float weight = rows.weight[t];
-      for (size_t i = 0; i < stride; ++i)
-        target[i] += weight * in[i];
-    }
-  }
+  std::vector<float> out(out_height * stride);
+  resize_area_rows(pixels.data(), height, width, out_height, out_width,
+                   [&](uint32_t y, const float* row) {
+                     std::copy(row, row + stride, out.data() + y * stride);
+                   });
   return out;
 }
 
@@ -351,13 +383,17 @@ decoded_image decode_image(const std::string& bytes, const std::string& where,
         target[i] = source.pixels[i * 3 + c];
     }
   } else {
-    const auto resized = resize_area(source.pixels, source.height,
-                                     source.width, height, width);
-    for (int c = 0; c < 3; ++c) {
-      uint8_t* target = out.pixels.data() + c * plane;
-      for (size_t i = 0; i < plane; ++i)
-        target[i] = round_to_byte(resized[i * 3 + c]);
-    }
+    // Each output row goes straight to the channel planes, so the float
+    // image is never held whole.
+    resize_area_rows(source.pixels.data(), source.height, source.width, height,
+                     width, [&](uint32_t y, const float* row) {
+                       const size_t offset = static_cast<size_t>(y) * width;
+                       for (int c = 0; c < 3; ++c) {
+                         uint8_t* target = out.pixels.data() + c * plane + offset;
+                         for (uint32_t x = 0; x < width; ++x)
+                           target[x] = round_to_byte(row[x * 3 + c]);
+                       }
+                     });
   }
   return out;
 }
