@@ -375,8 +375,10 @@ decoded_image decode_image(const std::string& bytes, const std::string& where,
 
   // The size depends on the declared size only, not on how far the
   // decoder already reduced the image.
-  auto [height, width] =
-      fit_size(source.source_height, source.source_width, options);
+  // Plain variables, because a C++17 lambda cannot capture a structured binding.
+  const auto fitted = fit_size(source.source_height, source.source_width, options);
+  const uint32_t height = fitted.first;
+  const uint32_t width = fitted.second;
 
   decoded_image out;
   out.height = height;

@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -229,6 +230,36 @@ TEST_CASE("area filter matches two-pass reference", "[image]") {
       different += std::memcmp(&got[i], &expected[i], sizeof(float)) != 0;
     CHECK(different == 0);
   }
+}
+
+TEST_CASE("decode_image planes match area filter", "[image]") {
+  // A lossless noisy PNG, shrunk: every plane value must be the filter's
+  // value at that position, rounded half away from zero.
+  const uint32_t height = 61, width = 97;
+  std::vector<uint8_t> pixels(static_cast<size_t>(height) * width * 3);
+  uint32_t state = 777;
+  for (auto& value : pixels) {
+    state = state * 1664525u + 1013904223u;
+    value = static_cast<uint8_t>(state >> 24);
+  }
+  image_options options = identity_options();
+  options.max_pixels = 1500;
+  options.patch_size = 1;
+  auto image = decode_image(encode_png(pixels, height, width), "t.tar:noise.png",
+                            options);
+  REQUIRE(image.height < height);
+  REQUIRE(image.width < width);
+
+  auto filtered = resize_area(pixels, height, width, image.height, image.width);
+  const size_t plane = static_cast<size_t>(image.height) * image.width;
+  REQUIRE(image.pixels.size() == plane * 3);
+  size_t different = 0;
+  for (size_t i = 0; i < plane; ++i)
+    for (size_t c = 0; c < 3; ++c) {
+      const float value = std::clamp(filtered[i * 3 + c], 0.0f, 255.0f);
+      different += image.pixels[c * plane + i] != std::lround(value);
+    }
+  CHECK(different == 0);
 }
 
 TEST_CASE("decode_image resizes large images", "[image]") {
