@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <caf/io/all.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -224,15 +225,20 @@ rank_route find_rank(const std::string& planner_address, uint32_t rank,
                      std::chrono::milliseconds timeout,
                      const actors::tls_files& tls,
                      const std::function<void()>& between_attempts) {
+  using std::chrono::milliseconds;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  const auto attempt_timeout =
-      std::min<std::chrono::milliseconds>(timeout, std::chrono::seconds(5));
   std::unique_ptr<admin_client> admin;
   for (;;) {
     try {
-      if (!admin)
+      if (!admin) {
+        // Requests on this connection wait at most 5 s or the time left.
+        const auto left = std::chrono::duration_cast<milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        const auto attempt_timeout = std::clamp<milliseconds>(
+            left, milliseconds(100), std::chrono::seconds(5));
         admin = std::make_unique<admin_client>(planner_address, attempt_timeout,
                                                tls);
+      }
       rank_route route;
       std::tie(route.endpoint, route.node) = admin->lookup(rank);
       route.endpoints = admin->endpoints(rank);
@@ -244,7 +250,7 @@ rank_route find_rank(const std::string& planner_address, uint32_t rank,
       if (e.code() == errc::timeout)
         admin.reset();
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    std::this_thread::sleep_for(milliseconds(200));
     if (between_attempts)
       between_attempts();
   }

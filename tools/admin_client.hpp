@@ -1,6 +1,7 @@
-// Client of the planner's admin interface, for overlordctl and for
-// overlord_pull's endpoint lookup. It speaks CAF to the planner actor
-// published on planner_port. One instance per thread.
+// Client of the planner's admin interface, for overlordctl, and the rank
+// lookup (find_rank) of overlord_pull and the Python client. It speaks
+// CAF to the planner actor published on planner_port. One instance per
+// thread.
 #pragma once
 
 #include <caf/all.hpp>
@@ -66,9 +67,11 @@ struct rank_route {
 
 // Requests `rank`'s route from the planner at `planner_address`, retrying
 // every 200 ms while the planner is unreachable or has not assigned the
-// rank, until `timeout` has passed. A request without a reply after
-// min(timeout, 5 s) is sent again over a new connection.
-// `between_attempts` runs before each retry and may throw to stop.
+// rank, until `timeout` has passed. A request without a reply within
+// min(5 s, time left) is sent again over a new connection. An attempt
+// under way at the deadline finishes first, so a call can take up to four
+// such waits longer than `timeout`. `between_attempts` runs before each
+// retry and may throw to stop.
 rank_route find_rank(const std::string& planner_address, uint32_t rank,
                      std::chrono::milliseconds timeout,
                      const actors::tls_files& tls = {},

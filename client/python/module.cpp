@@ -131,9 +131,12 @@ class python_client {
       options.node = route.node;
       options.fallback_endpoints = route.endpoints;
       node_ = route.node;
-      // Hand the heap of the lookup's threads back to the kernel: it would
-      // otherwise stay in the trainer's resident memory.
-      malloc_trim(0);
+      {
+        // Hand the heap of the lookup's threads back to the kernel: it
+        // would otherwise stay in the trainer's resident memory.
+        py::gil_scoped_release release;
+        malloc_trim(0);
+      }
 
       // Before a failover the client asks the planner where the rank is
       // served now, because the planner may have promoted the shadow. The
