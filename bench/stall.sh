@@ -14,7 +14,7 @@
 # and IMAGE_PIXELS (default 262144, 512x512) the images' pixel budget. At
 # that size an image-text document costs 7x to 12x a text one per worker.
 # The trainers run at niceness TRAINER_NICE (default -10; without root they
-# run at 0). On GPU hosts they would not share cores with the loader.
+# keep the script's). On GPU hosts they would not share cores with the loader.
 set -euo pipefail
 source tests/e2e_lib.sh
 
@@ -26,9 +26,12 @@ image_pixels="${IMAGE_PIXELS:-262144}"
 demand="${DEMAND:-1.25}"
 cores=$(nproc)
 budget="${BUDGET:-$cores}"
-trainer_nice="${TRAINER_NICE:--10}"
-# The niceness the trainers really get, 0 when raising priority is not allowed.
-trainer_nice=$(nice -n "$trainer_nice" nice 2>/dev/null)
+# nice -n adds to the current niceness, so the step is relative. Without
+# root, nice cannot lower it and the trainers keep the current niceness.
+wanted_nice="${TRAINER_NICE:--10}"
+[[ "$wanted_nice" =~ ^-?[0-9]+$ ]] || fail "TRAINER_NICE must be an integer, got '$wanted_nice'"
+nice_step=$(( wanted_nice - $(nice) ))
+trainer_nice=$(nice -n "$nice_step" nice 2>/dev/null)
 [[ -d "$data/images" ]] || fail "no image-text shards in $data/images; run scripts/fetch-demo-data"
 work=$(mktemp -d /tmp/overlord-bench-stall.XXXXXX)
 pids=()
@@ -85,9 +88,9 @@ start_daemon() {
   echo $!
 }
 
-# Prints the steps per second job $1 delivers to trainers that do not
-# compute, with autoscaling $2. 60 steps cover both costly and cheap
-# stretches of the stream (10 to 77 images per step).
+# Writes to $work/$1.rate the steps per second job $1 delivers to
+# trainers that do not compute, with autoscaling $2. 60 steps cover both
+# costly and cheap stretches of the stream (10 to 77 images per step).
 calibrate() {
   local name=$1 autoscale=$2
   local port pid
@@ -95,19 +98,22 @@ calibrate() {
   write_job "$work/$name.yaml" "$port" "$share" "$autoscale"
   pid=$(start_daemon "$work/$name.yaml" "$work/$name.log")
   pids+=("$pid")
-  nice -n "$trainer_nice" "$bin/bench/stall_trainer" --port "$port" --ranks 2 \
+  nice -n "$nice_step" "$bin/bench/stall_trainer" --port "$port" --ranks 2 \
     --steps 60 --step-ms 0 --warmup 10 >"$work/$name.out"
   "$bin/tools/overlordctl" --planner "127.0.0.1:$(( port + 2 ))" status --json \
     >"$work/$name-status.json"
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  tail -1 "$work/$name.out" | /usr/bin/python3 -c "import json, sys; print(json.load(sys.stdin)['steps_per_s'])"
+  tail -1 "$work/$name.out" | /usr/bin/python3 -c \
+    "import json, sys; print(json.load(sys.stdin)['steps_per_s'])" >"$work/$name.rate"
 }
 
 # Trainers ask for DEMAND times what one equal share delivers. The
 # autoscaled budget's rate shows how much of all it can deliver that is.
-capacity=$(calibrate calibrate false)
-budget_capacity=$(calibrate calibrate-budget true)
+calibrate calibrate false
+calibrate calibrate-budget true
+capacity=$(<"$work/calibrate.rate")
+budget_capacity=$(<"$work/calibrate-budget.rate")
 step_ms=$(/usr/bin/python3 -c "print(max(1, round(1000 / ($capacity * $demand))))")
 echo "calibration: $share worker(s) per source deliver $(printf %.2f "$capacity") steps/s," \
   "the autoscaled budget $(printf %.2f "$budget_capacity"); step time ${step_ms} ms"
@@ -121,7 +127,7 @@ run() {
   local pid
   pid=$(start_daemon "$work/$name.yaml" "$work/$name.log")
   pids+=("$pid")
-  nice -n "$trainer_nice" "$bin/bench/stall_trainer" --port "$port" --ranks 2 \
+  nice -n "$nice_step" "$bin/bench/stall_trainer" --port "$port" --ranks 2 \
     --steps "$steps" --step-ms "$step_ms" --wait-threshold-ms $(( step_ms / 10 + 2 )) >"$work/$name.out"
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
