@@ -167,6 +167,17 @@ TEST_CASE("area filter averages covered pixels", "[image]") {
   CHECK(two[3] == Approx(150));
 }
 
+// Returns height x width interleaved RGB pixels of reproducible noise.
+std::vector<uint8_t> noisy_rgb(uint32_t height, uint32_t width, uint32_t seed) {
+  std::vector<uint8_t> pixels(static_cast<size_t>(height) * width * 3);
+  uint32_t state = seed;
+  for (auto& value : pixels) {
+    state = state * 1664525u + 1013904223u;  // a linear congruential generator
+    value = static_cast<uint8_t>(state >> 24);
+  }
+  return pixels;
+}
+
 // The area filter of whole images, pass by pass: the definition that the
 // row-by-row filter of sources/image.cpp must match bit for bit.
 std::vector<float> two_pass_area(const std::vector<uint8_t>& pixels,
@@ -214,13 +225,9 @@ TEST_CASE("area filter matches two-pass reference", "[image]") {
       {1, 50, 1, 7},     {50, 1, 7, 1},    {33, 77, 32, 76},
       {480, 640, 89, 119},
   };
-  uint32_t state = 12345;
+  uint32_t seed = 12345;
   for (const auto& [height, width, out_height, out_width] : cases) {
-    std::vector<uint8_t> pixels(static_cast<size_t>(height) * width * 3);
-    for (auto& value : pixels) {
-      state = state * 1664525u + 1013904223u;
-      value = static_cast<uint8_t>(state >> 24);
-    }
+    auto pixels = noisy_rgb(height, width, seed++);
     auto got = resize_area(pixels, height, width, out_height, out_width);
     auto expected = two_pass_area(pixels, height, width, out_height, out_width);
     INFO(height << "x" << width << " to " << out_height << "x" << out_width);
@@ -236,12 +243,7 @@ TEST_CASE("decode_image planes match area filter", "[image]") {
   // A lossless noisy PNG, shrunk: every plane value must be the filter's
   // value at that position, rounded half away from zero.
   const uint32_t height = 61, width = 97;
-  std::vector<uint8_t> pixels(static_cast<size_t>(height) * width * 3);
-  uint32_t state = 777;
-  for (auto& value : pixels) {
-    state = state * 1664525u + 1013904223u;
-    value = static_cast<uint8_t>(state >> 24);
-  }
+  auto pixels = noisy_rgb(height, width, 777);
   image_options options = identity_options();
   options.max_pixels = 1500;
   options.patch_size = 1;
