@@ -81,65 +81,61 @@ sources:
 YAML
 }
 
-# Starts overlordd on $1 and prints its pid.
+# Starts overlordd with config $1, logging to $2, and prints its pid.
 start_daemon() {
   local config=$1 log=$2
   "$bin/actors/overlordd" --config "$config" >/dev/null 2>"$log" &
   echo $!
 }
 
-# Writes to $work/$1.rate the steps per second job $1 delivers to
-# trainers that do not compute, with autoscaling $2. 60 steps cover both
-# costly and cheap stretches of the stream (10 to 77 images per step).
-calibrate() {
+# Runs job $1 with autoscaling $2 ("true" or "false") and the trainers
+# given the remaining arguments. Writes the trainers' output to
+# $work/$1.out and the planner's status to $work/$1-status.json.
+run_job() {
   local name=$1 autoscale=$2
+  shift 2
   local port pid
   port=$(free_ports 3)
   write_job "$work/$name.yaml" "$port" "$share" "$autoscale"
   pid=$(start_daemon "$work/$name.yaml" "$work/$name.log")
   pids+=("$pid")
-  nice -n "$nice_step" "$bin/bench/stall_trainer" --port "$port" --ranks 2 \
-    --steps 60 --step-ms 0 --warmup 10 >"$work/$name.out"
+  nice -n "$nice_step" "$bin/bench/stall_trainer" --port "$port" --ranks 2 "$@" \
+    >"$work/$name.out"
   "$bin/tools/overlordctl" --planner "127.0.0.1:$(( port + 2 ))" status --json \
     >"$work/$name-status.json"
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  tail -1 "$work/$name.out" | /usr/bin/python3 -c \
-    "import json, sys; print(json.load(sys.stdin)['steps_per_s'])" >"$work/$name.rate"
 }
 
-# Trainers ask for DEMAND times what one equal share delivers. The
-# autoscaled budget's rate shows how much of all it can deliver that is.
-calibrate calibrate false
-calibrate calibrate-budget true
-capacity=$(<"$work/calibrate.rate")
-budget_capacity=$(<"$work/calibrate-budget.rate")
+# Prints the steps per second from the JSON summary of run $1.
+steps_per_s() {
+  tail -1 "$work/$1.out" | /usr/bin/python3 -c \
+    "import json, sys; print(json.load(sys.stdin)['steps_per_s'])"
+}
+
+# Calibration with trainers that do not compute. 60 steps cover both
+# costly and cheap stretches of the stream (10 to 77 images per step).
+# Trainers then ask for DEMAND times what one equal share delivers, and
+# demand_of_budget compares that with what the autoscaled budget delivers.
+run_job calibrate false --steps 60 --step-ms 0 --warmup 10
+run_job calibrate-budget true --steps 60 --step-ms 0 --warmup 10
+capacity=$(steps_per_s calibrate)
+budget_capacity=$(steps_per_s calibrate-budget)
 step_ms=$(/usr/bin/python3 -c "print(max(1, round(1000 / ($capacity * $demand))))")
+threshold_ms=$(( step_ms / 10 + 2 ))
 echo "calibration: $share worker(s) per source deliver $(printf %.2f "$capacity") steps/s," \
   "the autoscaled budget $(printf %.2f "$budget_capacity"); step time ${step_ms} ms"
 
-# One measured run; prints the trainer's JSON summary line.
-run() {
-  local name=$1 autoscale=$2
-  local port
-  port=$(free_ports 3)
-  write_job "$work/$name.yaml" "$port" "$share" "$autoscale"
-  local pid
-  pid=$(start_daemon "$work/$name.yaml" "$work/$name.log")
-  pids+=("$pid")
-  nice -n "$nice_step" "$bin/bench/stall_trainer" --port "$port" --ranks 2 \
-    --steps "$steps" --step-ms "$step_ms" --wait-threshold-ms $(( step_ms / 10 + 2 )) >"$work/$name.out"
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  tail -1 "$work/$name.out"
-}
-
-static=$(run static false)
+# The measured runs.
+measured=(--steps "$steps" --step-ms "$step_ms" --wait-threshold-ms "$threshold_ms")
+run_job static false "${measured[@]}"
+static=$(tail -1 "$work/static.out")
 echo "static:    $static"
-autoscale=$(run autoscale true)
+run_job autoscale true "${measured[@]}"
+autoscale=$(tail -1 "$work/autoscale.out")
 echo "autoscale: $autoscale"
 for name in static autoscale; do
-  echo "$name: steps that waited (ms): $(awk -v t=$(( step_ms / 10 + 2 )) \
+  echo "$name: steps that waited (ms): $(awk -v t="$threshold_ms" \
     '$1 == "step" && $4 > t { printf "%d:%.0f ", $2, $4 }' "$work/$name.out" | cut -c1-400)"
 done
 echo "autoscale decisions:"
