@@ -354,7 +354,7 @@ int run(const options& opts) {
 
   caf::actor_system_config system_config;
   // Idle scheduler threads skip CAF's 500 polls with 50 us sleeps, whose
-  // wake-ups slow the source workers, and wait, waking every 1 ms to steal.
+  // wake-ups slow the source workers. They wait and wake every 1 ms to steal.
   system_config.set("work-stealing.moderate-poll-attempts", size_t{0});
   system_config.set("work-stealing.relaxed-sleep-duration",
                     caf::timespan{std::chrono::milliseconds(1)});

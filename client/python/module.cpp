@@ -84,10 +84,9 @@ void check_signals() {
     throw py::error_already_set();
 }
 
-// Asks the planner which endpoint and node serve `rank` (and its shadow's
-// endpoint), retrying while the planner is unreachable or has not assigned
-// the rank, until `timeout_seconds` have passed. Python signal handlers run
-// between attempts.
+// Requests the endpoints and node that serve `rank` from the planner
+// (tools::find_rank), until `timeout_seconds` have passed. Python signal
+// handlers run between attempts.
 tools::rank_route find_rank(const std::string& planner, uint32_t rank,
                             double timeout_seconds,
                             const actors::tls_files& tls = {}) {
