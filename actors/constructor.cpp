@@ -41,6 +41,7 @@ struct pending_build {
   std::vector<std::shared_ptr<const sources::decoded_image>> images;
   std::vector<bool> have;
   size_t missing = 0;
+  std::chrono::steady_clock::time_point started;
 };
 
 using batch_buffer = std::shared_ptr<flatbuffers::DetachedBuffer>;
@@ -193,7 +194,13 @@ void finish_build(constructor_actor* self, uint64_t step) {
     batches.push_back(std::make_shared<flatbuffers::DetachedBuffer>(
         transport::serialize_batch(pending.plan, layout, rows, cp_rank)));
   st.built[step] = std::move(batches);
+  const auto pieces = pending.have.size();
+  const auto build_ms = std::chrono::duration<double, std::milli>(
+                            std::chrono::steady_clock::now() - pending.started)
+                            .count();
   st.building.erase(found);
+  st.log->debug("rank={} step={} built: {} pieces in {:.1f} ms", st.setup->rank,
+                step, pieces, build_ms);
 
   for (uint32_t cp_rank = 0; cp_rank < layout.cp_size; ++cp_rank) {
     auto clients = st.waiting.find({step, cp_rank});
@@ -339,6 +346,7 @@ void start_build(constructor_actor* self, planner::rank_plan plan) {
   pending.images.resize(count);
   pending.have.assign(count, false);
   pending.missing = count;
+  pending.started = std::chrono::steady_clock::now();
   if (count == 0) {
     finish_build(self, step);
     return;

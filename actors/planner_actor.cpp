@@ -396,6 +396,8 @@ void plan_steps(planner_actor* self) {
                st.config.tokens_per_step()),
           plan.imbalance, st.imbalance_sum / st.planned_steps,
           st.max_imbalance);
+    else
+      st.log->debug("step={} planned", plan.step);
   }
 
   // Keep every weighted source's queue topped up so that planning rarely
