@@ -1088,6 +1088,39 @@ void decide_and_resize(planner_actor* self,
   }
 }
 
+// Seconds planning has waited for a dry source while ranks had room, up
+// to `now`.
+double blocked_seconds(planner_actor* self, clock_type::time_point now) {
+  auto& st = self->state;
+  double blocked = st.blocked_seconds;
+  if (st.blocked)
+    blocked += std::chrono::duration<double>(now - st.blocked_since).count();
+  return blocked;
+}
+
+// Until consumption has a measured rate, a planner that waits for a dry
+// source has no demand to size pools for, while every trainer waits for
+// data. Once planning has waited one interval in all and waits now, the
+// demand is what the pools supply now, blocked all the time, so starved
+// pools grow as soon as their service time is known.
+void scale_from_supply(planner_actor* self) {
+  auto& st = self->state;
+  if (!st.scaler || !st.assigned || st.steps_per_s > 0 || !st.blocked)
+    return;
+  const auto interval = std::chrono::milliseconds(st.config.autoscale.interval_ms);
+  if (blocked_seconds(self, self->clock().now()) <
+      std::chrono::duration<double>(interval).count())
+    return;
+  auto pools = observe_pools(self);
+  planner::demand_observation demand;
+  demand.next_step = st.steps->next_step();
+  demand.steps_per_s = planner::autoscaler::supply_steps_per_s(
+      st.config, st.steps->weights_at(demand.next_step), pools);
+  demand.blocked_fraction = 1;
+  demand.before_first_rate = true;
+  decide_and_resize(self, pools, demand);
+}
+
 // Measures consumption and pool latency, and resizes pools whose workers
 // would fall behind (or idle) at the weights now and just ahead.
 void autoscale(planner_actor* self) {
@@ -1099,24 +1132,8 @@ void autoscale(planner_actor* self) {
   int64_t slowest = std::numeric_limits<int64_t>::max();
   for (const auto& rank : st.ranks)
     slowest = std::min(slowest, rank.served);
-  double blocked = st.blocked_seconds;
-  if (st.blocked)
-    blocked += std::chrono::duration<double>(now - st.blocked_since).count();
-
-  // Before the first step is served there is no consumption rate. Once
-  // planning has waited a whole interval for a dry source, the demand is
-  // what the pools supply now, blocked all the time, so starved pools grow.
-  const auto interval = std::chrono::milliseconds(st.config.autoscale.interval_ms);
-  if (slowest < 0 && st.blocked && now - st.blocked_since >= interval) {
-    auto pools = observe_pools(self);
-    planner::demand_observation demand;
-    demand.next_step = st.steps->next_step();
-    demand.steps_per_s = planner::autoscaler::supply_steps_per_s(
-        st.config, st.steps->weights_at(demand.next_step), pools);
-    demand.blocked_fraction = 1;
-    demand.before_first_step = true;
-    decide_and_resize(self, pools, demand);
-  }
+  const double blocked = blocked_seconds(self, now);
+  scale_from_supply(self);
 
   if (st.rate_served < 0 || slowest < st.rate_served) {
     st.rate_served = slowest;
@@ -1163,7 +1180,12 @@ void refresh_stats(planner_actor* self) {
               }
               slot.last_documents = documents;
               slot.last_stats = now;
+              const bool first_latency = slot.stats["latency_us"] == 0 &&
+                                         stats["latency_us"] > 0;
               slot.stats = std::move(stats);
+              // A starved pool need not wait for the next decision to grow.
+              if (first_latency)
+                scale_from_supply(self);
             },
             [](caf::error&) {
               // A pool without a reply keeps its last figures. Heartbeats,

@@ -143,8 +143,8 @@ std::vector<scaling_decision> autoscaler::decide(
       reason[s] += " (planning waited " +
                    std::to_string(static_cast<int>(std::lround(100 * blocked))) +
                    "% of the time)";
-    if (demand.before_first_step)
-      reason[s] += " (before the first step: the rate is what the pools "
+    if (demand.before_first_rate)
+      reason[s] += " (no consumption rate yet: the rate is what the pools "
                    "supply now)";
     if (busiest_step[s] != demand.next_step)
       reason[s] += " for the weights of step " +

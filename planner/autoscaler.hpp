@@ -33,9 +33,9 @@ struct demand_observation {
   // ranks had room for more steps: the trainers would go that much faster
   // with data ready.
   double blocked_fraction = 0;
-  // No step has been served yet, so steps_per_s is what the pools supply
-  // now (supply_steps_per_s) rather than a measured consumption rate.
-  bool before_first_step = false;
+  // No consumption rate is measured yet, so steps_per_s is what the pools
+  // supply now (supply_steps_per_s).
+  bool before_first_rate = false;
 };
 
 struct scaling_decision {

@@ -140,23 +140,24 @@ TEST_CASE("supply rate follows the slowest pool", "[autoscaler]") {
   CHECK(autoscaler::supply_steps_per_s(config, {1, 1}, unmeasured) == 0);
 }
 
-TEST_CASE("autoscaler grows before the first step", "[autoscaler]") {
+TEST_CASE("autoscaler grows before a consumption rate is measured",
+          "[autoscaler]") {
   auto config = scaling_config();
   autoscaler scaler(config);
-  // Planning waited for images the whole time and nothing was served:
+  // Planning waited for images the whole time and no rate is measured:
   // the demand is taken as 10x what the pools supply (1 step/s).
   demand_observation demand;
   demand.steps_per_s = autoscaler::supply_steps_per_s(
       config, {1, 1}, observed(1, 50));
   demand.blocked_fraction = 1;
-  demand.before_first_step = true;
+  demand.before_first_rate = true;
   auto decisions =
       scaler.decide(observed(1, 50), demand, constant_weights(config), {});
   REQUIRE(decisions.size() == 1);
   CHECK(decisions[0].source == 1);
   // 10 steps/s x 40 documents x 50 ms x 1.5 = 30, capped at 16.
   CHECK(decisions[0].to == 16);
-  CHECK_THAT(decisions[0].reason, Catch::Contains("before the first step"));
+  CHECK_THAT(decisions[0].reason, Catch::Contains("no consumption rate yet"));
 }
 
 TEST_CASE("autoscaler grows ahead of a scheduled weight change",

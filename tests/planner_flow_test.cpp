@@ -30,6 +30,11 @@ struct recorder {
   std::map<uint32_t, caf::actor> constructors;         // rank -> actor
   std::map<uint32_t, std::vector<int32_t>> resizes;    // source -> sizes
   std::map<uint32_t, uint64_t> latency_us;             // reported per source
+  // Documents a source has ready in all; a source without an entry has
+  // as many as asked for. Requests beyond stay unanswered, like those to
+  // a starved pool.
+  std::map<uint32_t, uint64_t> available;
+  std::vector<caf::response_promise> unanswered;
   int joined = 0;
 };
 
@@ -40,6 +45,17 @@ caf::behavior fake_pool(caf::event_based_actor* self, uint32_t source,
   auto next = std::make_shared<uint64_t>(start.announce_from);
   return {
       [=](announce_atom, uint32_t count) {
+        auto promise = self->make_response_promise();
+        auto limit = rec->available.find(source);
+        if (limit != rec->available.end()) {
+          count = static_cast<uint32_t>(
+              std::min<uint64_t>(count, limit->second));
+          limit->second -= count;
+        }
+        if (count == 0) {
+          rec->unanswered.push_back(promise);
+          return promise;
+        }
         std::vector<planner::document_meta> docs;
         for (uint32_t i = 0; i < count; ++i) {
           planner::document_meta meta;
@@ -51,7 +67,8 @@ caf::behavior fake_pool(caf::event_based_actor* self, uint32_t source,
           meta.record = static_cast<uint32_t>(meta.sequence % 10);
           docs.push_back(meta);
         }
-        return docs;
+        promise.deliver(std::move(docs));
+        return promise;
       },
       [=](release_atom, uint64_t step, uint64_t) {
         rec->releases[source].push_back(step);
@@ -304,4 +321,41 @@ TEST_CASE("planner resizes pools from observed latency", "[planner_flow]") {
   CHECK(f.rec->resizes[0].empty());
   REQUIRE(f.rec->resizes[1].size() == 1);
   CHECK(f.rec->resizes[1][0] == 7);
+}
+
+TEST_CASE("planner grows a starved pool before any step is served",
+          "[planner_flow]") {
+  // Source b has 3 documents ready, and step 0 needs about 5: planning
+  // waits from the start and no trainer receives a step.
+  auto job = flow_config();
+  job.autoscale.enabled = true;
+  job.autoscale.interval_ms = 200;
+  job.autoscale.headroom = 1.5;
+  job.autoscale.cpu_budget = 8;
+  for (auto& source : job.sources)
+    source.max_workers = 8;
+  flow_fixture f(job);
+  f.rec->available[1] = 3;
+  f.rec->latency_us[0] = 1000;
+  f.rec->latency_us[1] = 0;  // no read finished yet
+  f.join("loader-1", "loader");
+  f.join("constructor-1", "constructor");
+  CHECK(f.rec->plans[0].empty());
+
+  // One interval blocked, but b's service time is unknown: no decision.
+  f.scheduler->advance_time(std::chrono::milliseconds(200));
+  f.scheduler->run();
+  CHECK(f.rec->resizes[1].empty());
+
+  // b's first read takes 200 ms per document. The pool reports it in
+  // reply to the next decision's stats request, and the planner grows b
+  // on that reply rather than one interval later. b supplies 5 / 5.12
+  // steps/s, and planning is blocked, so the demand is taken as 10x that.
+  // b then needs 15 workers, scaled into the budget of 8 cores and capped
+  // at max_workers.
+  f.rec->latency_us[1] = 200000;
+  f.scheduler->advance_time(std::chrono::milliseconds(200));
+  f.scheduler->run();
+  REQUIRE(f.rec->resizes[1] == std::vector<int32_t>{8});
+  CHECK(f.rec->resizes[0].empty());
 }
