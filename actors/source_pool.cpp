@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "actors/messages.hpp"
+#include "actors/read_dispatch.hpp"
 #include "common/error.hpp"
 #include "common/job_metrics.hpp"
 #include "common/log.hpp"
@@ -457,6 +458,9 @@ struct pool_state {
   std::shared_ptr<spdlog::logger> log;
   std::vector<caf::actor> workers;
   size_t next_worker = 0;
+  // Moving average of a read's duration, in milliseconds (0 until the
+  // first read is back).
+  double read_ms = 0;
   std::vector<std::string> shard_names;
   // Reads in flight per worker; a worker taken out of service stops once
   // its last read is back.
@@ -749,17 +753,28 @@ void dispatch(pool_actor* self) {
   const auto& config = st.setup->config;
   const auto& source = config.sources[st.setup->source];
   const uint32_t shard_count = static_cast<uint32_t>(source.shards.size());
-  const size_t max_outstanding = 2 * st.workers.size();
+  const size_t per_worker = reads_per_worker(st.read_ms);
   // Reads in flight count at the mean size of recent reads.
   auto expected_bytes = [&] {
     return static_cast<double>(st.buffered_bytes) +
            static_cast<double>(st.outstanding) * st.read_bytes;
   };
+  auto pick_worker = [&] {
+    std::vector<size_t> loads;
+    for (const auto& worker : st.workers) {
+      auto load = st.worker_load.find(worker.address());
+      loads.push_back(load == st.worker_load.end() ? 0 : load->second);
+    }
+    return least_busy_worker(loads, st.next_worker, per_worker);
+  };
 
-  while (!st.failed && st.outstanding < max_outstanding &&
+  while (!st.failed && !st.workers.empty() &&
          st.unannounced.size() <
              static_cast<size_t>(config.buffer_documents) &&
          expected_bytes() < static_cast<double>(config.buffer_bytes)) {
+    auto index = pick_worker();
+    if (!index)
+      break;
     if (st.dispatch_position == 0 && st.dispatch_order.empty())
       st.dispatch_order = planner::epoch_shard_order(
           shard_count, config.seed, source.name, st.dispatch_epoch);
@@ -776,17 +791,23 @@ void dispatch(pool_actor* self) {
       }
     }
 
-    st.next_worker %= st.workers.size();
-    auto worker = st.workers[st.next_worker];
-    st.next_worker = (st.next_worker + 1) % st.workers.size();
+    auto worker = st.workers[*index];
+    st.next_worker = (*index + 1) % st.workers.size();
     st.outstanding++;
     st.worker_load[worker.address()]++;
+    const auto sent = std::chrono::steady_clock::now();
     self->request(worker, caf::infinite, read_atom::value, epoch, position,
                   shard, part)
         .then(
             [=](shard_output& output) {
               auto& s = self->state;
               s.outstanding--;
+              const double elapsed_ms =
+                  std::chrono::duration<double, std::milli>(
+                      std::chrono::steady_clock::now() - sent)
+                      .count();
+              s.read_ms = s.read_ms == 0 ? elapsed_ms
+                                         : 0.8 * s.read_ms + 0.2 * elapsed_ms;
               read_returned(self, worker);
               s.finished.emplace(
                   std::make_tuple(output.epoch, output.position, output.part),
