@@ -2,7 +2,8 @@
 // pulls batches from its constructor. Each step, every rank "computes" for
 // a fixed time, then waits for its next batch. The step ends when the
 // slowest rank has its batch, as in synchronous data-parallel training.
-// Prints one line per step (step, wait_ms) and a JSON summary.
+// Prints one line per step (step, wait_ms, and the images the ranks'
+// batches carry) and a JSON summary.
 //
 //   stall_trainer --port BASE_PORT --ranks R --steps N --step-ms MS
 //                 [--prefetch K] [--wait-threshold-ms T]
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <numeric>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -123,6 +125,8 @@ int main(int argc, char** argv) {
   // after it was ready for it.
   std::vector<std::vector<double>> wait_ms(opts.steps,
                                            std::vector<double>(opts.ranks, 0));
+  // images[step][rank]: images in the rank's batch, which set its cost.
+  std::vector<std::vector<int>> images(opts.steps, std::vector<int>(opts.ranks, 0));
   std::vector<std::string> failures(opts.ranks);
   // When rank 0 started the step after the warm-up, and when it finished.
   clock_type::time_point measured_from, measured_to;
@@ -146,6 +150,8 @@ int main(int argc, char** argv) {
           wait_ms[step][rank] =
               std::chrono::duration<double, std::milli>(clock_type::now() - requested)
                   .count();
+          if (const auto* list = batch.batch().images())
+            images[step][rank] = static_cast<int>(list->size());
           if (batch.batch().step() != static_cast<uint64_t>(step))
             throw std::runtime_error("received step " +
                                      std::to_string(batch.batch().step()) +
@@ -178,7 +184,8 @@ int main(int argc, char** argv) {
   int last_waiting = -1;
   for (int step = 0; step < opts.steps; ++step) {
     double wait = *std::max_element(wait_ms[step].begin(), wait_ms[step].end());
-    std::printf("step %d wait_ms %.1f\n", step, wait);
+    std::printf("step %d wait_ms %.1f images %d\n", step, wait,
+                std::accumulate(images[step].begin(), images[step].end(), 0));
     if (step == 0)
       continue;
     waited += wait;
