@@ -164,6 +164,7 @@ void finish_build(constructor_actor* self, uint64_t step) {
   auto& st = self->state;
   auto found = st.building.find(step);
   auto& pending = found->second;
+  const auto fetched = std::chrono::steady_clock::now();
 
   transport::batch_layout layout;
   layout.sequence_length =
@@ -195,12 +196,15 @@ void finish_build(constructor_actor* self, uint64_t step) {
         transport::serialize_batch(pending.plan, layout, rows, cp_rank)));
   st.built[step] = std::move(batches);
   const auto pieces = pending.have.size();
-  const auto build_ms = std::chrono::duration<double, std::milli>(
-                            std::chrono::steady_clock::now() - pending.started)
-                            .count();
+  const auto now = std::chrono::steady_clock::now();
+  const auto fetch_ms =
+      std::chrono::duration<double, std::milli>(fetched - pending.started).count();
+  const auto layout_ms =
+      std::chrono::duration<double, std::milli>(now - fetched).count();
   st.building.erase(found);
-  st.log->debug("rank={} step={} built: {} pieces in {:.1f} ms", st.setup->rank,
-                step, pieces, build_ms);
+  st.log->debug("rank={} step={} built: {} pieces fetched in {:.1f} ms, laid "
+                "out in {:.1f} ms",
+                st.setup->rank, step, pieces, fetch_ms, layout_ms);
 
   for (uint32_t cp_rank = 0; cp_rank < layout.cp_size; ++cp_rank) {
     auto clients = st.waiting.find({step, cp_rank});
