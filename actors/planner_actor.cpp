@@ -157,6 +157,7 @@ struct planner_state {
   std::unique_ptr<planner::autoscaler> scaler;
   bool blocked = false;
   clock_type::time_point blocked_since;
+  clock_type::time_point assigned_at;  // when work was first assigned
   double blocked_seconds = 0;
   double blocked_seconds_seen = 0;
   int64_t rate_served = -1;
@@ -775,6 +776,7 @@ void maybe_assign(planner_actor* self) {
         constructors < st.config.constructor_nodes)
       return;
     st.assigned = true;
+    st.assigned_at = self->clock().now();
     st.log->info("{} loader and {} constructor nodes joined; assigning work",
                  loaders, constructors);
   }
@@ -1088,8 +1090,8 @@ void decide_and_resize(planner_actor* self,
   }
 }
 
-// Seconds planning has waited for a dry source while ranks had room, up
-// to `now`.
+// Returns the seconds planning has waited for a dry source while ranks
+// had room, up to `now`.
 double blocked_seconds(planner_actor* self, clock_type::time_point now) {
   auto& st = self->state;
   double blocked = st.blocked_seconds;
@@ -1098,18 +1100,21 @@ double blocked_seconds(planner_actor* self, clock_type::time_point now) {
   return blocked;
 }
 
-// Until consumption has a measured rate, a planner that waits for a dry
-// source has no demand to size pools for, while every trainer waits for
-// data. Once planning has waited one interval in all and waits now, the
-// demand is what the pools supply now, blocked all the time, so starved
-// pools grow as soon as their service time is known.
+// Sizes starved pools for what the pools supply now while no consumption
+// rate above zero is measured, since there is no demand to size them for
+// yet. It applies when planning waits for a dry source now, has waited at
+// least one interval in all, and has waited for most of the time since
+// work was assigned. Planning then counts as blocked 90% of the time.
 void scale_from_supply(planner_actor* self) {
   auto& st = self->state;
   if (!st.scaler || !st.assigned || st.steps_per_s > 0 || !st.blocked)
     return;
-  const auto interval = std::chrono::milliseconds(st.config.autoscale.interval_ms);
-  if (blocked_seconds(self, self->clock().now()) <
-      std::chrono::duration<double>(interval).count())
+  const auto now = self->clock().now();
+  const double interval_s = st.config.autoscale.interval_ms / 1000.0;
+  const double blocked = blocked_seconds(self, now);
+  const double assigned_s =
+      std::chrono::duration<double>(now - st.assigned_at).count();
+  if (blocked < interval_s || blocked < 0.5 * assigned_s)
     return;
   auto pools = observe_pools(self);
   planner::demand_observation demand;
@@ -1133,12 +1138,14 @@ void autoscale(planner_actor* self) {
   for (const auto& rank : st.ranks)
     slowest = std::min(slowest, rank.served);
   const double blocked = blocked_seconds(self, now);
-  scale_from_supply(self);
 
+  // One decision per interval: from the supply until a rate is measured,
+  // from the rate after.
   if (st.rate_served < 0 || slowest < st.rate_served) {
     st.rate_served = slowest;
     st.rate_time = now;
     st.blocked_seconds_seen = blocked;
+    scale_from_supply(self);
     return;
   }
   double seconds = std::chrono::duration<double>(now - st.rate_time).count();
@@ -1155,7 +1162,10 @@ void autoscale(planner_actor* self) {
   st.rate_served = slowest;
   st.rate_time = now;
   st.blocked_seconds_seen = blocked;
-  decide_and_resize(self, observe_pools(self), demand);
+  if (st.steps_per_s > 0)
+    decide_and_resize(self, observe_pools(self), demand);
+  else
+    scale_from_supply(self);
 }
 
 void refresh_stats(planner_actor* self) {
@@ -1418,6 +1428,7 @@ void finish_recovery(planner_actor* self) {
                st.adopted_primaries.size() + st.adopted_shadows.size(),
                resume_step);
   st.assigned = true;
+  st.assigned_at = self->clock().now();
   maybe_assign(self);
   plan_ahead(self);
 }

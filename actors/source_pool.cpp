@@ -458,8 +458,8 @@ struct pool_state {
   std::shared_ptr<spdlog::logger> log;
   std::vector<caf::actor> workers;
   size_t next_worker = 0;
-  // Moving average of a read's duration, in milliseconds (0 until the
-  // first read is back).
+  // Moving average of a worker's time per read, in milliseconds (0 until
+  // the first read is back).
   double read_ms = 0;
   std::vector<std::string> shard_names;
   // Reads in flight per worker; a worker taken out of service stops once
@@ -795,19 +795,17 @@ void dispatch(pool_actor* self) {
     st.next_worker = (*index + 1) % st.workers.size();
     st.outstanding++;
     st.worker_load[worker.address()]++;
-    const auto sent = std::chrono::steady_clock::now();
     self->request(worker, caf::infinite, read_atom::value, epoch, position,
                   shard, part)
         .then(
             [=](shard_output& output) {
               auto& s = self->state;
               s.outstanding--;
-              const double elapsed_ms =
-                  std::chrono::duration<double, std::milli>(
-                      std::chrono::steady_clock::now() - sent)
-                      .count();
-              s.read_ms = s.read_ms == 0 ? elapsed_ms
-                                         : 0.8 * s.read_ms + 0.2 * elapsed_ms;
+              // The worker's own time: a round trip would also count
+              // the time the read waited behind another one.
+              const double busy_ms = output.busy_us / 1000.0;
+              s.read_ms = s.read_ms == 0 ? busy_ms
+                                         : 0.8 * s.read_ms + 0.2 * busy_ms;
               read_returned(self, worker);
               s.finished.emplace(
                   std::make_tuple(output.epoch, output.position, output.part),

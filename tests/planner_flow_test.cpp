@@ -359,3 +359,59 @@ TEST_CASE("planner grows a starved pool before any step is served",
   REQUIRE(f.rec->resizes[1] == std::vector<int32_t>{8});
   CHECK(f.rec->resizes[0].empty());
 }
+
+TEST_CASE("planner keeps pool sizes while planning keeps up",
+          "[planner_flow]") {
+  auto job = flow_config();
+  job.autoscale.enabled = true;
+  job.autoscale.interval_ms = 100;
+  job.autoscale.cpu_budget = 8;
+  for (auto& source : job.sources)
+    source.max_workers = 8;
+  flow_fixture f(job);
+  f.rec->latency_us[0] = 1000;
+  f.rec->latency_us[1] = 200000;
+  f.join("loader-1", "loader");
+  f.join("constructor-1", "constructor");
+  // The plan window is full and no step is served: nothing is measured,
+  // and planning never waits for a source.
+  for (int tick = 0; tick < 10; ++tick) {
+    f.scheduler->advance_time(std::chrono::milliseconds(100));
+    f.scheduler->run();
+  }
+  CHECK(f.rec->plans[0].size() == 3);
+  CHECK(f.rec->resizes[0].empty());
+  CHECK(f.rec->resizes[1].empty());
+}
+
+TEST_CASE("planner ignores a late short wait before any rate",
+          "[planner_flow]") {
+  auto job = flow_config();
+  job.autoscale.enabled = true;
+  job.autoscale.interval_ms = 100;
+  job.autoscale.cpu_budget = 8;
+  for (auto& source : job.sources)
+    source.max_workers = 8;
+  flow_fixture f(job);
+  // Enough of b for the three steps of the plan window, not a fourth.
+  f.rec->available[1] = 16;
+  f.rec->latency_us[0] = 1000;
+  f.rec->latency_us[1] = 200000;
+  f.join("loader-1", "loader");
+  f.join("constructor-1", "constructor");
+  REQUIRE(f.rec->plans[0] == std::vector<uint64_t>{0, 1, 2});
+  for (int tick = 0; tick < 10; ++tick) {
+    f.scheduler->advance_time(std::chrono::milliseconds(100));
+    f.scheduler->run();
+  }
+
+  // Step 3 waits for b from 1 s on. 150 ms of waiting is more than one
+  // interval but a small share of the time since work was assigned, so
+  // the planner does not take the pools' supply as the demand.
+  f.served(0, 0);
+  f.served(1, 0);
+  REQUIRE(f.rec->plans[0].size() == 3);
+  f.scheduler->advance_time(std::chrono::milliseconds(150));
+  f.scheduler->run();
+  CHECK(f.rec->resizes[1].empty());
+}
