@@ -1103,8 +1103,8 @@ double blocked_seconds(planner_actor* self, clock_type::time_point now) {
 // Sizes starved pools for what the pools supply now while no consumption
 // rate above zero is measured, since there is no demand to size them for
 // yet. It applies when planning waits for a dry source now, has waited at
-// least one interval in all, and has waited for most of the time since
-// work was assigned. Planning then counts as blocked 90% of the time.
+// least one interval in all, and has waited for at least half the time
+// since work was assigned. Planning then counts as blocked 90% of the time.
 void scale_from_supply(planner_actor* self) {
   auto& st = self->state;
   if (!st.scaler || !st.assigned || st.steps_per_s > 0 || !st.blocked)

@@ -145,6 +145,19 @@ planner::job_config flow_config() {
   return config;
 }
 
+// Returns flow_config() with autoscaling every `interval_ms`, headroom 1.5,
+// a budget of 8 cores and up to 8 workers per source.
+planner::job_config autoscaled_config(int interval_ms) {
+  auto job = flow_config();
+  job.autoscale.enabled = true;
+  job.autoscale.interval_ms = interval_ms;
+  job.autoscale.headroom = 1.5;
+  job.autoscale.cpu_budget = 8;
+  for (auto& source : job.sources)
+    source.max_workers = 8;
+  return job;
+}
+
 struct flow_fixture {
   caf::actor_system_config config;
   std::unique_ptr<caf::actor_system> system;
@@ -289,14 +302,7 @@ TEST_CASE("planner ignores served from strangers", "[planner_flow]") {
 TEST_CASE("planner resizes pools from observed latency", "[planner_flow]") {
   // 2 ranks x 2 rows x 256 tokens of 100-token documents, half from each
   // source: 5.12 documents per source per step.
-  auto job = flow_config();
-  job.autoscale.enabled = true;
-  job.autoscale.interval_ms = 500;
-  job.autoscale.headroom = 1.5;
-  job.autoscale.cpu_budget = 8;
-  for (auto& source : job.sources)
-    source.max_workers = 8;
-  flow_fixture f(job);
+  flow_fixture f(autoscaled_config(500));
   f.join("loader-1", "loader");
   f.join("constructor-1", "constructor");
   f.rec->latency_us[0] = 1000;    // 1 ms per document
@@ -327,14 +333,7 @@ TEST_CASE("planner grows a starved pool before any step is served",
           "[planner_flow]") {
   // Source b has 3 documents ready, and step 0 needs about 5: planning
   // waits from the start and no trainer receives a step.
-  auto job = flow_config();
-  job.autoscale.enabled = true;
-  job.autoscale.interval_ms = 200;
-  job.autoscale.headroom = 1.5;
-  job.autoscale.cpu_budget = 8;
-  for (auto& source : job.sources)
-    source.max_workers = 8;
-  flow_fixture f(job);
+  flow_fixture f(autoscaled_config(200));
   f.rec->available[1] = 3;
   f.rec->latency_us[0] = 1000;
   f.rec->latency_us[1] = 0;  // no read finished yet
@@ -362,13 +361,7 @@ TEST_CASE("planner grows a starved pool before any step is served",
 
 TEST_CASE("planner keeps pool sizes while planning keeps up",
           "[planner_flow]") {
-  auto job = flow_config();
-  job.autoscale.enabled = true;
-  job.autoscale.interval_ms = 100;
-  job.autoscale.cpu_budget = 8;
-  for (auto& source : job.sources)
-    source.max_workers = 8;
-  flow_fixture f(job);
+  flow_fixture f(autoscaled_config(100));
   f.rec->latency_us[0] = 1000;
   f.rec->latency_us[1] = 200000;
   f.join("loader-1", "loader");
@@ -386,13 +379,7 @@ TEST_CASE("planner keeps pool sizes while planning keeps up",
 
 TEST_CASE("planner ignores a late short wait before any rate",
           "[planner_flow]") {
-  auto job = flow_config();
-  job.autoscale.enabled = true;
-  job.autoscale.interval_ms = 100;
-  job.autoscale.cpu_budget = 8;
-  for (auto& source : job.sources)
-    source.max_workers = 8;
-  flow_fixture f(job);
+  flow_fixture f(autoscaled_config(100));
   // Enough of b for the three steps of the plan window, not a fourth.
   f.rec->available[1] = 16;
   f.rec->latency_us[0] = 1000;

@@ -2,6 +2,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <vector>
+
 #include "actors/read_dispatch.hpp"
 
 using overlord::actors::least_busy_worker;
@@ -16,13 +18,21 @@ TEST_CASE("idle worker takes the read", "[read_dispatch]") {
 }
 
 TEST_CASE("equal workers take reads in turn", "[read_dispatch]") {
-  auto first = least_busy_worker({0, 0, 0}, 1, 1);
-  REQUIRE(first);
-  CHECK(*first == 1);
-  // The start wraps around the list.
-  auto wrapped = least_busy_worker({0, 1, 1}, 2, 2);
-  REQUIRE(wrapped);
-  CHECK(*wrapped == 0);
+  // Six reads with two allowed per worker, the start moving past each
+  // pick as the pool moves it: every worker takes one before any takes a
+  // second.
+  std::vector<size_t> loads(3, 0);
+  std::vector<size_t> picks;
+  size_t start = 1;
+  for (int read = 0; read < 6; ++read) {
+    auto picked = least_busy_worker(loads, start, 2);
+    REQUIRE(picked);
+    picks.push_back(*picked);
+    loads[*picked]++;
+    start = *picked + 1;
+  }
+  CHECK(picks == std::vector<size_t>{1, 2, 0, 1, 2, 0});
+  CHECK_FALSE(least_busy_worker(loads, start, 2));
 }
 
 TEST_CASE("full workers take no read", "[read_dispatch]") {
