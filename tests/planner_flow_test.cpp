@@ -190,6 +190,15 @@ struct flow_fixture {
     return node;
   }
 
+  // Moves the clock on by `step`, `times` times, running what falls due
+  // after each move.
+  void advance(std::chrono::milliseconds step, int times = 1) {
+    for (int i = 0; i < times; ++i) {
+      scheduler->advance_time(step);
+      scheduler->run();
+    }
+  }
+
   void served(uint32_t rank, uint64_t step) {
     caf::anon_send(rec->constructors.at(rank), served_atom::value, step);
     scheduler->run();
@@ -368,10 +377,7 @@ TEST_CASE("planner keeps pool sizes while planning keeps up",
   f.join("constructor-1", "constructor");
   // The plan window is full and no step is served: nothing is measured,
   // and planning never waits for a source.
-  for (int tick = 0; tick < 10; ++tick) {
-    f.scheduler->advance_time(std::chrono::milliseconds(100));
-    f.scheduler->run();
-  }
+  f.advance(std::chrono::milliseconds(100), 10);
   CHECK(f.rec->plans[0].size() == 3);
   CHECK(f.rec->resizes[0].empty());
   CHECK(f.rec->resizes[1].empty());
@@ -387,10 +393,7 @@ TEST_CASE("planner ignores a late short wait before any rate",
   f.join("loader-1", "loader");
   f.join("constructor-1", "constructor");
   REQUIRE(f.rec->plans[0] == std::vector<uint64_t>{0, 1, 2});
-  for (int tick = 0; tick < 10; ++tick) {
-    f.scheduler->advance_time(std::chrono::milliseconds(100));
-    f.scheduler->run();
-  }
+  f.advance(std::chrono::milliseconds(100), 10);
 
   // Step 3 waits for b from 1 s on. 150 ms of waiting is more than one
   // interval but a small share of the time since work was assigned, so
