@@ -30,9 +30,9 @@ struct recorder {
   std::map<uint32_t, caf::actor> constructors;         // rank -> actor
   std::map<uint32_t, std::vector<int32_t>> resizes;    // source -> sizes
   std::map<uint32_t, uint64_t> latency_us;             // reported per source
-  // Documents a source has ready in all; a source without an entry has
-  // as many as asked for. Requests beyond stay unanswered, like those to
-  // a starved pool.
+  // Documents each source has ready in all. A source without an entry has
+  // as many as requested, and requests beyond the limit stay unanswered,
+  // like those to a starved pool.
   std::map<uint32_t, uint64_t> available;
   std::vector<caf::response_promise> unanswered;
   int joined = 0;
