@@ -67,7 +67,10 @@ const std::shared_ptr<const sources::gpt2_tokenizer>& tokenizer_of(
     agent_actor* self) {
   auto& st = self->state;
   if (!st.tokenizer)
-    st.tokenizer = sources::gpt2_tokenizer::load(st.config->tokenizer);
+    st.tokenizer = st.setup.tokenizer &&
+                           st.setup.tokenizer_directory == st.config->tokenizer
+                       ? st.setup.tokenizer
+                       : sources::gpt2_tokenizer::load(st.config->tokenizer);
   return st.tokenizer;
 }
 

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "actors/messages.hpp"
+#include "sources/tokenizer.hpp"
 #include "transport/curve.hpp"
 
 namespace overlord::actors {
@@ -33,6 +34,11 @@ struct agent_setup {
   // CURVE keys of this node's ZeroMQ servers and payload clients; null
   // when the ZeroMQ links run without CURVE.
   std::shared_ptr<const transport::curve_keys> curve;
+  // Tokenizer that this process loaded from `tokenizer_directory` (with
+  // `--role all`). The agent uses it when the job's config names that
+  // directory, and loads its own on first use otherwise.
+  std::shared_ptr<const sources::gpt2_tokenizer> tokenizer;
+  std::string tokenizer_directory;
 };
 
 caf::actor spawn_node_agent(caf::actor_system& system, agent_setup setup);

@@ -365,6 +365,9 @@ int run(const options& opts) {
 
   std::optional<planner::job_config> config;
   int32_t pad_id = 0;
+  // The job's tokenizer, loaded once: the planner reads the pad id from it,
+  // and with `--role all` the node agent's pools share it.
+  std::shared_ptr<const sources::gpt2_tokenizer> tokenizer;
   std::shared_ptr<checkpoint::checkpoint_store> store;
   std::optional<checkpoint::restore_plan> restore;
   if (opts.role == "all" || opts.role == "planner") {
@@ -384,7 +387,10 @@ int run(const options& opts) {
       actors::require_secure_bind(config->bind, "the planner's CAF port without TLS",
                                   opts.tls.enabled(), opts.insecure,
                                   "--tls-cert, --tls-key and --tls-ca");
-    pad_id = sources::gpt2_tokenizer::load(config->tokenizer)->eos_id();
+    tokenizer = sources::gpt2_tokenizer::load(config->tokenizer);
+    pad_id = tokenizer->eos_id();
+    if (opts.role == "planner")
+      tokenizer.reset();
     if (!opts.resume_dir.empty())
       config->checkpoint_dir = opts.resume_dir;
     if (!config->checkpoint_dir.empty())
@@ -513,6 +519,10 @@ int run(const options& opts) {
     setup.supervisor = supervisor_handle;
     setup.zmq_context = zmq_context;
     setup.curve = curve;
+    if (tokenizer) {
+      setup.tokenizer = tokenizer;
+      setup.tokenizer_directory = config->tokenizer;
+    }
     if (opts.role == "loader")
       setup.payload_endpoint = "tcp://" + opts.bind + ":" +
                                std::to_string(opts.payload_port);
