@@ -64,6 +64,9 @@ using drain_atom = caf::atom_constant<caf::atom("drain")>;
 using resize_atom = caf::atom_constant<caf::atom("resize")>;
 // Planner -> itself: re-evaluate pool sizes.
 using scale_atom = caf::atom_constant<caf::atom("scale")>;
+// Planner -> itself: size pools from their supply now that planning has
+// waited one interval, because a starved pool's service time came earlier.
+using supply_check_atom = caf::atom_constant<caf::atom("supcheck")>;
 // Planner -> itself: periodic liveness check.
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 // Planner -> itself: assign work to the nodes present.

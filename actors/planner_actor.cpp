@@ -164,6 +164,10 @@ struct planner_state {
   clock_type::time_point rate_time;
   double steps_per_s = 0;
   uint64_t scaling_decisions = 0;
+  bool supply_check_pending = false;
+  // When pools were last resized from their supply, so that it happens at
+  // most once per interval.
+  std::optional<clock_type::time_point> supply_decided_at;
 };
 
 using planner_actor = caf::stateful_actor<planner_state>;
@@ -1059,8 +1063,9 @@ std::vector<planner::pool_observation> observe_pools(planner_actor* self) {
   return pools;
 }
 
-// Decides on `demand` and sends each resized pool its new size.
-void decide_and_resize(planner_actor* self,
+// Decides on `demand`, sends each resized pool its new size and returns
+// whether any pool was resized.
+bool decide_and_resize(planner_actor* self,
                        const std::vector<planner::pool_observation>& pools,
                        const planner::demand_observation& demand) {
   auto& st = self->state;
@@ -1074,6 +1079,7 @@ void decide_and_resize(planner_actor* self,
   auto decisions = st.scaler->decide(
       pools, demand,
       [&](uint64_t step) { return st.steps->weights_at(step); }, budget);
+  bool resized = false;
   for (const auto& d : decisions) {
     auto& slot = st.sources[d.source];
     if (!slot.pool)
@@ -1087,7 +1093,9 @@ void decide_and_resize(planner_actor* self,
     st.scaling_decisions++;
     metrics::record_autoscale(source_name(self, d.source), d.from, d.to);
     self->send(slot.pool, resize_atom::value, static_cast<int32_t>(d.to));
+    resized = true;
   }
+  return resized;
 }
 
 // Returns the seconds planning has waited for a dry source while ranks
@@ -1105,7 +1113,10 @@ double blocked_seconds(planner_actor* self, clock_type::time_point now) {
 // yet. It applies when planning waits for a dry source now, has waited at
 // least one interval in all, and has waited for at least half the time
 // since work was assigned. Planning then counts as blocked 90% of the time.
-void scale_from_supply(planner_actor* self) {
+// With `defer`, a call before planning has waited one interval schedules
+// one more check for when it will have, so that a pool's first service
+// time does not wait for the next periodic decision.
+void scale_from_supply(planner_actor* self, bool defer = false) {
   auto& st = self->state;
   if (!st.scaler || !st.assigned || st.steps_per_s > 0 || !st.blocked)
     return;
@@ -1114,8 +1125,23 @@ void scale_from_supply(planner_actor* self) {
   const double blocked = blocked_seconds(self, now);
   const double assigned_s =
       std::chrono::duration<double>(now - st.assigned_at).count();
-  if (blocked < interval_s || blocked < 0.5 * assigned_s)
+  if (blocked < 0.5 * assigned_s)
     return;
+  if (st.supply_decided_at &&
+      std::chrono::duration<double>(now - *st.supply_decided_at).count() <
+          interval_s)
+    return;
+  if (blocked < interval_s) {
+    if (defer && !st.supply_check_pending) {
+      st.supply_check_pending = true;
+      self->delayed_send(
+          self,
+          std::chrono::duration_cast<caf::timespan>(
+              std::chrono::duration<double>(interval_s - blocked)),
+          supply_check_atom::value);
+    }
+    return;
+  }
   auto pools = observe_pools(self);
   planner::demand_observation demand;
   demand.next_step = st.steps->next_step();
@@ -1123,7 +1149,8 @@ void scale_from_supply(planner_actor* self) {
       st.config, st.steps->weights_at(demand.next_step), pools);
   demand.blocked_fraction = 1;
   demand.before_first_rate = true;
-  decide_and_resize(self, pools, demand);
+  if (decide_and_resize(self, pools, demand))
+    st.supply_decided_at = now;
 }
 
 // Measures consumption and pool latency, and resizes pools whose workers
@@ -1195,7 +1222,7 @@ void refresh_stats(planner_actor* self) {
               slot.stats = std::move(stats);
               // A starved pool need not wait for the next decision to grow.
               if (first_latency)
-                scale_from_supply(self);
+                scale_from_supply(self, true);
             },
             [](caf::error&) {
               // A pool without a reply keeps its last figures. Heartbeats,
@@ -1569,6 +1596,10 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
         plan_ahead(self);
         refresh_stats(self);
         self->delayed_send(self, tick_interval, tick_atom::value);
+      },
+      [=](supply_check_atom) {
+        self->state.supply_check_pending = false;
+        scale_from_supply(self);
       },
       [=](scale_atom) {
         auto& s = self->state;

@@ -368,6 +368,34 @@ TEST_CASE("planner grows a starved pool before any step is served",
   CHECK(f.rec->resizes[0].empty());
 }
 
+TEST_CASE("starved pool grows after one interval",
+          "[planner_flow]") {
+  // The decisions run every 200 ms from the start, and work is assigned
+  // at 150 ms. b's first service time arrives with the stats of the
+  // decision at 200 ms, when planning has waited only 50 ms.
+  flow_fixture f(autoscaled_config(200));
+  f.rec->available[1] = 3;
+  f.rec->latency_us[0] = 1000;
+  f.rec->latency_us[1] = 200000;
+  f.advance(std::chrono::milliseconds(150));
+  f.join("loader-1", "loader");
+  f.join("constructor-1", "constructor");
+  f.advance(std::chrono::milliseconds(50));
+  CHECK(f.rec->resizes[1].empty());
+
+  // One interval of waiting ends at 350 ms, before the next decision at
+  // 400 ms: b grows then.
+  f.advance(std::chrono::milliseconds(100));
+  CHECK(f.rec->resizes[1].empty());
+  f.advance(std::chrono::milliseconds(50));
+  REQUIRE(f.rec->resizes[1] == std::vector<int32_t>{8});
+  CHECK(f.rec->resizes[0].empty());
+
+  // The decision at 400 ms keeps b at its new size.
+  f.advance(std::chrono::milliseconds(50));
+  CHECK(f.rec->resizes[1] == std::vector<int32_t>{8});
+}
+
 TEST_CASE("planner keeps pool sizes while planning keeps up",
           "[planner_flow]") {
   flow_fixture f(autoscaled_config(100));
