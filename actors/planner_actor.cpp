@@ -1113,9 +1113,10 @@ double blocked_seconds(planner_actor* self, clock_type::time_point now) {
 // yet. It applies when planning waits for a dry source now, has waited at
 // least one interval in all, and has waited for at least half the time
 // since work was assigned. Planning then counts as blocked 90% of the time.
-// With `defer`, a call before planning has waited one interval schedules
-// one more check for when it will have, so that a pool's first service
-// time does not wait for the next periodic decision.
+// Pools are resized this way at most once per interval. With `defer`, a
+// call that comes too early schedules one more check for when it will not
+// be, so that a pool's first service time does not wait for the next
+// periodic decision.
 void scale_from_supply(planner_actor* self, bool defer = false) {
   auto& st = self->state;
   if (!st.scaler || !st.assigned || st.steps_per_s > 0 || !st.blocked)
@@ -1127,18 +1128,20 @@ void scale_from_supply(planner_actor* self, bool defer = false) {
       std::chrono::duration<double>(now - st.assigned_at).count();
   if (blocked < 0.5 * assigned_s)
     return;
-  if (st.supply_decided_at &&
-      std::chrono::duration<double>(now - *st.supply_decided_at).count() <
-          interval_s)
-    return;
-  if (blocked < interval_s) {
+  const double since_resize =
+      st.supply_decided_at
+          ? std::chrono::duration<double>(now - *st.supply_decided_at).count()
+          : interval_s;
+  const double early_s =
+      std::max(interval_s - blocked, interval_s - since_resize);
+  if (early_s > 0) {
     if (defer && !st.supply_check_pending) {
+      // Rounded up, so that the check does not come a nanosecond early.
       st.supply_check_pending = true;
-      self->delayed_send(
-          self,
-          std::chrono::duration_cast<caf::timespan>(
-              std::chrono::duration<double>(interval_s - blocked)),
-          supply_check_atom::value);
+      self->delayed_send(self,
+                         std::chrono::ceil<caf::timespan>(
+                             std::chrono::duration<double>(early_s)),
+                         supply_check_atom::value);
     }
     return;
   }
@@ -1599,7 +1602,7 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
       },
       [=](supply_check_atom) {
         self->state.supply_check_pending = false;
-        scale_from_supply(self);
+        scale_from_supply(self, true);
       },
       [=](scale_atom) {
         auto& s = self->state;

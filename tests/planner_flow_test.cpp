@@ -387,13 +387,34 @@ TEST_CASE("starved pool grows after one interval",
   // 400 ms: b grows then.
   f.advance(std::chrono::milliseconds(100));
   CHECK(f.rec->resizes[1].empty());
-  f.advance(std::chrono::milliseconds(50));
+  f.advance(std::chrono::milliseconds(10), 6);
   REQUIRE(f.rec->resizes[1] == std::vector<int32_t>{8});
   CHECK(f.rec->resizes[0].empty());
+}
 
-  // The decision at 400 ms keeps b at its new size.
-  f.advance(std::chrono::milliseconds(50));
-  CHECK(f.rec->resizes[1] == std::vector<int32_t>{8});
+TEST_CASE("supply resizes come one interval apart", "[planner_flow]") {
+  // As above, with room for b to keep growing: each decision from the
+  // supply multiplies b's workers while planning still waits.
+  auto job = autoscaled_config(200);
+  job.autoscale.cpu_budget = 1000;
+  for (auto& source : job.sources)
+    source.max_workers = 1000;
+  flow_fixture f(job);
+  f.rec->available[1] = 3;
+  f.rec->latency_us[0] = 1000;
+  f.rec->latency_us[1] = 200000;
+  f.advance(std::chrono::milliseconds(150));
+  f.join("loader-1", "loader");
+  f.join("constructor-1", "constructor");
+  f.advance(std::chrono::milliseconds(10), 21);
+  REQUIRE(f.rec->resizes[1].size() == 1);
+
+  // The periodic decision at 400 ms comes 50 ms after that resize, so it
+  // leaves b alone. The first one at least an interval later is at 600 ms.
+  f.advance(std::chrono::milliseconds(10), 23);
+  CHECK(f.rec->resizes[1].size() == 1);
+  f.advance(std::chrono::milliseconds(10));
+  CHECK(f.rec->resizes[1].size() == 2);
 }
 
 TEST_CASE("planner keeps pool sizes while planning keeps up",
