@@ -368,18 +368,28 @@ TEST_CASE("planner grows a starved pool before any step is served",
   CHECK(f.rec->resizes[0].empty());
 }
 
-TEST_CASE("starved pool grows after one interval",
-          "[planner_flow]") {
-  // The decisions run every 200 ms from the start, and work is assigned
-  // at 150 ms. b's first service time arrives with the stats of the
-  // decision at 200 ms, when planning has waited only 50 ms.
-  flow_fixture f(autoscaled_config(200));
+namespace {
+
+// Leaves source b 3 documents of the about 5 that step 0 needs, gives both
+// sources a service time, and joins the nodes at 150 ms.
+void join_starved_at_150_ms(flow_fixture& f) {
   f.rec->available[1] = 3;
   f.rec->latency_us[0] = 1000;
   f.rec->latency_us[1] = 200000;
   f.advance(std::chrono::milliseconds(150));
   f.join("loader-1", "loader");
   f.join("constructor-1", "constructor");
+}
+
+}  // namespace
+
+TEST_CASE("starved pool grows after one interval",
+          "[planner_flow]") {
+  // The decisions run every 200 ms from the start, and work is assigned
+  // at 150 ms. b's first service time arrives with the stats of the
+  // decision at 200 ms, when planning has waited only 50 ms.
+  flow_fixture f(autoscaled_config(200));
+  join_starved_at_150_ms(f);
   f.advance(std::chrono::milliseconds(50));
   CHECK(f.rec->resizes[1].empty());
 
@@ -400,12 +410,7 @@ TEST_CASE("supply resizes come one interval apart", "[planner_flow]") {
   for (auto& source : job.sources)
     source.max_workers = 1000;
   flow_fixture f(job);
-  f.rec->available[1] = 3;
-  f.rec->latency_us[0] = 1000;
-  f.rec->latency_us[1] = 200000;
-  f.advance(std::chrono::milliseconds(150));
-  f.join("loader-1", "loader");
-  f.join("constructor-1", "constructor");
+  join_starved_at_150_ms(f);
   f.advance(std::chrono::milliseconds(10), 21);
   REQUIRE(f.rec->resizes[1].size() == 1);
 
