@@ -50,6 +50,9 @@ struct worker_state {
   sources::gpt2_piece_cache cache;
   // The indexed dataset read last, kept mapped for the next range.
   std::shared_ptr<const sources::indexed_dataset> dataset;
+  // Tar headers of the WebDataset shards read last, for their next ranges.
+  std::shared_ptr<sources::tar_index_cache> tar_indexes =
+      std::make_shared<sources::tar_index_cache>();
 };
 
 // Reads part `part` of an indexed dataset: token ids as stored, without
@@ -112,9 +115,9 @@ uint64_t range_bytes(const planner::job_config& config,
   return 0;
 }
 
-// Every range of a WebDataset shard scans all of the shard's tar headers,
-// so a shard is cut into at most this many ranges: its scans then cost at
-// most this many passes over its headers, however large it is.
+// Every range of a WebDataset shard walks all of the shard's tar entries,
+// so a shard is cut into at most this many ranges. A worker's first range
+// of a shard reads the headers, and later ones take them from its cache.
 constexpr uint64_t max_tar_ranges = 64;
 
 // The reads of one shard: `count` ranges of `size` bytes (the last one
@@ -249,6 +252,7 @@ void load_image_text_shard(worker_actor* self, const pool_setup& setup,
       options.range_end =
           options.range_begin + static_cast<int64_t>(ranges.size);
   }
+  options.index_cache = self->state.tar_indexes.get();
   const std::string& path = source.shards[shard];
   auto read = sources::read_image_text_shard(path, shard_name, options,
                                              image_options_of(source));

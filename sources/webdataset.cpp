@@ -5,15 +5,115 @@
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
+#include <list>
 #include <map>
 #include <memory>
+#include <optional>
 
 #include "common/error.hpp"
 
 namespace overlord::sources {
+
+namespace {
+
+// One tar entry as a scan found it.
+struct tar_member {
+  int64_t offset = 0;  // header position: the entry's first block
+  std::string name;
+  int64_t size = 0;
+  bool regular = false;
+};
+
+// The entries of a shard whose scan reached the end without an error.
+struct tar_index {
+  std::vector<tar_member> members;
+};
+
+// Identity of a shard's contents for the cache.
+struct file_identity {
+  dev_t device = 0;
+  ino_t inode = 0;
+  off_t size = 0;
+  int64_t modified_ns = 0;
+
+  bool operator==(const file_identity& other) const {
+    return device == other.device && inode == other.inode &&
+           size == other.size && modified_ns == other.modified_ns;
+  }
+};
+
+std::optional<file_identity> identify(const std::string& path) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0 || !S_ISREG(info.st_mode))
+    return std::nullopt;
+  file_identity id;
+  id.device = info.st_dev;
+  id.inode = info.st_ino;
+  id.size = info.st_size;
+  id.modified_ns = int64_t{info.st_mtim.tv_sec} * 1000000000 + info.st_mtim.tv_nsec;
+  return id;
+}
+
+}  // namespace
+
+struct tar_index_cache::impl {
+  struct entry {
+    std::string path;
+    file_identity identity;
+    std::shared_ptr<const tar_index> index;
+  };
+  size_t max_shards = 4;
+  std::list<entry> entries;  // most recently used first
+  uint64_t hits = 0;
+  uint64_t stores = 0;
+  uint64_t fallbacks = 0;
+
+  std::shared_ptr<const tar_index> find(const std::string& path,
+                                        const file_identity& identity) {
+    for (auto it = entries.begin(); it != entries.end(); ++it) {
+      if (it->path != path)
+        continue;
+      if (!(it->identity == identity)) {
+        entries.erase(it);
+        return nullptr;
+      }
+      entries.splice(entries.begin(), entries, it);
+      return entries.front().index;
+    }
+    return nullptr;
+  }
+
+  void store(const std::string& path, const file_identity& identity,
+             std::shared_ptr<const tar_index> index) {
+    entries.remove_if([&](const entry& e) { return e.path == path; });
+    entries.push_front({path, identity, std::move(index)});
+    while (entries.size() > max_shards)
+      entries.pop_back();
+    stores++;
+  }
+};
+
+tar_index_cache::tar_index_cache(size_t max_shards)
+    : impl_(std::make_unique<impl>()) {
+  impl_->max_shards = std::max<size_t>(1, max_shards);
+}
+
+tar_index_cache::~tar_index_cache() = default;
+
+uint64_t tar_index_cache::hits() const { return impl_->hits; }
+
+uint64_t tar_index_cache::stores() const { return impl_->stores; }
+
+uint64_t tar_index_cache::fallbacks() const { return impl_->fallbacks; }
 
 namespace {
 
@@ -61,12 +161,140 @@ std::string lower(std::string text) {
   return text;
 }
 
+// Reading and skipping the data of the member a scan is at.
+class member_access {
+ public:
+  virtual ~member_access() = default;
+  // Returns false when the archive cannot be read any further.
+  virtual bool skip() = 0;
+  // As archive_read_data: bytes read, 0 at the member's end, or < 0.
+  virtual la_ssize_t read(void* buffer, size_t size) = 0;
+  virtual std::string error() const = 0;
+};
+
+std::string error_text(archive* reader) {
+  const char* text = archive_error_string(reader);
+  return text ? text : "unknown libarchive error";
+}
+
+// The member at the position of a reader that scans the whole archive.
+class streamed_member : public member_access {
+ public:
+  explicit streamed_member(archive* reader) : reader_(reader) {}
+  bool skip() override { return archive_read_data_skip(reader_) >= ARCHIVE_WARN; }
+  la_ssize_t read(void* buffer, size_t size) override {
+    return archive_read_data(reader_, buffer, size);
+  }
+  std::string error() const override { return error_text(reader_); }
+
+ private:
+  archive* reader_;
+};
+
+// A member found through an index. Its data is read by a tar reader that
+// starts at the member's header, opened on the first read only: skipping
+// costs nothing, since the scan that built the index skipped it already.
+class indexed_member : public member_access {
+ public:
+  indexed_member(int fd, const tar_member& member, std::vector<char>& buffer)
+      : fd_(fd), member_(member), buffer_(buffer), position_(member.offset) {}
+
+  bool skip() override { return true; }
+
+  la_ssize_t read(void* buffer, size_t size) override {
+    if (!reader_ && !open())
+      return ARCHIVE_FATAL;
+    return archive_read_data(reader_.get(), buffer, size);
+  }
+
+  std::string error() const override {
+    return reader_ ? error_text(reader_.get()) : open_error_;
+  }
+
+  // Whether a tar reader could not start at the member's header as the
+  // index expects: then only a scan from the start gives the right result.
+  bool mismatched() const { return mismatched_; }
+
+ private:
+  bool open() {
+    reader_.reset(archive_read_new());
+    archive_read_support_format_tar(reader_.get());
+    archive_entry* entry = nullptr;
+    const char* name = nullptr;
+    if (archive_read_open2(reader_.get(), this, nullptr, &indexed_member::fill,
+                           &indexed_member::advance, nullptr) == ARCHIVE_OK &&
+        archive_read_next_header(reader_.get(), &entry) >= ARCHIVE_WARN)
+      name = archive_entry_pathname(entry);
+    if (name == nullptr || member_.name != name ||
+        archive_entry_size(entry) != member_.size ||
+        archive_entry_filetype(entry) != AE_IFREG) {
+      // A header that libarchive reads in the middle of an archive can
+      // fail its format check as the first one.
+      mismatched_ = true;
+      open_error_ = "the header at byte " + std::to_string(member_.offset) +
+                    " does not read as " + member_.name + " on its own";
+      reader_.reset();
+      return false;
+    }
+    return true;
+  }
+
+  static la_ssize_t fill(archive* reader, void* self_pointer,
+                         const void** out) {
+    auto* self = static_cast<indexed_member*>(self_pointer);
+    const ssize_t got = ::pread(self->fd_, self->buffer_.data(),
+                                self->buffer_.size(), self->position_);
+    if (got < 0) {
+      archive_set_error(reader, errno, "read failed: %s", std::strerror(errno));
+      return ARCHIVE_FATAL;
+    }
+    self->position_ += got;
+    *out = self->buffer_.data();
+    return got;
+  }
+
+  static la_int64_t advance(archive*, void* self_pointer, la_int64_t request) {
+    static_cast<indexed_member*>(self_pointer)->position_ += request;
+    return request;
+  }
+
+  int fd_;
+  const tar_member& member_;
+  std::vector<char>& buffer_;
+  int64_t position_;
+  std::unique_ptr<archive, int (*)(archive*)> reader_{nullptr, archive_read_free};
+  std::string open_error_;
+  bool mismatched_ = false;
+};
+
 class shard_scanner {
  public:
   shard_scanner(const std::string& shard_name, const webdataset_options& options)
       : shard_name_(shard_name), options_(options) {}
 
   shard_scan scan(const std::string& path) {
+    const bool partial =
+        options_.range_begin > 0 || options_.range_end < INT64_MAX;
+    std::optional<file_identity> identity;
+    if (options_.index_cache != nullptr && partial)
+      identity = identify(path);
+    if (identity) {
+      auto& cache = options_.index_cache->state();
+      if (auto index = cache.find(path, *identity)) {
+        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+          shard_scanner indexed(shard_name_, options_);
+          const bool read = indexed.scan_indexed(fd, *index);
+          ::close(fd);
+          if (read) {
+            cache.hits++;
+            return std::move(indexed.result_);
+          }
+          cache.fallbacks++;
+        }
+      }
+    }
+
     std::unique_ptr<archive, int (*)(archive*)> reader(archive_read_new(),
                                                        archive_read_free);
     archive_read_support_format_tar(reader.get());
@@ -82,20 +310,33 @@ class shard_scanner {
       return std::move(result_);
     }
 
+    // An uncompressed shard's header positions are file offsets, so its
+    // entries can serve later range reads when this scan ends cleanly.
+    std::shared_ptr<tar_index> index;
+    if (identity && archive_filter_code(reader.get(), 0) == ARCHIVE_FILTER_NONE)
+      index = std::make_shared<tar_index>();
+    streamed_member access(reader.get());
     for (;;) {
       archive_entry* entry = nullptr;
       int status = archive_read_next_header(reader.get(), &entry);
-      if (status == ARCHIVE_EOF)
-        break;
-      const auto offset = archive_read_header_position(reader.get());
-      if (status < ARCHIVE_WARN) {
-        tar_failed(reader.get(), offset, "");
+      if (status == ARCHIVE_EOF) {
+        if (index)
+          options_.index_cache->state().store(path, *identity, index);
         break;
       }
-      if (archive_entry_filetype(entry) != AE_IFREG)
-        continue;
+      const auto offset = archive_read_header_position(reader.get());
+      if (status < ARCHIVE_WARN) {
+        tar_failed(error_text(reader.get()), offset, "");
+        break;
+      }
       std::string name = archive_entry_pathname(entry) ? archive_entry_pathname(entry) : "";
-      if (!read_member(reader.get(), entry, name, offset))
+      const bool regular = archive_entry_filetype(entry) == AE_IFREG;
+      const int64_t size = archive_entry_size(entry);
+      if (index)
+        index->members.push_back({offset, name, size, regular});
+      if (!regular)
+        continue;
+      if (!read_member(access, name, size, offset))
         break;
     }
     return std::move(result_);
@@ -112,14 +353,28 @@ class shard_scanner {
            group.first_offset < options_.range_end;
   }
 
-  static std::string error_text(archive* reader) {
-    const char* text = archive_error_string(reader);
-    return text ? text : "unknown libarchive error";
+  // Reads the data of the range's members through `index`, whose entries
+  // stand in for the headers of the file open at `fd`. Returns false when
+  // a member's header does not read on its own as the index expects.
+  bool scan_indexed(int fd, const tar_index& index) {
+    std::vector<char> buffer(1 << 16);
+    for (const auto& member : index.members) {
+      if (!member.regular)
+        continue;
+      indexed_member access(fd, member, buffer);
+      const bool more =
+          read_member(access, member.name, member.size, member.offset);
+      if (access.mismatched())
+        return false;
+      if (!more)
+        break;
+    }
+    return true;
   }
 
   // Records a read error at `offset` and drops the sample it interrupted.
-  void tar_failed(archive* reader, int64_t offset, const std::string& member) {
-    std::string text = error_text(reader);
+  void tar_failed(const std::string& text, int64_t offset,
+                  const std::string& member) {
     bool truncated = lower(text).find("truncated") != std::string::npos ||
                      lower(text).find("premature") != std::string::npos;
     // libarchive has no position for a header it could not read.
@@ -140,23 +395,24 @@ class shard_scanner {
 
   // Skips the member's data; returns false when the archive cannot be
   // read any further.
-  bool skip_data(archive* reader, int64_t offset, const std::string& member) {
-    if (archive_read_data_skip(reader) >= ARCHIVE_WARN)
+  bool skip_data(member_access& access, int64_t offset,
+                 const std::string& member) {
+    if (access.skip())
       return true;
-    tar_failed(reader, offset, member);
+    tar_failed(access.error(), offset, member);
     return false;
   }
 
   // Returns false when the archive cannot be read any further.
-  bool read_member(archive* reader, archive_entry* entry,
-                   const std::string& name, int64_t offset) {
+  bool read_member(member_access& access, const std::string& name,
+                   int64_t size, int64_t offset) {
     const auto slash = name.rfind('/');
     const std::string base =
         slash == std::string::npos ? name : name.substr(slash + 1);
     const auto dot = base.find('.');
     // Files without an extension or hidden files belong to no sample.
     if (base.empty() || base[0] == '.' || dot == std::string::npos)
-      return skip_data(reader, offset, name);
+      return skip_data(access, offset, name);
     const std::string key = name.substr(0, name.size() - base.size() + dot);
     const std::string extension = base.substr(dot + 1);
     const auto role = role_of(extension);
@@ -166,16 +422,15 @@ class shard_scanner {
     last_member_ = name;
     group.members.push_back(name);
     if (role == member_role::other)
-      return skip_data(reader, offset, name);
+      return skip_data(access, offset, name);
 
-    const int64_t size = archive_entry_size(entry);
     if (size < 0 || static_cast<uint64_t>(size) > options_.max_member_bytes) {
       report("oversize", shard_name_ + ":" + name,
              std::to_string(size) + " bytes exceed max_document_bytes " +
                  std::to_string(options_.max_member_bytes),
              group.first_offset);
       group.bad = true;
-      return skip_data(reader, offset, name);
+      return skip_data(access, offset, name);
     }
     // Samples of other reads count for the checks that need member names
     // only (split, missing and duplicate members); their data is skipped.
@@ -187,15 +442,14 @@ class shard_scanner {
         group.bad |= group.has_caption;
         group.has_caption = true;
       }
-      return skip_data(reader, offset, name);
+      return skip_data(access, offset, name);
     }
     std::string data(static_cast<size_t>(size), '\0');
     size_t filled = 0;
     while (filled < data.size()) {
-      auto got = archive_read_data(reader, data.data() + filled,
-                                   data.size() - filled);
+      auto got = access.read(data.data() + filled, data.size() - filled);
       if (got < 0) {
-        tar_failed(reader, offset, name);
+        tar_failed(access.error(), offset, name);
         return false;
       }
       if (got == 0)

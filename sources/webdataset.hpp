@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,8 @@ enum class bad_input_action {
   fail,        // throw overlord::error(invalid_input) for the first one
 };
 
+class tar_index_cache;
+
 struct webdataset_options {
   // `.json` captions: the string field holding the caption.
   std::string caption_field = "caption";
@@ -36,7 +39,7 @@ struct webdataset_options {
   uint64_t max_member_bytes = 64ull << 20;
   // Byte range of this read: the samples whose first member's tar header
   // starts in [range_begin, range_end), and the problems that concern
-  // them. Every read scans the headers of the whole shard, so the checks
+  // them. Every read sees the headers of the whole shard, so the checks
   // that need member names only (split, missing and duplicate members)
   // decide as a whole read does, but only the range's member data is read
   // and decoded. Reads of consecutive ranges together return what one
@@ -44,6 +47,38 @@ struct webdataset_options {
   // the whole shard, so keep the full range with that policy.
   int64_t range_begin = 0;
   int64_t range_end = INT64_MAX;
+  // Optional cache of tar headers. When an earlier read scanned this
+  // uncompressed shard to its end without errors, a range read takes the
+  // member names, sizes and header positions from the cache instead of
+  // scanning every header again. It then reads only the range's members,
+  // with the same result.
+  tar_index_cache* index_cache = nullptr;
+};
+
+// The tar headers of recently read shards, keyed by path and checked
+// against the file's device, inode, size and modification time. A range
+// read of a large shard then costs its own members only: a scan of 4,000
+// headers takes about 25 ms. Not thread-safe: give each reading thread
+// its own cache.
+class tar_index_cache {
+ public:
+  explicit tar_index_cache(size_t max_shards = 4);
+  ~tar_index_cache();
+  tar_index_cache(const tar_index_cache&) = delete;
+  tar_index_cache& operator=(const tar_index_cache&) = delete;
+
+  // Range reads that used an index, scans that stored one, and range reads
+  // that scanned the shard after all because a member's header did not
+  // read on its own.
+  uint64_t hits() const;
+  uint64_t stores() const;
+  uint64_t fallbacks() const;
+
+  struct impl;
+  impl& state() { return *impl_; }
+
+ private:
+  std::unique_ptr<impl> impl_;
 };
 
 // One complete sample: both members were present, adjacent and readable.

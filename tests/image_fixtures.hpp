@@ -84,19 +84,26 @@ inline std::string encode_jpeg(const std::vector<uint8_t>& pixels,
   return out;
 }
 
-// Writes a ustar archive with `members` (name, content) in order.
+// Writes a ustar archive with `members` (name, content) in order, or with
+// `pax`, a POSIX pax archive, which takes names of any length. A name that
+// ends in '/' is a directory entry.
 inline void write_tar(const std::string& path,
-                      const std::vector<std::pair<std::string, std::string>>& members) {
+                      const std::vector<std::pair<std::string, std::string>>& members,
+                      bool pax = false) {
   archive* writer = archive_write_new();
-  archive_write_set_format_ustar(writer);
+  if (pax)
+    archive_write_set_format_pax(writer);
+  else
+    archive_write_set_format_ustar(writer);
   if (archive_write_open_filename(writer, path.c_str()) != ARCHIVE_OK)
     throw std::runtime_error("cannot write " + path);
   for (const auto& [name, content] : members) {
     archive_entry* entry = archive_entry_new();
     archive_entry_set_pathname(entry, name.c_str());
+    const bool directory = !name.empty() && name.back() == '/';
     archive_entry_set_size(entry, static_cast<la_int64_t>(content.size()));
-    archive_entry_set_filetype(entry, AE_IFREG);
-    archive_entry_set_perm(entry, 0644);
+    archive_entry_set_filetype(entry, directory ? AE_IFDIR : AE_IFREG);
+    archive_entry_set_perm(entry, directory ? 0755 : 0644);
     archive_entry_set_mtime(entry, 0, 0);
     archive_write_header(writer, entry);
     archive_write_data(writer, content.data(), content.size());

@@ -260,13 +260,15 @@ namespace {
 
 // Reads `path` in consecutive byte ranges of `range` bytes, the last one
 // open-ended as the pool reads them, and joins the results.
-overlord::sources::image_text_result read_in_ranges(const std::string& path,
-                                                    int64_t range) {
+overlord::sources::image_text_result read_in_ranges(
+    const std::string& path, int64_t range,
+    overlord::sources::tar_index_cache* cache = nullptr) {
   const auto size = static_cast<int64_t>(std::filesystem::file_size(path));
   const int64_t parts = std::max<int64_t>(1, (size + range - 1) / range);
   overlord::sources::image_text_result joined;
   for (int64_t part = 0; part < parts; ++part) {
     auto options = policy(bad_input_action::skip);
+    options.index_cache = cache;
     options.range_begin = part * range;
     if (part + 1 < parts)
       options.range_end = options.range_begin + range;
@@ -277,6 +279,26 @@ overlord::sources::image_text_result read_in_ranges(const std::string& path,
       joined.skipped.push_back(std::move(record));
   }
   return joined;
+}
+
+// Checks that `got` holds the samples and bad records of `expected`, in
+// order, comparing the records' details too when `details` is set.
+void check_same_result(const overlord::sources::image_text_result& got,
+                       const overlord::sources::image_text_result& expected,
+                       bool details) {
+  REQUIRE(got.samples.size() == expected.samples.size());
+  for (size_t i = 0; i < expected.samples.size(); ++i) {
+    CHECK(got.samples[i].key == expected.samples[i].key);
+    CHECK(got.samples[i].caption == expected.samples[i].caption);
+    CHECK(got.samples[i].image.pixels == expected.samples[i].image.pixels);
+  }
+  REQUIRE(got.skipped.size() == expected.skipped.size());
+  for (size_t i = 0; i < expected.skipped.size(); ++i) {
+    CHECK(got.skipped[i].kind == expected.skipped[i].kind);
+    CHECK(got.skipped[i].where == expected.skipped[i].where);
+    if (details)
+      CHECK(got.skipped[i].detail == expected.skipped[i].detail);
+  }
 }
 
 }  // namespace
@@ -314,20 +336,79 @@ TEST_CASE("webdataset ranges together equal a whole read", "[webdataset]") {
       for (int64_t range : {512, 1024, 1536, 4096}) {
         INFO(name << (truncated ? ", truncated" : "") << ", range " << range);
         auto ranged = read_in_ranges(path, range);
-        REQUIRE(ranged.samples.size() == whole.samples.size());
-        for (size_t i = 0; i < whole.samples.size(); ++i) {
-          CHECK(ranged.samples[i].key == whole.samples[i].key);
-          CHECK(ranged.samples[i].caption == whole.samples[i].caption);
-          CHECK(ranged.samples[i].image.pixels == whole.samples[i].image.pixels);
+        check_same_result(ranged, whole, false);
+
+        // Through a cache of tar headers: the first pass fills it, the
+        // second reads through it, and both match the read without it.
+        overlord::sources::tar_index_cache cache;
+        for (int pass = 0; pass < 2; ++pass) {
+          INFO("pass " << pass << " through the cache");
+          check_same_result(read_in_ranges(path, range, &cache), ranged, true);
         }
-        REQUIRE(ranged.skipped.size() == whole.skipped.size());
-        for (size_t i = 0; i < whole.skipped.size(); ++i) {
-          CHECK(ranged.skipped[i].kind == whole.skipped[i].kind);
-          CHECK(ranged.skipped[i].where == whole.skipped[i].where);
-        }
+        // A scan that ended on a read error stores no headers.
+        CHECK(cache.stores() == (truncated ? 0u : 1u));
+        if (truncated)
+          CHECK(cache.hits() == 0);
+        else
+          CHECK(cache.hits() > 0);
+        CHECK(cache.fallbacks() == 0);
       }
     }
   }
+}
+
+TEST_CASE("webdataset header cache reads pax entries", "[webdataset]") {
+  // Names over 100 bytes need pax extended headers, which precede the
+  // member's own header; a directory entry is not a member.
+  const std::string folder(120, 'd');
+  member_list members = {{folder + "/", ""}};
+  for (int i = 0; i < 12; ++i) {
+    const std::string key = folder + "/" + std::to_string(100 + i);
+    members.push_back({key + ".png", small_png()});
+    members.push_back({key + ".txt", "caption " + std::to_string(i)});
+  }
+  temp_dir dir("wds-pax");
+  auto path = (dir.path() / "shard.tar").string();
+  write_tar(path, members, true);
+  auto whole = read_image_text_shard(path, "shard.tar",
+                                     policy(bad_input_action::skip),
+                                     small_images());
+  REQUIRE(whole.samples.size() == 12);
+  overlord::sources::tar_index_cache cache;
+  for (int pass = 0; pass < 2; ++pass) {
+    INFO("pass " << pass);
+    auto cached = read_in_ranges(path, 1024, &cache);
+    CHECK(cached.skipped.empty());
+    REQUIRE(cached.samples.size() == whole.samples.size());
+    for (size_t i = 0; i < whole.samples.size(); ++i) {
+      CHECK(cached.samples[i].key == whole.samples[i].key);
+      CHECK(cached.samples[i].caption == whole.samples[i].caption);
+    }
+  }
+  CHECK(cache.hits() > 0);
+  CHECK(cache.fallbacks() == 0);
+}
+
+TEST_CASE("webdataset header cache notices a rewritten shard", "[webdataset]") {
+  temp_dir dir("wds-rewrite");
+  auto path = (dir.path() / "shard.tar").string();
+  write_tar(path, around({{"000005.jpg", small_jpeg()}, {"000005.txt", "five"}}));
+  overlord::sources::tar_index_cache cache;
+  read_in_ranges(path, 1024, &cache);
+  CHECK(cache.stores() == 1);
+
+  // Other members at other offsets under the same path.
+  write_tar(path, {{"a.png", small_png()}, {"a.txt", "first"},
+                   {"b.png", small_png()}, {"b.txt", "second"}});
+  auto whole = read_image_text_shard(path, "shard.tar",
+                                     policy(bad_input_action::skip),
+                                     small_images());
+  auto cached = read_in_ranges(path, 1024, &cache);
+  REQUIRE(cached.samples.size() == whole.samples.size());
+  for (size_t i = 0; i < whole.samples.size(); ++i)
+    CHECK(cached.samples[i].key == whole.samples[i].key);
+  CHECK(cached.skipped.empty());
+  CHECK(cache.stores() == 2);
 }
 
 TEST_CASE("webdataset key split after many samples", "[webdataset]") {

@@ -10,6 +10,9 @@
 // - with quarantine, a shard with a problem gives no sample and one
 //   "quarantined" record after skip's records, and a clean shard gives
 //   skip's samples;
+// - with skip, reads in 1 KiB ranges return the same samples and records
+//   through a cache of tar headers as without one, on the pass that fills
+//   the cache and on the pass that reads through it;
 // - no other exception escapes.
 
 #include <cstddef>
@@ -26,6 +29,7 @@ namespace {
 
 using overlord::sources::bad_input_action;
 using overlord::sources::read_webdataset_shard;
+using overlord::sources::tar_index_cache;
 using overlord::sources::webdataset_options;
 using overlord::sources::webdataset_result;
 
@@ -51,6 +55,38 @@ bool same_samples(const webdataset_result& a, const webdataset_result& b) {
         x.image_extension != y.image_extension)
       return false;
   }
+  return true;
+}
+
+// Reads the shard at `path` with skip in ranges of `range` bytes.
+webdataset_result read_in_ranges(const std::string& path, std::size_t size,
+                                 int64_t range, tar_index_cache* cache) {
+  webdataset_result joined;
+  for (int64_t begin = 0; begin == 0 || begin < static_cast<int64_t>(size);
+       begin += range) {
+    webdataset_options options;
+    options.max_member_bytes = max_member_bytes;
+    options.index_cache = cache;
+    options.range_begin = begin;
+    if (begin + range < static_cast<int64_t>(size))
+      options.range_end = begin + range;
+    auto part = read_webdataset_shard(path, shard_name, options);
+    for (auto& sample : part.samples)
+      joined.samples.push_back(std::move(sample));
+    for (auto& record : part.skipped)
+      joined.skipped.push_back(std::move(record));
+  }
+  return joined;
+}
+
+bool same_records(const webdataset_result& a, const webdataset_result& b) {
+  if (a.skipped.size() != b.skipped.size())
+    return false;
+  for (std::size_t i = 0; i < a.skipped.size(); ++i)
+    if (a.skipped[i].kind != b.skipped[i].kind ||
+        a.skipped[i].where != b.skipped[i].where ||
+        a.skipped[i].detail != b.skipped[i].detail)
+      return false;
   return true;
 }
 
@@ -110,5 +146,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!threw)
     FUZZ_REQUIRE(same_samples(failing, skipping),
                  "fail and skip kept different samples");
+
+  const webdataset_result ranged = read_in_ranges(path, size, 1024, nullptr);
+  tar_index_cache cache;
+  for (int pass = 0; pass < 2; ++pass) {
+    const webdataset_result cached = read_in_ranges(path, size, 1024, &cache);
+    FUZZ_REQUIRE(same_samples(cached, ranged),
+                 "ranges through the header cache kept other samples");
+    FUZZ_REQUIRE(same_records(cached, ranged),
+                 "ranges through the header cache reported other problems");
+  }
   return 0;
 }
