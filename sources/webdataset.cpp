@@ -38,29 +38,64 @@ struct tar_index {
   std::vector<tar_member> members;
 };
 
-// Identity of a shard's contents for the cache.
+// Identity of a shard's contents for the cache. The change time moves on
+// every write, even one that restores the modification time.
 struct file_identity {
   dev_t device = 0;
   ino_t inode = 0;
   off_t size = 0;
   int64_t modified_ns = 0;
+  int64_t changed_ns = 0;
 
   bool operator==(const file_identity& other) const {
     return device == other.device && inode == other.inode &&
-           size == other.size && modified_ns == other.modified_ns;
+           size == other.size && modified_ns == other.modified_ns &&
+           changed_ns == other.changed_ns;
   }
 };
 
-std::optional<file_identity> identify(const std::string& path) {
-  struct stat info {};
-  if (::stat(path.c_str(), &info) != 0 || !S_ISREG(info.st_mode))
+std::optional<file_identity> identity_of(const struct stat& info) {
+  if (!S_ISREG(info.st_mode))
     return std::nullopt;
   file_identity id;
   id.device = info.st_dev;
   id.inode = info.st_ino;
   id.size = info.st_size;
   id.modified_ns = int64_t{info.st_mtim.tv_sec} * 1000000000 + info.st_mtim.tv_nsec;
+  id.changed_ns = int64_t{info.st_ctim.tv_sec} * 1000000000 + info.st_ctim.tv_nsec;
   return id;
+}
+
+// A file opened for reading, closed when it goes out of scope.
+class open_file {
+ public:
+  explicit open_file(const std::string& path)
+      : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {}
+  ~open_file() {
+    if (fd_ >= 0)
+      ::close(fd_);
+  }
+  open_file(const open_file&) = delete;
+  open_file& operator=(const open_file&) = delete;
+
+  int fd() const { return fd_; }
+
+  std::optional<file_identity> identity() const {
+    struct stat info {};
+    if (fd_ < 0 || ::fstat(fd_, &info) != 0)
+      return std::nullopt;
+    return identity_of(info);
+  }
+
+ private:
+  int fd_;
+};
+
+std::optional<file_identity> identity_of_path(const std::string& path) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0)
+    return std::nullopt;
+  return identity_of(info);
 }
 
 }  // namespace
@@ -69,6 +104,8 @@ struct tar_index_cache::impl {
   struct entry {
     std::string path;
     file_identity identity;
+    // Null once a member's header did not read on its own: the shard is
+    // then scanned on every read and not stored again.
     std::shared_ptr<const tar_index> index;
   };
   size_t max_shards = 4;
@@ -77,8 +114,8 @@ struct tar_index_cache::impl {
   uint64_t stores = 0;
   uint64_t fallbacks = 0;
 
-  std::shared_ptr<const tar_index> find(const std::string& path,
-                                        const file_identity& identity) {
+  // Returns the entry of `path` when it still has `identity`, else null.
+  entry* find(const std::string& path, const file_identity& identity) {
     for (auto it = entries.begin(); it != entries.end(); ++it) {
       if (it->path != path)
         continue;
@@ -87,7 +124,7 @@ struct tar_index_cache::impl {
         return nullptr;
       }
       entries.splice(entries.begin(), entries, it);
-      return entries.front().index;
+      return &entries.front();
     }
     return nullptr;
   }
@@ -161,6 +198,13 @@ std::string lower(std::string text) {
   return text;
 }
 
+// Returns whether a header read with `status` gives `entry` on its own:
+// read without a warning or a retry, no sparse map and no hard link.
+bool plain_entry(int status, archive_entry* entry) {
+  return status == ARCHIVE_OK && archive_entry_sparse_count(entry) == 0 &&
+         archive_entry_hardlink(entry) == nullptr;
+}
+
 // Reading and skipping the data of the member a scan is at.
 class member_access {
  public:
@@ -222,9 +266,11 @@ class indexed_member : public member_access {
     archive_entry* entry = nullptr;
     const char* name = nullptr;
     if (archive_read_open2(reader_.get(), this, nullptr, &indexed_member::fill,
-                           &indexed_member::advance, nullptr) == ARCHIVE_OK &&
-        archive_read_next_header(reader_.get(), &entry) >= ARCHIVE_WARN)
-      name = archive_entry_pathname(entry);
+                           &indexed_member::advance, nullptr) == ARCHIVE_OK) {
+      const int status = archive_read_next_header(reader_.get(), &entry);
+      if (status >= ARCHIVE_WARN && plain_entry(status, entry))
+        name = archive_entry_pathname(entry);
+    }
     if (name == nullptr || member_.name != name ||
         archive_entry_size(entry) != member_.size ||
         archive_entry_filetype(entry) != AE_IFREG) {
@@ -275,22 +321,26 @@ class shard_scanner {
   shard_scan scan(const std::string& path) {
     const bool partial =
         options_.range_begin > 0 || options_.range_end < INT64_MAX;
+    std::unique_ptr<open_file> file;
     std::optional<file_identity> identity;
-    if (options_.index_cache != nullptr && partial)
-      identity = identify(path);
+    if (options_.index_cache != nullptr && partial) {
+      file = std::make_unique<open_file>(path);
+      identity = file->identity();
+    }
     if (identity) {
       auto& cache = options_.index_cache->state();
-      if (auto index = cache.find(path, *identity)) {
-        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
+      if (auto* found = cache.find(path, *identity)) {
+        if (!found->index) {
+          identity.reset();  // scan, and store nothing
+        } else {
           shard_scanner indexed(shard_name_, options_);
-          const bool read = indexed.scan_indexed(fd, *index);
-          ::close(fd);
-          if (read) {
+          if (indexed.scan_indexed(file->fd(), *found->index)) {
             cache.hits++;
             return std::move(indexed.result_);
           }
           cache.fallbacks++;
+          found->index = nullptr;
+          identity.reset();
         }
       }
     }
@@ -320,7 +370,9 @@ class shard_scanner {
       archive_entry* entry = nullptr;
       int status = archive_read_next_header(reader.get(), &entry);
       if (status == ARCHIVE_EOF) {
-        if (index)
+        // Stored only when the file read is still the one at `path`.
+        if (index && file->identity() == identity &&
+            identity_of_path(path) == identity)
           options_.index_cache->state().store(path, *identity, index);
         break;
       }
@@ -332,6 +384,12 @@ class shard_scanner {
       std::string name = archive_entry_pathname(entry) ? archive_entry_pathname(entry) : "";
       const bool regular = archive_entry_filetype(entry) == AE_IFREG;
       const int64_t size = archive_entry_size(entry);
+      // libarchive carries state from one header to the next (sparse
+      // maps, pax attributes of hard links), which a reader that starts
+      // at a member would lack. Only shards without such entries and
+      // without damaged headers are stored.
+      if (index && !plain_entry(status, entry))
+        index.reset();
       if (index)
         index->members.push_back({offset, name, size, regular});
       if (!regular)

@@ -39,7 +39,7 @@ struct webdataset_options {
   uint64_t max_member_bytes = 64ull << 20;
   // Byte range of this read: the samples whose first member's tar header
   // starts in [range_begin, range_end), and the problems that concern
-  // them. Every read sees the headers of the whole shard, so the checks
+  // them. Every read takes in the headers of the whole shard, so the checks
   // that need member names only (split, missing and duplicate members)
   // decide as a whole read does, but only the range's member data is read
   // and decoded. Reads of consecutive ranges together return what one
@@ -47,19 +47,20 @@ struct webdataset_options {
   // the whole shard, so keep the full range with that policy.
   int64_t range_begin = 0;
   int64_t range_end = INT64_MAX;
-  // Optional cache of tar headers. When an earlier read scanned this
-  // uncompressed shard to its end without errors, a range read takes the
-  // member names, sizes and header positions from the cache instead of
-  // scanning every header again. It then reads only the range's members,
-  // with the same result.
+  // Optional cache of tar headers. An earlier range read may have scanned
+  // this uncompressed shard to its end, with every header read cleanly (no
+  // warning, sparse map or hard link). A range read then takes the member
+  // names, sizes and header positions from the cache instead of scanning
+  // every header again, and reads only the range's members, with the same
+  // result.
   tar_index_cache* index_cache = nullptr;
 };
 
 // The tar headers of recently read shards, keyed by path and checked
-// against the file's device, inode, size and modification time. A range
-// read of a large shard then costs its own members only: a scan of 4,000
-// headers takes about 25 ms. Not thread-safe: give each reading thread
-// its own cache.
+// against the file's device, inode, size, modification and change times.
+// A range read of a large shard then costs its own members only, where a
+// scan of 4,000 headers takes about 25 ms. Not thread-safe: give each
+// reading thread its own cache.
 class tar_index_cache {
  public:
   explicit tar_index_cache(size_t max_shards = 4);

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "common/error.hpp"
 #include "sources/webdataset.hpp"
@@ -281,8 +282,8 @@ overlord::sources::image_text_result read_in_ranges(
   return joined;
 }
 
-// Checks that `got` holds the samples and bad records of `expected`, in
-// order, comparing the records' details too when `details` is set.
+// Checks that `got` contains the samples and bad records of `expected`,
+// in order, comparing the records' details too when `details` is set.
 void check_same_result(const overlord::sources::image_text_result& got,
                        const overlord::sources::image_text_result& expected,
                        bool details) {
@@ -409,6 +410,43 @@ TEST_CASE("webdataset header cache notices a rewritten shard", "[webdataset]") {
     CHECK(cached.samples[i].key == whole.samples[i].key);
   CHECK(cached.skipped.empty());
   CHECK(cache.stores() == 2);
+}
+
+TEST_CASE("webdataset header cache notices an in-place rewrite", "[webdataset]") {
+  // Same size and modification time: only the change time differs between
+  // the two versions. In the second, a member of key "a" comes back last.
+  temp_dir dir("wds-in-place");
+  auto path = (dir.path() / "shard.tar").string();
+  auto other = (dir.path() / "other.tar").string();
+  const member_list first = {{"a.png", small_png()}, {"a.txt", "first"},
+                             {"b.png", small_png()}, {"b.txt", "second"},
+                             {"c.dat", "extra"}};
+  member_list second = first;
+  second.back().first = "a.dat";
+  write_tar(path, first);
+  write_tar(other, second);
+  REQUIRE(std::filesystem::file_size(path) == std::filesystem::file_size(other));
+
+  overlord::sources::tar_index_cache cache;
+  auto before = read_in_ranges(path, 1024, &cache);
+  CHECK(before.samples.size() == 2);
+  REQUIRE(cache.stores() == 1);
+
+  const auto modified = std::filesystem::last_write_time(path);
+  {
+    std::ifstream in(other, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)),
+                      std::istreambuf_iterator<char>());
+    std::fstream out(path, std::ios::binary | std::ios::in | std::ios::out);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  std::filesystem::last_write_time(path, modified);
+
+  auto whole = read_image_text_shard(path, "shard.tar",
+                                     policy(bad_input_action::skip),
+                                     small_images());
+  REQUIRE(whole.samples.size() == 1);
+  check_same_result(read_in_ranges(path, 1024, &cache), whole, true);
 }
 
 TEST_CASE("webdataset key split after many samples", "[webdataset]") {
