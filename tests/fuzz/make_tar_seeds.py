@@ -3,10 +3,12 @@
 
 Usage: make_tar_seeds.py OUT_DIR
 
-The images are real 4x4 RGB PNG files, and the archives are POSIX ustar,
+The images are real 4x4 RGB PNG files, and most archives are POSIX ustar,
 which libarchive and GNU tar read. One shard is valid. The others have
 defects that the reader reports: a sample without a caption, a sample
-split by another key's member, and an archive cut inside a member.
+split by another key's member, and an archive cut inside a member. Two
+more shards use pax and GNU headers for long names, so that the fuzzer
+starts from the extension headers that precede a member.
 """
 
 import io
@@ -34,14 +36,14 @@ def png(width: int, height: int, seed: int) -> bytes:
             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
-def shard(members: list) -> bytes:
+def shard(members: list, format: int = tarfile.USTAR_FORMAT) -> bytes:
     """Returns a tar archive of (name, bytes) members in order.
 
     The archive ends with the two zero blocks that mark its end. tarfile's
     padding to a 10 KiB record after them is cut to keep seeds small.
     """
     out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    with tarfile.open(fileobj=out, mode="w", format=format) as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -67,6 +69,10 @@ def main() -> None:
     (out / "split_sample.tar").write_bytes(shard(split))
     whole = shard(good)
     (out / "truncated_member.tar").write_bytes(whole[:700])
+    folder = "long-folder-name-" * 8
+    long_names = [(folder + "/" + name, data) for name, data in good]
+    (out / "pax_long_names.tar").write_bytes(shard(long_names, tarfile.PAX_FORMAT))
+    (out / "gnu_long_names.tar").write_bytes(shard(long_names, tarfile.GNU_FORMAT))
 
 
 if __name__ == "__main__":
