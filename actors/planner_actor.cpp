@@ -881,6 +881,17 @@ std::string status_json(planner_actor* self) {
   json.Bool(st.assigned);
   json.Key("log_levels");
   json.String(describe_log_levels().c_str());
+  json.Key("autoscale");
+  json.StartObject();
+  json.Key("enabled");
+  json.Bool(st.config.autoscale.enabled);
+  json.Key("interval_ms");
+  json.Int(st.config.autoscale.interval_ms);
+  json.Key("cpu_budget");
+  json.Int(st.config.autoscale.cpu_budget);
+  json.Key("decisions");
+  json.Uint64(st.scaling_decisions);
+  json.EndObject();
 
   json.Key("nodes");
   json.StartArray();
@@ -942,6 +953,10 @@ std::string status_json(planner_actor* self) {
                                         : st.config.sources[s].workers));
     json.Key("autoscale");
     json.String(slot.scaled.c_str());
+    json.Key("min_workers");
+    json.Int(st.config.sources[s].min_workers);
+    json.Key("max_workers");
+    json.Int(st.config.sources[s].max_workers);
     json.Key("docs_per_s");
     json.Double(slot.docs_per_s);
     json.Key("latency_ms");
@@ -1212,14 +1227,20 @@ void refresh_stats(planner_actor* self) {
                 return;
               auto now = clock_type::now();
               uint64_t documents = stats["documents"];
-              if (slot.last_stats != clock_type::time_point{}) {
-                double seconds =
-                    std::chrono::duration<double>(now - slot.last_stats).count();
-                if (seconds > 0 && documents >= slot.last_documents)
-                  slot.docs_per_s = (documents - slot.last_documents) / seconds;
+              // Over at least a second: the liveness tick and the
+              // autoscaler both ask for stats, often a moment apart, and
+              // pools deliver documents a read at a time.
+              const double seconds =
+                  std::chrono::duration<double>(now - slot.last_stats).count();
+              if (slot.last_stats == clock_type::time_point{} ||
+                  documents < slot.last_documents) {
+                slot.last_documents = documents;
+                slot.last_stats = now;
+              } else if (seconds >= 1.0) {
+                slot.docs_per_s = (documents - slot.last_documents) / seconds;
+                slot.last_documents = documents;
+                slot.last_stats = now;
               }
-              slot.last_documents = documents;
-              slot.last_stats = now;
               const bool first_latency = slot.stats["latency_us"] == 0 &&
                                          stats["latency_us"] > 0;
               slot.stats = std::move(stats);

@@ -111,6 +111,34 @@ std::string render_status(const std::string& json) {
     out += line;
   }
 
+  if (status.HasMember("autoscale") && status["autoscale"].IsObject()) {
+    const auto& autoscale = status["autoscale"];
+    const bool enabled =
+        autoscale.HasMember("enabled") && autoscale["enabled"].IsBool() &&
+        autoscale["enabled"].GetBool();
+    if (enabled) {
+      std::snprintf(line, sizeof line,
+                    "\nAUTOSCALE on: every %.0f ms, cpu_budget %.0f (0: the "
+                    "node's cores), %.0f decisions so far\n",
+                    number_or(autoscale, "interval_ms"),
+                    number_or(autoscale, "cpu_budget"),
+                    number_or(autoscale, "decisions"));
+      out += line;
+      for (const auto& source : status["sources"].GetObject()) {
+        const auto& value = source.value;
+        const std::string last = string_or(value, "autoscale");
+        std::snprintf(line, sizeof line, "%-16s workers %.0f..%.0f, ",
+                      source.name.GetString(), number_or(value, "min_workers"),
+                      number_or(value, "max_workers"));
+        out += line;
+        out += last.empty() ? "no change yet" : "last change " + last;
+        out += "\n";
+      }
+    } else {
+      out += "\nAUTOSCALE off\n";
+    }
+  }
+
   out += "\nRANK  STEP      NODE                           ENDPOINT\n";
   for (const auto& rank : status["ranks"].GetArray()) {
     std::snprintf(line, sizeof line, "%-5.0f %-9.0f %-30s %s\n",
