@@ -372,6 +372,18 @@ caf::behavior source_worker(worker_actor* self,
                 ? 0
                 : std::chrono::duration<double>(read_done - started).count() /
                       read.documents.size();
+        // Image-text and indexed reads fill `out.documents` themselves, with
+        // the time per document spread evenly over the read.
+        if (!out.documents.empty()) {
+          const double share =
+              std::chrono::duration<double>(read_done - started).count() /
+              out.documents.size();
+          for (const auto& document : out.documents) {
+            series.documents.add();
+            series.tokens.add(static_cast<double>(document.tokens.size()));
+            series.document_seconds.observe(share);
+          }
+        }
         for (const auto& document : out.documents) {
           if (!document.truncated_caption)
             continue;
