@@ -147,6 +147,12 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
     if (down.source != s.setup.planner.address())
       return;
     if (s.setup.planner_address.empty()) {
+      // The planner in this process stops with it on a shutdown.
+      if (down.reason == caf::exit_reason::user_shutdown) {
+        s.log->info("node={} planner stopped; stopping", id);
+        self->send(s.setup.supervisor, leave_atom::value);
+        return;
+      }
       s.log->error("node={} lost the planner ({}); stopping", id,
                    self->system().render(down.reason));
       self->send(s.setup.supervisor, fatal_atom::value,

@@ -553,8 +553,9 @@ int run(const options& opts) {
 
   int exit_code = supervise(supervisor, log, node_id);
   metrics::set_health(false, "stopping");
-  for (auto& actor : everyone)
-    caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+  // The node agent first, so that it does not see the planner stop.
+  for (auto actor = everyone.rbegin(); actor != everyone.rend(); ++actor)
+    caf::anon_send_exit(*actor, caf::exit_reason::user_shutdown);
   everyone.clear();
   return exit_code;
 }
