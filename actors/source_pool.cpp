@@ -688,10 +688,19 @@ void release_finished(pool_actor* self) {
     st.lines_in_shard = 0;
     if (++st.release_position == shard_count) {
       if (st.released_in_epoch == 0) {
-        fail_pool(self, "source=" + source.name + " epoch " +
-                            std::to_string(st.release_epoch) +
-                            " produced no usable document; every record was "
-                            "skipped as bad input (see the warnings above)");
+        const bool quarantine = st.setup->config.on_bad_input ==
+                                planner::bad_input_policy::quarantine;
+        fail_pool(self,
+                  "source=" + source.name + " epoch " +
+                      std::to_string(st.release_epoch) +
+                      " produced no usable document: " +
+                      (quarantine
+                           ? "every shard was quarantined or held only bad "
+                             "records; fix the shards named in the warnings "
+                             "above, or set on_bad_input: skip to keep the "
+                             "good samples of bad shards"
+                           : "every record was skipped as bad input; fix the "
+                             "records named in the warnings above"));
         return;
       }
       st.log->info("source={} finished epoch {} ({} documents so far)",
