@@ -543,12 +543,16 @@ struct pool_state {
 
 using pool_actor = caf::stateful_actor<pool_state>;
 
-void fail_pool(pool_actor* self, const std::string& message) {
+// Stops the job with `message`. It is logged here unless a worker logged
+// it already (`logged`).
+void fail_pool(pool_actor* self, const std::string& message,
+               bool logged = false) {
   auto& st = self->state;
   if (st.failed)
     return;
   st.failed = true;
-  st.log->error("{}", message);
+  if (!logged)
+    st.log->error("{}", message);
   self->send(st.setup->supervisor, fatal_atom::value, message);
 }
 
@@ -840,7 +844,14 @@ void dispatch(pool_actor* self) {
             [=](caf::error& err) {
               self->state.outstanding--;
               read_returned(self, worker);
-              fail_pool(self, self->system().render(err));
+              // A worker's read error carries the message it logged, as
+              // plain text. Other errors, such as a worker that died, are
+              // rendered by CAF.
+              const auto& context = err.context();
+              if (context.match_elements<std::string>())
+                fail_pool(self, context.get_as<std::string>(0), true);
+              else
+                fail_pool(self, self->system().render(err));
             });
   }
 }
