@@ -13,6 +13,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <list>
 #include <map>
@@ -319,6 +320,7 @@ class shard_scanner {
       : shard_name_(shard_name), options_(options) {}
 
   shard_scan scan(const std::string& path) {
+    path_ = path;
     const bool partial =
         options_.range_begin > 0 || options_.range_end < INT64_MAX;
     std::unique_ptr<open_file> file;
@@ -334,6 +336,7 @@ class shard_scanner {
           identity.reset();  // scan, and store nothing
         } else {
           shard_scanner indexed(shard_name_, options_);
+          indexed.path_ = path;
           if (indexed.scan_indexed(file->fd(), *found->index)) {
             cache.hits++;
             return std::move(indexed.result_);
@@ -445,7 +448,13 @@ class shard_scanner {
     const int64_t owner = result_.groups.empty()
                               ? std::max<int64_t>(offset, 0)
                               : result_.groups.back().first_offset;
-    report(truncated ? "truncated_tar" : "corrupt_tar", where, text, owner);
+    std::string detail = text;
+    std::error_code status;
+    const auto size = std::filesystem::file_size(path_, status);
+    if (truncated && !status)
+      detail += " (the file ends at byte " + std::to_string(size) +
+                ", so no later sample of the shard is read)";
+    report(truncated ? "truncated_tar" : "corrupt_tar", where, detail, owner);
     if (!member.empty() && !result_.groups.empty() &&
         result_.groups.back().key == current_key_)
       result_.groups.back().bad = true;
@@ -618,6 +627,7 @@ class shard_scanner {
   }
 
   std::string shard_name_;
+  std::string path_;
   const webdataset_options& options_;
   shard_scan result_;
   std::map<std::string, size_t> index_;
