@@ -374,17 +374,15 @@ caf::behavior source_worker(worker_actor* self,
                       read.documents.size();
         // Image-text and indexed reads fill `out.documents` themselves, with
         // the time per document spread evenly over the read.
-        if (!out.documents.empty()) {
-          const double share =
-              std::chrono::duration<double>(read_done - started).count() /
-              out.documents.size();
-          for (const auto& document : out.documents) {
-            series.documents.add();
-            series.tokens.add(static_cast<double>(document.tokens.size()));
-            series.document_seconds.observe(share);
-          }
-        }
+        const double share =
+            out.documents.empty()
+                ? 0
+                : std::chrono::duration<double>(read_done - started).count() /
+                      out.documents.size();
         for (const auto& document : out.documents) {
+          series.documents.add();
+          series.tokens.add(static_cast<double>(document.tokens.size()));
+          series.document_seconds.observe(share);
           if (!document.truncated_caption)
             continue;
           auto count = ++self->state.truncated;

@@ -34,7 +34,7 @@ struct tar_member {
   bool regular = false;
 };
 
-// The entries of a shard whose scan reached the end without an error.
+// The entries of a shard whose headers all read cleanly to its end.
 struct tar_index {
   std::vector<tar_member> members;
 };
@@ -236,9 +236,8 @@ class streamed_member : public member_access {
   archive* reader_;
 };
 
-// A member found through an index. Its data is read by a tar reader that
-// starts at the member's header, opened on the first read only: skipping
-// costs nothing, since the scan that built the index skipped it already.
+// A member found through an index. A tar reader that starts at its header
+// opens on the first read only, and skipping costs nothing.
 class indexed_member : public member_access {
  public:
   indexed_member(int fd, const tar_member& member, std::vector<char>& buffer)
