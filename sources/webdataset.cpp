@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <utility>
 
 #include "common/error.hpp"
 
@@ -371,6 +372,22 @@ class shard_scanner {
     for (;;) {
       archive_entry* entry = nullptr;
       int status = archive_read_next_header(reader.get(), &entry);
+      // After a header with a bad checksum, libarchive returns a retry for
+      // each block until the next header that reads.
+      if (status == ARCHIVE_RETRY) {
+        if (damage_start_ < 0) {
+          damage_start_ = archive_read_header_position(reader.get());
+          // libarchive's tar reader retries only on a bad checksum.
+          damage_text_ = "header checksum does not match (libarchive: " +
+                         error_text(reader.get()) + ")";
+        }
+        index.reset();
+        continue;
+      }
+      if (damage_start_ >= 0)
+        report_damage(status == ARCHIVE_EOF
+                          ? -1
+                          : archive_read_header_position(reader.get()));
       if (status == ARCHIVE_EOF) {
         // Stored only when the file read is still the one at `path`.
         if (index && file->identity() == identity &&
@@ -406,6 +423,35 @@ class shard_scanner {
   void report(const std::string& kind, const std::string& where,
               const std::string& detail, int64_t owner_offset) {
     result_.problems.push_back({{kind, where, detail}, owner_offset});
+  }
+
+  // Reports the damaged bytes from damage_start_ to `resumed` (-1 for the
+  // end of the archive) and drops the samples on both sides, because the
+  // damaged member belonged to one of them.
+  void report_damage(int64_t resumed) {
+    std::string detail = damage_text_ + "; bytes " +
+                         std::to_string(damage_start_) + " to ";
+    detail += resumed < 0 ? "the end of the archive were skipped"
+                          : std::to_string(resumed) +
+                                " were skipped, up to the next valid header";
+    std::string dropped;
+    if (!result_.groups.empty()) {
+      result_.groups.back().bad = true;
+      dropped = "'" + result_.groups.back().key + "'";
+    }
+    if (resumed >= 0) {
+      drop_next_group_ = true;
+      dropped += std::string(dropped.empty() ? "" : " and ") +
+                 "the sample at the next valid header";
+    }
+    if (!dropped.empty())
+      detail += "; dropped " + dropped +
+                ", since the damaged member belonged to one of them";
+    report("corrupt_tar", shard_name_ + "@" + std::to_string(damage_start_),
+           detail,
+           result_.groups.empty() ? damage_start_
+                                  : result_.groups.back().first_offset);
+    damage_start_ = -1;
   }
 
   bool in_range(const member_group& group) const {
@@ -484,6 +530,8 @@ class shard_scanner {
     const auto role = role_of(extension);
 
     member_group& group = group_for(key, name, offset);
+    if (std::exchange(drop_next_group_, false))
+      group.bad = true;
     current_key_ = key;
     last_member_ = name;
     group.members.push_back(name);
@@ -632,6 +680,9 @@ class shard_scanner {
   std::map<std::string, size_t> index_;
   std::string current_key_;
   std::string last_member_;
+  int64_t damage_start_ = -1;  // first damaged block not yet reported
+  std::string damage_text_;
+  bool drop_next_group_ = false;  // the next member follows damaged blocks
 };
 
 // Reports groups that lack a member, after the scan saw the whole shard.

@@ -358,6 +358,87 @@ TEST_CASE("webdataset ranges together equal a whole read", "[webdataset]") {
   }
 }
 
+namespace {
+
+// Spoils the checksum of the ustar header of `member` in the tar at `path`
+// and returns the header's offset.
+int64_t damage_header(const std::string& path, const std::string& member) {
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(file)),
+                    std::istreambuf_iterator<char>());
+  for (size_t offset = 0; offset + 512 <= bytes.size(); offset += 512) {
+    if (bytes.compare(offset, member.size() + 1,
+                      member.c_str(), member.size() + 1) != 0)
+      continue;
+    // The checksum is an octal field at byte 148 of the header.
+    file.seekp(static_cast<std::streamoff>(offset + 148));
+    file.put(bytes[offset + 148] == '1' ? '2' : '1');
+    return static_cast<int64_t>(offset);
+  }
+  throw std::runtime_error("no header of " + member + " in " + path);
+}
+
+}  // namespace
+
+TEST_CASE("webdataset bad header checksum", "[webdataset]") {
+  temp_dir dir("wds-checksum");
+  auto path = (dir.path() / "shard.tar").string();
+
+  SECTION("inside the shard") {
+    write_tar(path, around({{"000005.jpg", small_jpeg()},
+                            {"000005.txt", "five"},
+                            {"000007.jpg", small_jpeg()},
+                            {"000007.txt", "seven"}}));
+    const auto offset = damage_header(path, "000005.txt");
+    auto whole = read_image_text_shard(
+        path, "shard.tar", policy(bad_input_action::skip), small_images());
+    // The damaged member belonged to 000005 or 000007, so neither is kept.
+    REQUIRE(whole.samples.size() == 2);
+    CHECK(whole.samples[0].key == "shard.tar:000001");
+    CHECK(whole.samples[1].key == "shard.tar:000009");
+    REQUIRE(whole.skipped.size() == 1);
+    CHECK(whole.skipped[0].kind == "corrupt_tar");
+    CHECK(whole.skipped[0].where == "shard.tar@" + std::to_string(offset));
+    CHECK(whole.skipped[0].detail.find("checksum") != std::string::npos);
+    CHECK(whole.skipped[0].detail.find("'000005'") != std::string::npos);
+    CHECK(whole.skipped[0].detail.find("up to the next valid header") !=
+          std::string::npos);
+    for (int64_t range : {512, 1024, 4096}) {
+      INFO("range " << range);
+      overlord::sources::tar_index_cache cache;
+      check_same_result(read_in_ranges(path, range), whole, true);
+      check_same_result(read_in_ranges(path, range, &cache), whole, true);
+      // A shard with a damaged header is never cached.
+      CHECK(cache.stores() == 0);
+    }
+
+    auto quarantine = read_image_text_shard(
+        path, "shard.tar", policy(bad_input_action::quarantine), small_images());
+    CHECK(quarantine.samples.empty());
+    CHECK(kinds_of(quarantine.skipped) ==
+          std::vector<std::string>{"corrupt_tar", "quarantined"});
+    CHECK_THROWS_WITH(
+        read_image_text_shard(path, "shard.tar", policy(bad_input_action::fail),
+                              small_images()),
+        Catch::Contains("shard.tar@" + std::to_string(offset) + ": corrupt_tar"));
+  }
+
+  SECTION("at the last member") {
+    write_tar(path, around({{"000005.jpg", small_jpeg()}, {"000005.txt", "five"}}));
+    const auto offset = damage_header(path, "000009.txt");
+    auto whole = read_image_text_shard(
+        path, "shard.tar", policy(bad_input_action::skip), small_images());
+    REQUIRE(whole.samples.size() == 2);
+    CHECK(whole.samples[1].key == "shard.tar:000005");
+    REQUIRE(whole.skipped.size() == 1);
+    CHECK(whole.skipped[0].where == "shard.tar@" + std::to_string(offset));
+    CHECK(whole.skipped[0].detail.find("to the end of the archive") !=
+          std::string::npos);
+    CHECK(whole.skipped[0].detail.find("'000009'") != std::string::npos);
+    check_same_result(read_in_ranges(path, 1024), whole, true);
+  }
+}
+
 TEST_CASE("webdataset header cache reads pax entries", "[webdataset]") {
   // Names over 100 bytes need pax extended headers, which precede the
   // member's own header; a directory entry is not a member.

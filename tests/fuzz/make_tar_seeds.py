@@ -69,6 +69,11 @@ def main() -> None:
     (out / "split_sample.tar").write_bytes(shard(split))
     whole = shard(good)
     (out / "truncated_member.tar").write_bytes(whole[:700])
+    # The third header (sample-001.png) with a checksum that does not match.
+    damaged = bytearray(whole)
+    third = whole.index(b"dir/sample-001.png")
+    damaged[third + 148] ^= 0x01
+    (out / "bad_checksum.tar").write_bytes(bytes(damaged))
     folder = "long-folder-name-" * 8
     long_names = [(folder + "/" + name, data) for name, data in good]
     (out / "pax_long_names.tar").write_bytes(shard(long_names, tarfile.PAX_FORMAT))
