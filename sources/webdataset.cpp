@@ -314,6 +314,15 @@ class indexed_member : public member_access {
   bool mismatched_ = false;
 };
 
+// Returns whether the file at `path` has the ustar magic of a tar header.
+bool has_ustar_magic(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  char header[262] = {};
+  file.read(header, sizeof header);
+  return file.gcount() == sizeof header &&
+         std::memcmp(header + 257, "ustar", 5) == 0;
+}
+
 class shard_scanner {
  public:
   shard_scanner(const std::string& shard_name, const webdataset_options& options)
@@ -348,12 +357,22 @@ class shard_scanner {
       }
     }
 
-    std::unique_ptr<archive, int (*)(archive*)> reader(archive_read_new(),
+    std::unique_ptr<archive, int (*)(archive*)> reader(nullptr,
                                                        archive_read_free);
-    archive_read_support_format_tar(reader.get());
-    archive_read_support_filter_all(reader.get());
-    if (archive_read_open_filename(reader.get(), path.c_str(), 1 << 16) !=
-        ARCHIVE_OK) {
+    auto open_reader = [&](bool tar_only) {
+      reader.reset(archive_read_new());
+      if (tar_only)
+        archive_read_set_format(reader.get(), ARCHIVE_FORMAT_TAR);
+      else
+        archive_read_support_format_tar(reader.get());
+      archive_read_support_filter_all(reader.get());
+      return archive_read_open_filename(reader.get(), path.c_str(), 1 << 16) ==
+             ARCHIVE_OK;
+    };
+    // Format detection rejects a first header whose checksum does not
+    // match. A file with the ustar magic is then read as tar regardless,
+    // so that the damage is reported like any other.
+    if (!open_reader(false) && !(has_ustar_magic(path) && open_reader(true))) {
       // libarchive reads the first block to detect the format when opening,
       // so a file that opens is there but is no archive it can read.
       if (std::ifstream(path, std::ios::binary).good())
@@ -366,28 +385,26 @@ class shard_scanner {
     // An uncompressed shard's header positions are file offsets, so its
     // entries can serve later range reads when this scan ends cleanly.
     std::shared_ptr<tar_index> index;
-    if (identity && archive_filter_code(reader.get(), 0) == ARCHIVE_FILTER_NONE)
+    plain_file_ = archive_filter_code(reader.get(), 0) == ARCHIVE_FILTER_NONE;
+    if (identity && plain_file_)
       index = std::make_shared<tar_index>();
     streamed_member access(reader.get());
+    // Where the next header starts when the archive is intact.
+    int64_t next_header = 0;
     for (;;) {
       archive_entry* entry = nullptr;
       int status = archive_read_next_header(reader.get(), &entry);
       // After a header with a bad checksum, libarchive returns a retry for
       // each block until the next header that reads.
       if (status == ARCHIVE_RETRY) {
-        if (damage_start_ < 0) {
+        if (damage_start_ < 0)
           damage_start_ = archive_read_header_position(reader.get());
-          // libarchive's tar reader retries only on a bad checksum.
-          damage_text_ = "header checksum does not match (libarchive: " +
-                         error_text(reader.get()) + ")";
-        }
         index.reset();
         continue;
       }
-      if (damage_start_ >= 0)
-        report_damage(status == ARCHIVE_EOF
-                          ? -1
-                          : archive_read_header_position(reader.get()));
+      const bool after_damage = damage_start_ >= 0;
+      if (after_damage)
+        report_damage(status, archive_read_header_position(reader.get()));
       if (status == ARCHIVE_EOF) {
         // Stored only when the file read is still the one at `path`.
         if (index && file->identity() == identity &&
@@ -395,9 +412,13 @@ class shard_scanner {
           options_.index_cache->state().store(path, *identity, index);
         break;
       }
-      const auto offset = archive_read_header_position(reader.get());
+      auto offset = archive_read_header_position(reader.get());
       if (status < ARCHIVE_WARN) {
-        tar_failed(error_text(reader.get()), offset, "");
+        // libarchive gives no position after a fatal error. Without
+        // damage before it, the header was where the last member ended.
+        if (offset < 0 && !after_damage)
+          offset = next_header;
+        header_failed(error_text(reader.get()), offset);
         break;
       }
       std::string name = archive_entry_pathname(entry) ? archive_entry_pathname(entry) : "";
@@ -411,6 +432,8 @@ class shard_scanner {
         index.reset();
       if (index)
         index->members.push_back({offset, name, size, regular});
+      next_header = archive_filter_bytes(reader.get(), -1) +
+                    (std::max<int64_t>(size, 0) + 511) / 512 * 512;
       if (!regular)
         continue;
       if (!read_member(access, name, size, offset))
@@ -425,33 +448,87 @@ class shard_scanner {
     result_.problems.push_back({{kind, where, detail}, owner_offset});
   }
 
-  // Reports the damaged bytes from damage_start_ to `resumed` (-1 for the
-  // end of the archive) and drops the samples on both sides, because the
-  // damaged member belonged to one of them.
-  void report_damage(int64_t resumed) {
-    std::string detail = damage_text_ + "; bytes " +
-                         std::to_string(damage_start_) + " to ";
-    detail += resumed < 0 ? "the end of the archive were skipped"
-                          : std::to_string(resumed) +
-                                " were skipped, up to the next valid header";
-    std::string dropped;
+  // Reports the blocks skipped from damage_start_ up to the read that
+  // returned `status` at `position`, and drops the sample before them.
+  void report_damage(int status, int64_t position) {
+    std::string detail =
+        "header checksum does not match, so libarchive skipped ";
+    if (status == ARCHIVE_EOF) {
+      detail += "from byte " + std::to_string(damage_start_);
+      // Offsets count uncompressed bytes, so a compressed file cannot be
+      // checked for data after the block that ended the archive.
+      if (!plain_file_)
+        detail += " to the end of the archive, or to an all-zero block that "
+                  "it took for the end";
+      else if (!data_after(position))
+        detail += " to the end of the archive";
+      else
+        detail += " to an all-zero block at byte " + std::to_string(position) +
+                  ", which it took for the end of the archive. The rest of "
+                  "the file is not read";
+    } else if (status < ARCHIVE_WARN) {
+      detail += "from byte " + std::to_string(damage_start_) +
+                " until reading failed (next record)";
+    } else {
+      detail += std::to_string(position - damage_start_) + " bytes from byte " +
+                std::to_string(damage_start_) +
+                " to the next valid header at byte " + std::to_string(position);
+      drop_next_group_ = true;
+    }
+    damage_record_ = result_.problems.size();
+    damage_detail_ = detail + ".";
+    damage_dropped_.clear();
     if (!result_.groups.empty()) {
       result_.groups.back().bad = true;
-      dropped = "'" + result_.groups.back().key + "'";
+      damage_dropped_.push_back(result_.groups.back().key);
     }
-    if (resumed >= 0) {
-      drop_next_group_ = true;
-      dropped += std::string(dropped.empty() ? "" : " and ") +
-                 "the sample at the next valid header";
-    }
-    if (!dropped.empty())
-      detail += "; dropped " + dropped +
-                ", since the damaged member belonged to one of them";
     report("corrupt_tar", shard_name_ + "@" + std::to_string(damage_start_),
-           detail,
+           damage_detail(),
            result_.groups.empty() ? damage_start_
                                   : result_.groups.back().first_offset);
     damage_start_ = -1;
+  }
+
+  // Returns the detail of the last damage record with the samples dropped.
+  std::string damage_detail() const {
+    if (damage_dropped_.empty())
+      return damage_detail_;
+    std::string samples;
+    for (const auto& key : damage_dropped_)
+      samples += (samples.empty() ? "'" : "' and '") + key;
+    return damage_detail_ + " Dropped sample" +
+           (damage_dropped_.size() > 1 ? "s " : " ") + samples +
+           "', because the damaged member may belong to " +
+           (damage_dropped_.size() > 1 ? "either." : "it.");
+  }
+
+  // Returns whether the shard has a byte other than zero after `offset`.
+  bool data_after(int64_t offset) const {
+    std::ifstream file(path_, std::ios::binary);
+    file.seekg(offset);
+    char block[4096];
+    while (file.read(block, sizeof block) || file.gcount() > 0) {
+      for (std::streamsize i = 0; i < file.gcount(); ++i)
+        if (block[i] != 0)
+          return true;
+    }
+    return false;
+  }
+
+  // Records a header that libarchive could not read at `offset` and drops
+  // the sample before it, which the unread member may belong to.
+  void header_failed(const std::string& text, int64_t offset) {
+    const size_t first = result_.problems.size();
+    tar_failed(text, offset, "");
+    auto& record = result_.problems[first].record;
+    if (record.kind == "corrupt_tar")
+      record.detail += ". No later sample of the shard is read";
+    if (!result_.groups.empty() && !result_.groups.back().bad) {
+      result_.groups.back().bad = true;
+      record.detail += ". Dropped sample '" + result_.groups.back().key +
+                       "', because the unread member may belong to it";
+    }
+    record.detail += ".";
   }
 
   bool in_range(const member_group& group) const {
@@ -530,8 +607,11 @@ class shard_scanner {
     const auto role = role_of(extension);
 
     member_group& group = group_for(key, name, offset);
-    if (std::exchange(drop_next_group_, false))
+    if (std::exchange(drop_next_group_, false) && !group.bad) {
       group.bad = true;
+      damage_dropped_.push_back(key);
+      result_.problems[damage_record_].record.detail = damage_detail();
+    }
     current_key_ = key;
     last_member_ = name;
     group.members.push_back(name);
@@ -680,9 +760,13 @@ class shard_scanner {
   std::map<std::string, size_t> index_;
   std::string current_key_;
   std::string last_member_;
+  bool plain_file_ = true;  // the shard is not compressed
   int64_t damage_start_ = -1;  // first damaged block not yet reported
-  std::string damage_text_;
-  bool drop_next_group_ = false;  // the next member follows damaged blocks
+  // The last damage record: its index, its text and the samples it drops.
+  size_t damage_record_ = 0;
+  std::string damage_detail_;
+  std::vector<std::string> damage_dropped_;
+  bool drop_next_group_ = false;  // the next sample follows damaged blocks
 };
 
 // Reports groups that lack a member, after the scan saw the whole shard.

@@ -97,8 +97,9 @@ struct webdataset_sample {
 //   duplicate_member two images or two captions under one key
 //   truncated_tar    the tar ends inside a member or header
 //   corrupt_tar      the file is not a readable tar archive, or a header
-//                    fails its checksum (the samples on both sides of it
-//                    are dropped, and reading goes on at the next header)
+//                    does not read (after a bad checksum the samples on
+//                    both sides are dropped, and reading goes on at the
+//                    next header when libarchive can)
 //   bad_caption      a .json caption that is invalid or lacks the field
 //   oversize         a member over max_member_bytes
 //   unreadable_file  the shard cannot be opened
