@@ -7,6 +7,10 @@
 #include <jpeglib.h>
 #include <png.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <csetjmp>
@@ -274,10 +278,51 @@ std::pair<uint32_t, uint32_t> fit_size(uint32_t height, uint32_t width,
 
 namespace {
 
-// Filters one interleaved RGB row horizontally into out_width x 3 sums.
-// Each sum adds its taps in order from zero, so every call gives the same bits.
-void filter_row(const uint8_t* in, const area_taps& columns, uint32_t out_width,
-                float* out) {
+// filter_row filters one interleaved RGB row of `in_width` pixels
+// horizontally into out_width x 3 sums. Each sum adds its taps in order
+// from zero, so every call gives the same bits.
+#if defined(__SSE2__)
+// Returns the pixel at `pixel` as four floats (red, green, blue and one
+// more). The last pixel of a row is read without the byte after it.
+inline __m128 load_pixel(const uint8_t* pixel, bool last) {
+  uint32_t packed;
+  if (last)
+    packed = pixel[0] | (pixel[1] << 8) | (pixel[2] << 16);
+  else
+    std::memcpy(&packed, pixel, sizeof packed);
+  const __m128i zero = _mm_setzero_si128();
+  __m128i wide = _mm_cvtsi32_si128(static_cast<int>(packed));
+  wide = _mm_unpacklo_epi16(_mm_unpacklo_epi8(wide, zero), zero);
+  return _mm_cvtepi32_ps(wide);
+}
+
+// The three channels of a pixel share one vector. Each lane multiplies and
+// adds in the order of the scalar loop below, so the sums are the same bits.
+void filter_row(const uint8_t* in, uint32_t in_width, const area_taps& columns,
+                uint32_t out_width, float* out) {
+  for (uint32_t x = 0; x < out_width; ++x) {
+    const uint32_t* index = columns.index.data() + columns.first_tap[x];
+    const float* weight = columns.weight.data() + columns.first_tap[x];
+    __m128 sum = _mm_setzero_ps();
+    for (uint32_t t = 0; t < columns.count[x]; ++t) {
+      const __m128 pixel = load_pixel(in + static_cast<size_t>(index[t]) * 3,
+                                      index[t] + 1 == in_width);
+      sum = _mm_add_ps(sum, _mm_mul_ps(_mm_set1_ps(weight[t]), pixel));
+    }
+    // The fourth lane would land on the next pixel's red, which is written
+    // next, or past the row after its last pixel.
+    if (x + 1 < out_width) {
+      _mm_storeu_ps(out + x * 3, sum);
+    } else {
+      float lanes[4];
+      _mm_storeu_ps(lanes, sum);
+      std::memcpy(out + x * 3, lanes, 3 * sizeof(float));
+    }
+  }
+}
+#else
+void filter_row(const uint8_t* in, uint32_t /*in_width*/,
+                const area_taps& columns, uint32_t out_width, float* out) {
   for (uint32_t x = 0; x < out_width; ++x) {
     const uint32_t* index = columns.index.data() + columns.first_tap[x];
     const float* weight = columns.weight.data() + columns.first_tap[x];
@@ -293,6 +338,7 @@ void filter_row(const uint8_t* in, const area_taps& columns, uint32_t out_width,
     out[x * 3 + 2] = blue;
   }
 }
+#endif
 
 // Adds weight * row[i] to sum[i]. The pointers never alias, which lets
 // the compiler vectorize the loop without changing any sum.
@@ -328,8 +374,8 @@ void resize_area_rows(const uint8_t* pixels, uint32_t height, uint32_t width,
       const size_t slot = source_row % slots;
       float* filtered = ring.get() + slot * stride;
       if (held[slot] != source_row) {
-        filter_row(pixels + static_cast<size_t>(source_row) * width * 3, columns,
-                   out_width, filtered);
+        filter_row(pixels + static_cast<size_t>(source_row) * width * 3, width,
+                   columns, out_width, filtered);
         held[slot] = source_row;
       }
       add_weighted(sum.get(), filtered, rows.weight[t], stride);
