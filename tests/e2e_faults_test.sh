@@ -27,17 +27,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-check() {
-  local name=$1
-  shift
-  if "$@"; then
-    passed=$((passed + 1))
-  else
-    echo "FAILED: $name" >&2
-    failed=$((failed + 1))
-  fi
-}
-
 # Reference: one uninterrupted process.
 port=$(free_ports 2)
 "$overlordd" --role all --config "$work/job.yaml" --set base_port="$port" 2>"$work/reference.log" &

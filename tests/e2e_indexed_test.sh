@@ -17,17 +17,6 @@ steps=130
 passed=0
 failed=0
 
-check() {
-  local name=$1
-  shift
-  if "$@"; then
-    passed=$((passed + 1))
-  else
-    echo "FAILED: $name" >&2
-    failed=$((failed + 1))
-  fi
-}
-
 # One JSON Lines shard with every mail record. A source's shards are
 # shuffled per epoch and an indexed dataset is one shard, so only a
 # one-shard source has the same document order after conversion.

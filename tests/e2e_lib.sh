@@ -6,6 +6,21 @@ fail() {
   exit 1
 }
 
+# Runs the command after NAME and counts the result in `passed` or
+# `failed`, printing NAME when it fails. Tests print the counts last.
+passed=0
+failed=0
+check() {
+  local name=$1
+  shift
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    echo "FAILED: $name" >&2
+    failed=$((failed + 1))
+  fi
+}
+
 # The demo corpora fetched by scripts/fetch-demo-data.
 demo_data_dir() {
   local dir="${OVERLORD_DATA_DIR:-}"

@@ -35,17 +35,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-check() {
-  local name=$1
-  shift
-  if "$@"; then
-    passed=$((passed + 1))
-  else
-    echo "FAILED: $name" >&2
-    failed=$((failed + 1))
-  fi
-}
-
 # HTTP GET on loopback without any proxy; prints "STATUS BODY".
 http_get() {
   /usr/bin/python3 - "$1" <<'PY'

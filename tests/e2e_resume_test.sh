@@ -23,17 +23,6 @@ echo "checkpoint_every: 10" >>"$work/job.yaml"
 passed=0
 failed=0
 
-check() {
-  local name=$1
-  shift
-  if "$@"; then
-    passed=$((passed + 1))
-  else
-    echo "FAILED: $name" >&2
-    failed=$((failed + 1))
-  fi
-}
-
 # run_segment DIR FIRST COUNT [overlordd flags...]: serves steps
 # FIRST..FIRST+COUNT-1 to both ranks, then kills the daemon with SIGKILL.
 run_segment() {

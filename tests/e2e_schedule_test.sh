@@ -55,17 +55,6 @@ run_two_ranks autoscaled "$work/job.yaml" $steps --set autoscale.enabled=true
 
 passed=0
 failed=0
-check() {
-  local what=$1
-  shift
-  if "$@"; then
-    passed=$((passed + 1))
-  else
-    echo "FAILED: $what" >&2
-    failed=$((failed + 1))
-  fi
-}
-
 for rank in 0 1; do
   for other in three_workers autoscaled; do
     check "rank $rank digests equal between one_worker and $other" \
