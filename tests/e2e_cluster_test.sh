@@ -122,7 +122,11 @@ check "unknown source is rejected" bash -c \
   "! '$ctl' --planner 127.0.0.1:$planner_port set-weights news=1 2>&1 | grep -v . ; \
    '$ctl' --planner 127.0.0.1:$planner_port set-weights news=1 2>&1 | grep -q \"unknown source 'news'\""
 check "negative weight is rejected" bash -c \
-  "'$ctl' --planner 127.0.0.1:$planner_port set-weights mail=-1 2>&1 | grep -q 'negative'"
+  "'$ctl' --planner 127.0.0.1:$planner_port set-weights mail=-1 2>&1 | grep -q 'finite number >= 0'"
+# CAF's network encoding of an infinite double never ends, so an infinite
+# weight must be rejected before it is sent.
+check "infinite weight is rejected" bash -c \
+  "timeout 20 '$ctl' --planner 127.0.0.1:$planner_port set-weights mail=inf 2>&1 | grep -q 'finite number >= 0'"
 "$ctl" --planner "127.0.0.1:$planner_port" drain loader-2 >"$work/drain.out"
 check "drain reports the node" grep -q "node loader-2 drained" "$work/drain.out"
 check "unreachable planner is reported" bash -c \

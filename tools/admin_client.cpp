@@ -9,6 +9,7 @@
 #include <caf/io/all.hpp>
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <thread>
 #include <tuple>
@@ -191,6 +192,12 @@ std::vector<std::string> admin_client::endpoints(uint32_t rank) {
 
 uint64_t admin_client::set_weights(
     const std::vector<std::pair<std::string, double>>& weights) {
+  // CAF 0.17 packs doubles for the network with a loop that never ends for
+  // an infinite value, so such a weight would hang this process.
+  for (const auto& [name, weight] : weights)
+    if (!std::isfinite(weight))
+      throw error(errc::invalid_config, "weight of '" + name +
+                                            "' must be a finite number >= 0");
   caf::scoped_actor self{holder_->system};
   uint64_t step = 0;
   self->request(holder_->planner, timeout_, actors::set_weights_atom::value,

@@ -9,6 +9,7 @@
 #include <rapidjson/document.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -181,9 +182,9 @@ std::vector<std::pair<std::string, double>> parse_weights(
       throw error(errc::invalid_config,
                   "weight in '" + arg + "' is not a number");
     }
-    if (weight < 0)
+    if (!std::isfinite(weight) || weight < 0)
       throw error(errc::invalid_config,
-                  "weight in '" + arg + "' is negative; weights must be >= 0");
+                  "weight in '" + arg + "' must be a finite number >= 0");
     weights.emplace_back(arg.substr(0, equals), weight);
   }
   if (weights.empty())
