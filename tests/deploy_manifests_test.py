@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import shutil
+import random
 import signal
 import socket
 import subprocess
@@ -651,9 +652,26 @@ def check_deploy(deploy_dir, helps, overlordd):
 
 
 def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """Return a free port below the kernel's ephemeral range.
+
+    Outgoing connections and servers bound to port 0 take ports from that
+    range at any moment, so a port there that is free now may be taken
+    before the test binds it.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    for _ in range(200):
+        port = random.randint(20000, max(20001, ephemeral_low - 1))
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 class DeployFilesTest(unittest.TestCase):

@@ -30,13 +30,23 @@ demo_data_dir() {
 }
 
 # Prints a base port P such that P and P+1..P+count-1 are free on 127.0.0.1.
+# The ports lie below the kernel's ephemeral range, because outgoing
+# connections and servers bound to port 0 take ports from it at any moment.
+# A port there that is free now can be taken before the test binds it, and
+# a client could then reach another test's server.
 free_ports() {
   local count=$1
   /usr/bin/python3 - "$count" <<'PY'
 import random, socket, sys
 count = int(sys.argv[1])
+try:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+except (OSError, ValueError, IndexError):
+    ephemeral_low = 32768
+low, high = 20000, max(20000 + count, ephemeral_low) - count
 for _ in range(200):
-    base = random.randint(20000, 60000 - count)
+    base = random.randint(low, high)
     sockets = []
     try:
         for port in range(base, base + count):
