@@ -94,7 +94,8 @@ struct rank_slot {
 
 struct weight_change {
   uint64_t from_step = 0;
-  std::vector<double> weights;
+  std::vector<double> weights;  // every source's weight at from_step
+  std::vector<bool> named;      // the sources set, or empty for all
 };
 
 struct planner_state {
@@ -106,7 +107,7 @@ struct planner_state {
   std::shared_ptr<checkpoint::checkpoint_store> store;
   int64_t last_snapshot_step = -1;
   std::vector<std::optional<stream_position>> restored_starts;
-  std::map<uint64_t, std::vector<double>> pending_weights;
+  std::map<uint64_t, checkpoint::weight_change> pending_weights;
   std::map<uint64_t, checkpoint::step_delta> logged_steps;
   uint64_t replay_until = 0;
   uint64_t snapshot_bytes = 0;
@@ -285,15 +286,15 @@ void send_plan(planner_actor* self, const planner::rank_plan& plan) {
     self->send(slot.shadow, plan_atom::value, plan);
 }
 
-void apply_weights(planner_actor* self, const std::vector<double>& weights,
-                   uint64_t from_step) {
+void apply_weights(planner_actor* self, const checkpoint::weight_change& change) {
   auto& st = self->state;
-  st.steps->set_weights(weights);
-  st.weight_changes.push_back({from_step, weights});
+  st.steps->set_weights(change.weights, change.named);
+  st.weight_changes.push_back({change.from_step, change.weights, change.named});
   std::string text;
-  for (uint32_t s = 0; s < weights.size(); ++s)
-    text += " " + source_name(self, s) + "=" + std::to_string(weights[s]);
-  st.log->info("weights changed from step={}:{}", from_step, text);
+  for (uint32_t s = 0; s < change.weights.size(); ++s)
+    if (change.named.empty() || change.named[s])
+      text += " " + source_name(self, s) + "=" + std::to_string(change.weights[s]);
+  st.log->info("weights changed from step={}:{}", change.from_step, text);
 }
 
 void plan_steps(planner_actor* self);
@@ -327,7 +328,7 @@ void plan_steps(planner_actor* self) {
 
     auto change = st.pending_weights.find(step);
     if (change != st.pending_weights.end()) {
-      apply_weights(self, change->second, step);
+      apply_weights(self, change->second);
       st.pending_weights.erase(change);
     }
     if (st.store && !replaying && step % st.config.checkpoint_every == 0 &&
@@ -514,6 +515,7 @@ void write_snapshot(planner_actor* self) {
                     " rows_per_rank=" + std::to_string(st.config.rows_per_rank);
   record.weights = saved.weights;
   record.weights_from_step = saved.weights_from_step;
+  record.weights_from_steps = saved.weights_from_steps;
   record.mixture_weights = saved.mixture_weights;
   record.total_drawn = saved.total_drawn;
   record.carried = saved.carried;
@@ -1052,6 +1054,12 @@ std::string status_json(planner_actor* self) {
       json.Double(change.weights[s]);
     }
     json.EndObject();
+    json.Key("set_sources");
+    json.StartArray();
+    for (uint32_t s = 0; s < st.sources.size(); ++s)
+      if (change.named.empty() || change.named[s])
+        json.String(source_name(self, s).c_str());
+    json.EndArray();
     json.EndObject();
   }
   json.EndArray();
@@ -1260,6 +1268,7 @@ caf::result<uint64_t> set_weights(
     const std::vector<std::pair<std::string, double>>& changes) {
   auto& st = self->state;
   auto weights = st.steps->weights_at(st.steps->next_step());
+  std::vector<bool> named(weights.size(), false);
   for (const auto& [name, weight] : changes) {
     auto found = std::find_if(
         st.config.sources.begin(), st.config.sources.end(),
@@ -1273,19 +1282,23 @@ caf::result<uint64_t> set_weights(
                              "weight of '" + name +
                                  "' must be a finite number >= 0");
     weights[found - st.config.sources.begin()] = weight;
+    named[found - st.config.sources.begin()] = true;
   }
-  double total = 0;
-  for (double w : weights)
-    total += w;
-  if (!(total > 0))
-    return caf::make_error(caf::sec::invalid_argument,
-                           "all weights would be zero; keep one positive");
+  // Schedules go on after the change, so a later step could be left with
+  // no weight at all, which would stop the job there.
+  if (auto step = st.steps->first_step_without_weight(weights, named))
+    return caf::make_error(
+        caf::sec::invalid_argument,
+        "with these weights every source would have weight zero at step " +
+            std::to_string(*step) +
+            " (the weight schedules go on); keep one source positive there");
 
   uint64_t from_step = st.steps->next_step();
+  const checkpoint::weight_change change{from_step, weights, named};
   if (st.store) {
     // Recorded before it takes effect, so a resume replays it too.
     checkpoint::delta_record record;
-    record.weights = checkpoint::weight_change{from_step, weights};
+    record.weights = change;
     try {
       st.store->append_delta(checkpoint::encode_delta(record));
     } catch (const error& e) {
@@ -1293,7 +1306,7 @@ caf::result<uint64_t> set_weights(
                              std::string("weights not changed: ") + e.what());
     }
   }
-  apply_weights(self, weights, from_step);
+  apply_weights(self, change);
   plan_ahead(self);
   return from_step;
 }
@@ -1389,6 +1402,7 @@ void restore_from(planner_actor* self, const checkpoint::restore_plan& plan) {
   saved.next_step = snapshot.step;
   saved.weights = snapshot.weights;
   saved.weights_from_step = snapshot.weights_from_step;
+  saved.weights_from_steps = snapshot.weights_from_steps;
   saved.mixture_weights = snapshot.mixture_weights;
   saved.total_drawn = snapshot.total_drawn;
   saved.carried = snapshot.carried;

@@ -54,10 +54,12 @@ std::string encode_snapshot(const snapshot_record& record) {
   auto sources_offset = builder.CreateVector(sources);
   auto carried_offset = builder.CreateVector(carried);
   auto mixture_offset = builder.CreateVector(record.mixture_weights);
+  auto from_steps_offset = builder.CreateVector(record.weights_from_steps);
   auto root = wire::CreateSnapshot(
       builder, snapshot_format_version, record.step, settings_offset,
       topology_offset, weights_offset, record.total_drawn, sources_offset,
-      carried_offset, record.weights_from_step, mixture_offset);
+      carried_offset, record.weights_from_step, mixture_offset,
+      from_steps_offset);
   builder.Finish(root);
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()),
                      builder.GetSize());
@@ -88,6 +90,9 @@ snapshot_record decode_snapshot(const std::string& bytes,
     record.topology = root->topology()->str();
   record.weights = read_doubles(root->weights());
   record.weights_from_step = root->weights_from_step();
+  if (root->weights_from_steps())
+    record.weights_from_steps.assign(root->weights_from_steps()->begin(),
+                                     root->weights_from_steps()->end());
   record.mixture_weights = read_doubles(root->mixture_weights());
   record.total_drawn = root->total_drawn();
   if (root->sources())
@@ -129,8 +134,11 @@ std::string encode_delta(const delta_record& record) {
     root = wire::CreateDelta(builder, wire::DeltaBody::StepDelta, body.Union());
   } else {
     const auto& change = *record.weights;
-    auto body = wire::CreateWeightChangeDirect(builder, change.from_step,
-                                               &change.weights);
+    const std::vector<uint8_t> named(change.named.begin(), change.named.end());
+    auto weights_offset = builder.CreateVector(change.weights);
+    auto named_offset = builder.CreateVector(named);
+    auto body = wire::CreateWeightChange(builder, change.from_step,
+                                         weights_offset, named_offset);
     root =
         wire::CreateDelta(builder, wire::DeltaBody::WeightChange, body.Union());
   }
@@ -157,6 +165,9 @@ delta_record decode_delta(const std::string& bytes, const std::string& origin) {
     weight_change weights;
     weights.from_step = change->from_step();
     weights.weights = read_doubles(change->weights());
+    if (change->named())
+      for (const auto flag : *change->named())
+        weights.named.push_back(flag != 0);
     record.weights = std::move(weights);
   } else {
     throw error(errc::invalid_input, origin + ": delta record of unknown kind");

@@ -32,6 +32,9 @@ struct snapshot_record {
   std::string topology;
   std::vector<double> weights;  // set by an operator; empty when none was
   uint64_t weights_from_step = 0;
+  // Per source, the step its weight took effect at (UINT64_MAX: never
+  // set); empty when every weight took effect at weights_from_step.
+  std::vector<uint64_t> weights_from_steps;
   std::vector<double> mixture_weights;
   double total_drawn = 0;
   std::vector<source_cursor> sources;
@@ -47,6 +50,8 @@ struct step_delta {
 struct weight_change {
   uint64_t from_step = 0;
   std::vector<double> weights;
+  // Per source, whether the operator set it; empty when every source was.
+  std::vector<bool> named;
 };
 
 struct delta_record {

@@ -100,13 +100,13 @@ restore_plan prepare_restore(const checkpoint_store& store,
   auto deltas = store.load_deltas();
   plan.torn_tail = deltas.torn_tail;
   std::map<uint64_t, step_delta> steps;
-  std::map<uint64_t, std::vector<double>> weights;
+  std::map<uint64_t, weight_change> weights;
   for (const auto& payload : deltas.payloads) {
     auto delta = decode_delta(payload, store.directory() + "/deltas.log");
     if (delta.step)
       steps[delta.step->step] = *delta.step;
     if (delta.weights)
-      weights[delta.weights->from_step] = delta.weights->weights;
+      weights[delta.weights->from_step] = *delta.weights;
   }
 
   for (const auto& [from_step, values] : weights) {
@@ -134,7 +134,7 @@ restore_plan prepare_restore(const checkpoint_store& store,
       break;
     if (next_weights != weights.end() && next_weights->first == candidate) {
       delta_record record;
-      record.weights = weight_change{candidate, next_weights->second};
+      record.weights = next_weights->second;
       plan.kept_records.push_back(encode_delta(record));
     }
     if (next_step != steps.end() && next_step->first == candidate) {

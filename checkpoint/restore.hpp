@@ -26,7 +26,7 @@ struct restore_plan {
   std::string snapshot_path;
   uint64_t resume_step = 0;
   // Weight changes that apply from a step at or after the snapshot.
-  std::map<uint64_t, std::vector<double>> weight_changes;
+  std::map<uint64_t, weight_change> weight_changes;
   // What each logged step drew, to check the replay against.
   std::map<uint64_t, step_delta> step_deltas;
   bool torn_tail = false;

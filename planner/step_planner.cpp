@@ -1,6 +1,7 @@
 #include "planner/step_planner.hpp"
 
 #include <algorithm>
+#include <set>
 #include <string>
 
 #include "common/error.hpp"
@@ -74,16 +75,64 @@ uint64_t step_planner::queued_tokens(uint32_t source) const {
   return total;
 }
 
-std::vector<double> step_planner::weights_at(uint64_t step) const {
-  auto weights = scheduled_weights(config_, step);
-  if (set_weights_.empty() || step < set_from_step_)
-    return weights;
-  for (size_t s = 0; s < weights.size(); ++s) {
-    double at_set = config_.sources[s].weight_at(set_from_step_);
-    weights[s] = at_set > 0 ? set_weights_[s] * weights[s] / at_set
-                            : set_weights_[s];
+std::vector<double> step_planner::compose(const job_config& config,
+                                          const operator_weights& set,
+                                          uint64_t step) {
+  auto weights = scheduled_weights(config, step);
+  for (size_t s = 0; s < set.from_step.size() && s < weights.size(); ++s) {
+    const uint64_t from = set.from_step[s];
+    if (from == never_set || step < from)
+      continue;
+    const double at_set = config.sources[s].weight_at(from);
+    weights[s] = at_set > 0 ? set.value[s] * weights[s] / at_set
+                            : set.value[s];
   }
   return weights;
+}
+
+std::vector<double> step_planner::weights_at(uint64_t step) const {
+  return compose(config_, set_, step);
+}
+
+step_planner::operator_weights step_planner::with_change(
+    const std::vector<double>& weights, const std::vector<bool>& named) const {
+  const size_t sources = config_.sources.size();
+  if (weights.size() != sources || (!named.empty() && named.size() != sources))
+    throw error(errc::invalid_input,
+                "set_weights: " + std::to_string(weights.size()) +
+                    " weights and " + std::to_string(named.size()) +
+                    " source marks for " + std::to_string(sources) +
+                    " sources");
+  operator_weights changed = set_;
+  changed.value.resize(sources, 0.0);
+  changed.from_step.resize(sources, never_set);
+  for (size_t s = 0; s < sources; ++s) {
+    if (!named.empty() && !named[s])
+      continue;
+    changed.value[s] = weights[s];
+    changed.from_step[s] = next_step_;
+  }
+  return changed;
+}
+
+std::optional<uint64_t> step_planner::first_step_without_weight(
+    const std::vector<double>& weights, const std::vector<bool>& named) const {
+  const auto changed = with_change(weights, named);
+  // Weights change only at schedule points (linearly in between), so
+  // checking the next step and the later points covers every step.
+  std::set<uint64_t> steps = {next_step_};
+  for (const auto& source : config_.sources)
+    for (const auto& point : source.weight_schedule.points)
+      if (point.step > next_step_)
+        steps.insert(point.step);
+  for (uint64_t step : steps) {
+    double total = 0;
+    for (double w : compose(config_, changed, step))
+      total += w;
+    if (!(total > 0))
+      return step;
+  }
+  return std::nullopt;
 }
 
 step_planner::outcome step_planner::plan_next() {
@@ -163,21 +212,16 @@ uint64_t step_planner::oldest_held_sequence(uint32_t source) const {
   return oldest;
 }
 
-void step_planner::set_weights(const std::vector<double>& weights) {
-  if (weights.size() != config_.sources.size())
-    throw error(errc::invalid_input,
-                "set_weights: " + std::to_string(weights.size()) +
-                    " weights for " + std::to_string(config_.sources.size()) +
-                    " sources");
-  set_weights_ = weights;
-  set_from_step_ = next_step_;
+void step_planner::set_weights(const std::vector<double>& weights,
+                               const std::vector<bool>& named) {
+  set_ = with_change(weights, named);
 }
 
 planner_state step_planner::save() const {
   planner_state state;
   state.next_step = next_step_;
-  state.weights = set_weights_;
-  state.weights_from_step = set_from_step_;
+  state.weights = set_.value;
+  state.weights_from_steps = set_.from_step;
   state.mixture_weights = mixture_weights_;
   state.drawn = mixture_.drawn();
   state.total_drawn = mixture_.total();
@@ -195,13 +239,20 @@ void step_planner::restore(const planner_state& state) {
                 "saved planner state has " +
                     std::to_string(state.next_unplanned.size()) +
                     " sources, the job has " + std::to_string(queues_.size()));
-  set_weights_ = state.weights;
-  set_from_step_ = state.weights_from_step;
-  if (!set_weights_.empty() && set_weights_.size() != queues_.size())
-    throw error(errc::invalid_input, "saved planner state has weights for " +
-                                         std::to_string(set_weights_.size()) +
-                                         " sources, the job has " +
-                                         std::to_string(queues_.size()));
+  if ((!state.weights.empty() && state.weights.size() != queues_.size()) ||
+      (!state.weights_from_steps.empty() &&
+       state.weights_from_steps.size() != state.weights.size()))
+    throw error(errc::invalid_input,
+                "saved planner state has weights for " +
+                    std::to_string(state.weights.size()) + " sources and " +
+                    std::to_string(state.weights_from_steps.size()) +
+                    " steps they took effect at; the job has " +
+                    std::to_string(queues_.size()) + " sources");
+  set_.value = state.weights;
+  set_.from_step = state.weights_from_steps;
+  // Older snapshots have one step for all the weights.
+  if (set_.from_step.empty())
+    set_.from_step.assign(set_.value.size(), state.weights_from_step);
   // The mixture continues with the weights of the step before, so that
   // the next step rebases exactly as it did in the first run.
   mixture_weights_ = state.mixture_weights.size() == queues_.size()

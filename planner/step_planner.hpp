@@ -24,6 +24,10 @@ struct planner_state {
   // empty when the schedule alone decides.
   std::vector<double> weights;
   uint64_t weights_from_step = 0;
+  // Per source, the step its entry of `weights` took effect at, or
+  // never_set when the operator never set it. Empty: every entry took
+  // effect at weights_from_step.
+  std::vector<uint64_t> weights_from_steps;
   // Weights the mixture used for the last planned step.
   std::vector<double> mixture_weights;
   std::vector<double> drawn;
@@ -70,11 +74,22 @@ class step_planner {
   // carried), or next_sequence(source) when it holds none.
   uint64_t oldest_held_sequence(uint32_t source) const;
 
-  // Sets the weights from the next step on. With a weight schedule the
+  // The step of a source whose weight an operator never set.
+  static constexpr uint64_t never_set = UINT64_MAX;
+
+  // Sets the weights of the sources marked in `named` (all of them when
+  // `named` is empty) from the next step on. With a weight schedule the
   // set value scales it: a source set to w at step S has weight
   // w * schedule(t) / schedule(S) at t >= S (w itself where schedule(S) is
   // zero), so the schedule's shape goes on from the operator's value.
-  void set_weights(const std::vector<double>& weights);
+  // The other sources keep their weights, set or scheduled.
+  void set_weights(const std::vector<double>& weights,
+                   const std::vector<bool>& named = {});
+
+  // Returns the first step from the next one on at which every weight
+  // would be zero after set_weights(weights, named), or nullopt.
+  std::optional<uint64_t> first_step_without_weight(
+      const std::vector<double>& weights, const std::vector<bool>& named) const;
 
   // Mixture weights of `step`: the schedules, composed with the last
   // operator change.
@@ -92,8 +107,18 @@ class step_planner {
 
  private:
   job_config config_;
-  std::vector<double> set_weights_;  // empty: no operator change
-  uint64_t set_from_step_ = 0;
+  // Weights set by an operator, per source: the value and the step it took
+  // effect at (never_set: the schedule alone decides).
+  struct operator_weights {
+    std::vector<double> value;
+    std::vector<uint64_t> from_step;
+  };
+  static std::vector<double> compose(const job_config& config,
+                                     const operator_weights& set,
+                                     uint64_t step);
+  operator_weights with_change(const std::vector<double>& weights,
+                               const std::vector<bool>& named) const;
+  operator_weights set_;
   std::vector<double> mixture_weights_;
   mixture mixture_;
   std::vector<std::deque<document_meta>> queues_;

@@ -94,6 +94,22 @@ TEST_CASE("delta round trip", "[checkpoint]") {
   auto change = decode_delta(encode_delta(weights), "memory");
   REQUIRE(change.weights);
   CHECK(change.weights->from_step == 9);
+  // A change without marks sets every source, as older logs did.
+  CHECK(change.weights->named.empty());
+
+  weights.weights = weight_change{11, {1, 2}, {false, true}};
+  auto marked = decode_delta(encode_delta(weights), "memory");
+  REQUIRE(marked.weights);
+  CHECK(marked.weights->named == std::vector<bool>{false, true});
+}
+
+TEST_CASE("snapshot keeps per-source weight steps", "[checkpoint]") {
+  auto record = sample_snapshot();
+  record.weights = {3, 0};
+  record.weights_from_steps = {40, UINT64_MAX};
+  auto decoded = decode_snapshot(encode_snapshot(record), "memory");
+  CHECK(decoded.weights == std::vector<double>{3, 0});
+  CHECK(decoded.weights_from_steps == std::vector<uint64_t>{40, UINT64_MAX});
 }
 
 TEST_CASE("store keeps newest snapshots", "[checkpoint]") {
@@ -295,7 +311,7 @@ TEST_CASE("restore keeps last records before step", "[checkpoint]") {
   CHECK(plan.step_deltas.at(12).drawn == std::vector<double>{2});
   CHECK(plan.step_deltas.at(13).drawn == std::vector<double>{2});
   CHECK(plan.step_deltas.count(14) == 0);
-  CHECK(plan.weight_changes.at(13) == std::vector<double>{5});
+  CHECK(plan.weight_changes.at(13).weights == std::vector<double>{5});
 
   auto earlier = prepare_restore(store, config, 12);
   CHECK(earlier.dropped_weight_changes == 1);

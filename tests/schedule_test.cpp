@@ -293,6 +293,49 @@ TEST_CASE("set weights scale the schedule from the step they take effect",
   CHECK(planner.weights_at(10) == std::vector<double>{1.2, 1});
 }
 
+TEST_CASE("set weights keep other sources' schedules", "[schedule][planner]") {
+  // The second source joins at step 30. Setting the first one at step 10,
+  // when the second is scheduled at zero, must not keep it at zero.
+  auto config = two_sources(
+      step_schedule::constant(1),
+      make_schedule(step_schedule::shape::stepwise, {{0, 0}, {30, 2}}));
+  step_planner planner(config);
+  std::vector<uint64_t> fed(2, 0);
+  plan_steps(planner, 10, fed);
+  planner.set_weights({3, 0}, {true, false});
+  CHECK(planner.weights_at(10) == std::vector<double>{3, 0});
+  CHECK(planner.weights_at(30) == std::vector<double>{3, 2});
+
+  // Setting the second source at step 20, where its schedule is zero,
+  // keeps it at the value set and leaves the first at its own.
+  plan_steps(planner, 10, fed);
+  planner.set_weights({0, 5}, {false, true});
+  CHECK(planner.weights_at(20) == std::vector<double>{3, 5});
+  CHECK(planner.weights_at(40) == std::vector<double>{3, 5});
+
+  // A saved state keeps the step each weight took effect at.
+  auto saved = planner.save();
+  step_planner resumed(config);
+  resumed.restore(saved);
+  CHECK(resumed.weights_at(15) == std::vector<double>{3, 0});
+  CHECK(resumed.weights_at(40) == std::vector<double>{3, 5});
+}
+
+TEST_CASE("set weights find a later step without weight",
+          "[schedule][planner]") {
+  auto config = two_sources(
+      make_schedule(step_schedule::shape::piecewise_linear, {{0, 1}, {100, 0}}),
+      step_schedule::constant(1));
+  step_planner planner(config);
+  std::vector<uint64_t> fed(2, 0);
+  plan_steps(planner, 5, fed);
+  // The first source fades out by step 100, so zeroing the second one
+  // leaves no weight there.
+  CHECK(planner.first_step_without_weight({0, 0}, {false, true}) == 100u);
+  CHECK(planner.first_step_without_weight({0, 0}, {true, true}) == 5u);
+  CHECK(!planner.first_step_without_weight({0, 2}, {false, true}));
+}
+
 TEST_CASE("long and short steps keep the token budget", "[schedule][planner]") {
   auto config = two_sources(step_schedule::constant(1),
                             step_schedule::constant(2));
