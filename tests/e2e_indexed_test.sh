@@ -55,6 +55,27 @@ write_job "$work/indexed.yaml" indexed "$work/tokens/mail.idx"
   >"$work/convert.json" 2>"$work/convert.log" ||
   { cat "$work/convert.log" >&2; fail "overlord_to_indexed failed"; }
 
+# An image-text source has no place in the token-only layout.
+cat >"$work/images.yaml" <<YAML
+sequence_length: 1024
+rows_per_rank: 4
+ranks: 1
+tokenizer: $data/gpt2
+sources:
+  - name: images
+    format: webdataset
+    paths: $data/images/*.tar
+YAML
+set +e
+"$convert" --config "$work/images.yaml" --source images --output "$work/tokens/images" \
+  >"$work/images.out" 2>"$work/images.err"
+images_status=$?
+set -e
+check "image-text source is rejected" test $images_status -eq 2
+check "rejection names the source and format" \
+  grep -q "source 'images' is an image-text (webdataset) source" "$work/images.err"
+check "no image-text dataset is written" test ! -e "$work/tokens/images.bin"
+
 # Every non-blank record of the corpus is written or counted as skipped.
 check "converter counts every record" /usr/bin/python3 - "$work/convert.json" "$work/mail.jsonl" <<'PY'
 import json, sys
