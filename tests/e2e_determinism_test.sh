@@ -73,14 +73,15 @@ fi
 # Every line carries the documented keys.
 /usr/bin/python3 - "$work/one_worker.rank0.jsonl" <<'PY' && passed=$((passed + 1)) || failed=$((failed + 1))
 import json, sys
-keys = {"step", "rank", "rows", "tokens", "documents", "sources",
-        "source_tokens", "padding", "digest"}
+keys = {"step", "rank", "rows", "sequence_length", "tokens", "documents",
+        "sources", "source_tokens", "padding", "digest"}
 for number, line in enumerate(open(sys.argv[1])):
     record = json.loads(line)
     missing = keys - record.keys()
     assert not missing, f"line {number}: missing {missing}"
     assert record["step"] == number, f"line {number}: step {record['step']}"
     assert record["rows"] == 4
+    assert record["sequence_length"] == 512
     assert record["tokens"] + record["padding"] == 4 * 512
     assert set(record["sources"]) == {"mail", "sotu", "moby"}
     assert sum(record["source_tokens"].values()) == record["tokens"]

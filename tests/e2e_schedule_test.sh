@@ -73,6 +73,8 @@ ranks = [[json.loads(line) for line in open(path)] for path in sys.argv[1:]]
 rows = {record["rows"] for record in ranks[0]}
 # 8 rows of 256 or 2 rows of 1024 per rank: the same 2048 tokens.
 assert rows == {8, 2}, rows
+for record in ranks[0]:
+    assert record["rows"] * record["sequence_length"] == 2048, record
 # Pieces of mail documents drawn in step 19 may be carried into the next
 # two steps; after that no mail until step 40.
 for step in range(22, 40):

@@ -203,6 +203,8 @@ std::string summarize(const overlord::wire::Batch& batch) {
   json.Uint(batch.rank());
   json.Key("rows");
   json.Uint(batch.rows());
+  json.Key("sequence_length");
+  json.Uint(batch.sequence_length());
   json.Key("tokens");
   json.Uint64(counters ? counters->tokens() : 0);
   json.Key("documents");
