@@ -127,6 +127,8 @@ check "negative weight is rejected" bash -c \
 # weight must be rejected before it is sent.
 check "infinite weight is rejected" bash -c \
   "timeout 20 '$ctl' --planner 127.0.0.1:$planner_port set-weights mail=inf 2>&1 | grep -q 'finite number >= 0'"
+check "a source named twice is rejected" bash -c \
+  "'$ctl' --planner 127.0.0.1:$planner_port set-weights mail=1 mail=2 2>&1 | grep -q \"source 'mail' is named twice\""
 "$ctl" --planner "127.0.0.1:$planner_port" drain loader-2 >"$work/drain.out"
 check "drain reports the node" grep -q "node loader-2 drained" "$work/drain.out"
 check "unreachable planner is reported" bash -c \

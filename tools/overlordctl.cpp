@@ -11,7 +11,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
+#include <regex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -172,20 +174,26 @@ std::vector<std::pair<std::string, double>> parse_weights(
     if (equals == std::string::npos || equals == 0)
       throw error(errc::invalid_config,
                   "expected NAME=WEIGHT, got '" + arg + "'");
-    double weight = 0;
-    try {
-      size_t used = 0;
-      weight = std::stod(arg.substr(equals + 1), &used);
-      if (used != arg.size() - equals - 1)
-        throw std::invalid_argument("trailing characters");
-    } catch (const std::exception&) {
+    // Decimal numbers only: std::stod also takes hexadecimal, inf and nan.
+    const std::string value = arg.substr(equals + 1);
+    static const std::regex decimal(
+        R"([+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?)");
+    if (!std::regex_match(value, decimal))
       throw error(errc::invalid_config,
-                  "weight in '" + arg + "' is not a number");
-    }
+                  "weight in '" + arg + "' is not a decimal number; write a "
+                  "finite number >= 0 such as 2 or 0.25");
+    // strtod returns a tiny value as 0 or a denormal instead of failing.
+    const double weight = std::strtod(value.c_str(), nullptr);
     if (!std::isfinite(weight) || weight < 0)
       throw error(errc::invalid_config,
                   "weight in '" + arg + "' must be a finite number >= 0");
-    weights.emplace_back(arg.substr(0, equals), weight);
+    const std::string name = arg.substr(0, equals);
+    for (const auto& [earlier, unused] : weights)
+      if (earlier == name)
+        throw error(errc::invalid_config,
+                    "source '" + name + "' is named twice; give each source "
+                    "one weight");
+    weights.emplace_back(name, weight);
   }
   if (weights.empty())
     throw error(errc::invalid_config, "set-weights needs NAME=WEIGHT pairs");
