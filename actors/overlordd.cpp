@@ -15,6 +15,7 @@
 #include <iostream>
 #include <string>
 #include <chrono>
+#include <filesystem>
 #include <thread>
 #include <vector>
 
@@ -391,11 +392,36 @@ int run(const options& opts) {
     pad_id = tokenizer->eos_id();
     if (opts.role == "planner")
       tokenizer.reset();
-    if (!opts.resume_dir.empty())
+    if (!opts.resume_dir.empty()) {
+      // The store would create a missing directory and then report that
+      // it contains no snapshot, which hides a mistyped path.
+      if (!std::filesystem::is_directory(opts.resume_dir))
+        throw error(errc::invalid_config,
+                    "--resume " + opts.resume_dir +
+                        ": no such checkpoint directory; give the "
+                        "checkpoint_dir of the run to resume");
       config->checkpoint_dir = opts.resume_dir;
+    }
     if (!config->checkpoint_dir.empty())
       store = std::make_shared<checkpoint::checkpoint_store>(
           config->checkpoint_dir);
+    if (store && opts.resume_dir.empty()) {
+      std::optional<checkpoint::loaded_snapshot> earlier;
+      try {
+        earlier = store->load_snapshot(UINT64_MAX);
+      } catch (const overlord::error& e) {
+        log->warn("checkpoint_dir {} holds a damaged snapshot of an earlier "
+                  "run: {}",
+                  config->checkpoint_dir, e.what());
+      }
+      if (earlier)
+        log->warn("checkpoint_dir {} already holds a checkpoint (newest "
+                  "snapshot at step {}); this run starts at step 0 and "
+                  "writes into it. Use --resume {} to continue that run, "
+                  "or an empty directory to keep the runs apart",
+                  config->checkpoint_dir, earlier->step,
+                  config->checkpoint_dir);
+    }
     if (!opts.resume_dir.empty() && !opts.recover) {
       uint64_t step = opts.from_step ? *opts.from_step : UINT64_MAX;
       if (!opts.from_step) {
@@ -404,6 +430,17 @@ int run(const options& opts) {
         step = newest ? newest->step : 0;
       }
       restore = checkpoint::prepare_restore(*store, *config, step);
+      // Steps past the log are planned again without records to check
+      // them against, so a mistyped step shows only here.
+      const uint64_t logged_to =
+          restore->step_deltas.empty() ? restore->snapshot.step
+                                       : restore->step_deltas.rbegin()->first + 1;
+      if (step > logged_to)
+        log->warn("resume at step={} is past the end of the checkpoint's "
+                  "log (step {}); steps {} to {} are planned again without "
+                  "a record to check them against. Check that {} is the "
+                  "step the trainers need next",
+                  step, logged_to, logged_to, step - 1, step);
       store->rewrite_deltas(restore->kept_records);
       if (restore->dropped_weight_changes > 0)
         log->warn("resume at step={} drops {} weight change(s) that the "

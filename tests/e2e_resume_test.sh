@@ -10,7 +10,9 @@
 #     source summed over all ranks are unchanged;
 #   - a resume with a config that changes the stream is rejected with a
 #     message naming the setting;
-#   - a damaged snapshot is reported with its path.
+#   - a damaged snapshot is reported with its path;
+#   - a fresh run into a used directory, a resume past the end of the log
+#     and a resume from a missing directory are reported.
 set -euo pipefail
 source tests/e2e_lib.sh
 
@@ -62,6 +64,32 @@ for rank in 0 1; do
     cmp -s <(digests_of "$work/straight.rank$rank") <(digests_of "$work/chain.rank$rank")
 done
 check "chain resumed from snapshots" grep -q "restored .*snapshot-" "$work/chain.log"
+check "resumes inside the log do not warn" \
+  bash -c "! grep -q 'past the end of the checkpoint' '$work/chain.log'"
+check "a fresh run into a new directory does not warn" \
+  bash -c "! grep -q 'already holds a checkpoint' '$work/straight.log'"
+
+# A fresh run into a directory that contains a checkpoint warns, and so does
+# a resume past the end of the log; both still serve.
+run_segment "$work/reused" 0 12 || echo "first run into reused failed" >&2
+run_segment "$work/reused" 0 2 || echo "second run into reused failed" >&2
+check "a fresh run into a used directory warns" \
+  grep -q "already holds a checkpoint (newest snapshot at step 10)" "$work/reused.log"
+run_segment "$work/chain" 150 2 --resume "$work/chain" --from-step 150 ||
+  echo "resume past the log failed" >&2
+check "a resume past the log warns" \
+  grep -q "resume at step=150 is past the end of the checkpoint's log" "$work/chain.log"
+check "a resume past the log serves its steps" \
+  test "$(grep -c '"step":15[01],' "$work/chain.rank0")" -eq 2
+
+# A resume from a directory that does not exist names it.
+status=0
+"$overlordd" --role all --config "$work/job.yaml" --resume "$work/missing" \
+  2>"$work/missing.err" || status=$?
+check "missing checkpoint directory exits 2" test "$status" -eq 2
+check "missing checkpoint directory is named" \
+  grep -q "$work/missing: no such checkpoint directory" "$work/missing.err"
+check "missing checkpoint directory is not created" test ! -e "$work/missing"
 
 # A cluster whose planner dies mid-run and comes back with --recover.
 planner_port=$(free_ports 1)
