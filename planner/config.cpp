@@ -88,12 +88,12 @@ class checker {
            const char* type_name) const {
     if (!node.IsScalar())
       fail(node, key, std::string("expected ") + type_name + ", got a " +
-                          kind(node) + "; write a single " + type_name);
+                          kind(node));
     try {
       return node.as<T>();
     } catch (const YAML::Exception&) {
       fail(node, key, std::string("expected ") + type_name + ", got '" +
-                          node.Scalar() + "'; write a value of type " + type_name);
+                          node.Scalar() + "'");
     }
   }
 
@@ -222,6 +222,16 @@ uint64_t schedule_step(const YAML::Node& node, const std::string& key,
   return check.scalar<uint64_t>(node, key, "non-negative step number");
 }
 
+// Returns ", got keys a, b" naming the keys of a map node, or "".
+std::string extra_keys(const YAML::Node& node) {
+  if (!node.IsMap() || node.size() == 0)
+    return "";
+  std::string names;
+  for (const auto& entry : node)
+    names += (names.empty() ? "" : ", ") + entry.first.Scalar();
+  return ", got keys " + names;
+}
+
 // A source weight: a number, or a map with one key, `piecewise_linear` or
 // `stepwise`, holding [step, weight] pairs in increasing step order.
 step_schedule parse_weight(const YAML::Node& node, const std::string& key,
@@ -239,7 +249,8 @@ step_schedule parse_weight(const YAML::Node& node, const std::string& key,
   if (!node.IsMap() || node.size() != 1)
     check.fail(node, key,
                "expected a number or a map with one key, piecewise_linear or "
-               "stepwise, listing [step, weight] pairs");
+               "stepwise, listing [step, weight] pairs" +
+                   extra_keys(node));
   auto kind = node.begin()->first.as<std::string>();
   step_schedule schedule;
   if (kind == "piecewise_linear")
@@ -278,7 +289,8 @@ length_schedule parse_lengths(const YAML::Node& node, const checker& check) {
   if (!node.IsMap() || node.size() != 1)
     check.fail(node, key,
                "expected a number or a map with one key, stepwise ([step, "
-               "length] pairs) or draw ([length, frequency] pairs)");
+               "length] pairs) or draw ([length, frequency] pairs)" +
+                   extra_keys(node));
   auto kind = node.begin()->first.as<std::string>();
   length_schedule schedule;
   auto list = node.begin()->second;
@@ -762,9 +774,11 @@ void parse_shape(const YAML::Node& root, const checker& check,
       check.fail(length_node, "sequence_length",
                  "length " + std::to_string(length) + " does not divide the " +
                      std::to_string(rank_tokens) +
-                     " tokens each rank gets per step (rows_per_rank at the "
-                     "shortest length); use lengths that divide it, or more "
-                     "rows");
+                     " tokens each rank gets per step (" +
+                     (root["global_rows"] ? "global_rows / ranks"
+                                          : "rows_per_rank") +
+                     " rows of the shortest length); use lengths that "
+                     "divide it, or more rows");
   }
 }
 

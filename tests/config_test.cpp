@@ -126,6 +126,25 @@ TEST_CASE("config rejects wrong type", "[config]") {
   CHECK_THAT(message, Catch::Contains("expected integer"));
 }
 
+TEST_CASE("config names extra schedule keys", "[config]") {
+  config_fixture f;
+  auto message = f.error_of(replace(config_fixture::valid_body(), "    weight: 3\n",
+                                    "    weight: {stepwise: [[0, 1]], until: 5}\n"));
+  CHECK_THAT(message, Catch::Contains("sources.mail.weight"));
+  CHECK_THAT(message, Catch::Contains("got keys stepwise, until"));
+}
+
+TEST_CASE("config names global_rows in length check", "[config]") {
+  config_fixture f;
+  auto body = replace(config_fixture::valid_body(), "rows_per_rank: 2\n",
+                      "global_rows: 4\n");
+  body = replace(body, "sequence_length: 128",
+                 "sequence_length: {draw: [[128, 1], [384, 1]]}");
+  auto message = f.error_of(body);
+  CHECK_THAT(message, Catch::Contains("length 384 does not divide the 256 tokens"));
+  CHECK_THAT(message, Catch::Contains("global_rows / ranks"));
+}
+
 TEST_CASE("config rejects sequence length zero", "[config]") {
   config_fixture f;
   auto message = f.error_of(replace(config_fixture::valid_body(),
