@@ -1,6 +1,7 @@
 #include "checkpoint/store.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -141,6 +142,7 @@ checkpoint_store::checkpoint_store(std::string dir) : dir_(std::move(dir)) {
   if (ec)
     throw error(errc::io_error, "cannot create checkpoint directory " + dir_ +
                                     ": " + ec.message());
+  lock();
   // Temporary files left by a crash mid-write are never read; clear them.
   for (const auto& entry : fs::directory_iterator(dir_))
     if (entry.path().extension() == ".tmp")
@@ -155,6 +157,39 @@ checkpoint_store::checkpoint_store(std::string dir) : dir_(std::move(dir)) {
 checkpoint_store::~checkpoint_store() {
   if (delta_fd_ >= 0)
     ::close(delta_fd_);
+  // Closing the file releases the lock.
+  if (lock_fd_ >= 0)
+    ::close(lock_fd_);
+}
+
+void checkpoint_store::lock() {
+  const auto path = (fs::path(dir_) / "lock").string();
+  lock_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0)
+    io_failure("cannot open", path);
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int failure = errno;
+    char owner[32] = {};
+    const auto got = ::pread(lock_fd_, owner, sizeof owner - 1, 0);
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    if (failure != EWOULDBLOCK)
+      throw error(errc::io_error, "cannot lock " + path + ": " +
+                                      std::strerror(failure));
+    // Two writers would interleave their records in one delta log.
+    throw error(errc::invalid_config,
+                "checkpoint directory " + dir_ +
+                    " is in use by another process" +
+                    (got > 0 ? " (pid " + std::string(owner, got) + ")"
+                             : std::string()) +
+                    "; stop it first, or give this run its own "
+                    "checkpoint_dir");
+  }
+  const std::string pid = std::to_string(::getpid());
+  if (::ftruncate(lock_fd_, 0) != 0 ||
+      ::pwrite(lock_fd_, pid.data(), pid.size(), 0) !=
+          static_cast<ssize_t>(pid.size()))
+    io_failure("cannot write", path);
 }
 
 uint64_t checkpoint_store::write_snapshot(uint64_t step,

@@ -28,8 +28,9 @@ struct loaded_deltas {
 
 class checkpoint_store {
  public:
-  // Opens (creating if needed) the directory `dir`. Throws
-  // overlord::error(io_error) when it cannot be created or written.
+  // Opens (creating if needed) the directory `dir` and locks it for this
+  // store. Throws overlord::error(io_error) when it cannot be created or
+  // written, and error(invalid_config) when another store has it open.
   explicit checkpoint_store(std::string dir);
   ~checkpoint_store();
 
@@ -60,8 +61,12 @@ class checkpoint_store {
   const std::string& directory() const { return dir_; }
 
  private:
+  // Takes the exclusive lock of the directory or throws.
+  void lock();
+
   std::string dir_;
   int delta_fd_ = -1;
+  int lock_fd_ = -1;  // holds an exclusive flock on DIR/lock
 };
 
 // Frames `payload` as magic, length, CRC-32 and payload.

@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -161,6 +163,24 @@ TEST_CASE("store ignores torn delta tail", "[checkpoint]") {
   bytes[14] ^= 0x01;
   write_bytes(log, bytes);
   CHECK_THROWS_WITH(store.load_deltas(), Catch::Contains("checksum"));
+}
+
+TEST_CASE("store is locked while open", "[checkpoint]") {
+  temp_dir dir("ckpt-lock");
+  {
+    checkpoint_store first(dir.path().string());
+    try {
+      checkpoint_store second(dir.path().string());
+      FAIL("a second store opened the same directory");
+    } catch (const error& e) {
+      CHECK(e.code() == errc::invalid_config);
+      CHECK_THAT(std::string(e.what()),
+                 Catch::Contains("in use by another process (pid " +
+                                 std::to_string(::getpid()) + ")"));
+    }
+  }
+  // Closing the first store releases the directory.
+  CHECK_NOTHROW(checkpoint_store(dir.path().string()));
 }
 
 TEST_CASE("store removes stale temporary files", "[checkpoint]") {
