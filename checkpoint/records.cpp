@@ -11,17 +11,24 @@ namespace fb = flatbuffers;
 
 namespace {
 
-// Copies a vector of doubles out of a verified buffer. The FlatBuffers
-// verifier (2.0.8) checks only the 4-byte alignment of a vector's length,
-// so a damaged record can place the doubles at an address that is not
-// 8-aligned, where reading them in place is undefined behaviour.
-std::vector<double> read_doubles(const fb::Vector<double>* values) {
-  std::vector<double> out(values != nullptr ? values->size() : 0);
+// Copies a vector of 8-byte values (doubles, uint64) out of a verified
+// buffer. The FlatBuffers verifier (2.0.8) checks only the 4-byte alignment
+// of a vector's length, so a damaged record can place the values at an
+// address that is not 8-aligned, where reading them in place is undefined
+// behaviour.
+template <class T>
+std::vector<T> read_eight_byte_values(const fb::Vector<T>* values) {
+  static_assert(sizeof(T) == 8, "for 8-byte scalars");
+  std::vector<T> out(values != nullptr ? values->size() : 0);
   if (!out.empty())
-    std::memcpy(out.data(), values->Data(), out.size() * sizeof(double));
-  for (double& value : out)
+    std::memcpy(out.data(), values->Data(), out.size() * sizeof(T));
+  for (T& value : out)
     value = fb::EndianScalar(value);
   return out;
+}
+
+std::vector<double> read_doubles(const fb::Vector<double>* values) {
+  return read_eight_byte_values(values);
 }
 
 }  // namespace
@@ -90,9 +97,7 @@ snapshot_record decode_snapshot(const std::string& bytes,
     record.topology = root->topology()->str();
   record.weights = read_doubles(root->weights());
   record.weights_from_step = root->weights_from_step();
-  if (root->weights_from_steps())
-    record.weights_from_steps.assign(root->weights_from_steps()->begin(),
-                                     root->weights_from_steps()->end());
+  record.weights_from_steps = read_eight_byte_values(root->weights_from_steps());
   record.mixture_weights = read_doubles(root->mixture_weights());
   record.total_drawn = root->total_drawn();
   if (root->sources())
