@@ -52,6 +52,9 @@ using spawn_rank_atom = caf::atom_constant<caf::atom("spawnrank")>;
 using pool_update_atom = caf::atom_constant<caf::atom("poolupdate")>;
 // Planner -> node agent: stop this node (after a drain).
 using leave_atom = caf::atom_constant<caf::atom("leave")>;
+// overlordd -> its node agent, and the agent -> planner with its node id:
+// the node shuts down on request, so its work moves without a warning.
+using bye_atom = caf::atom_constant<caf::atom("bye")>;
 // Admin -> planner: the job's state as JSON.
 using status_atom = caf::atom_constant<caf::atom("status")>;
 // Admin -> planner: the endpoint of a rank.

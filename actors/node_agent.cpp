@@ -380,6 +380,17 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
         s.log->info("node={} drained; stopping", id);
         self->send(s.setup.supervisor, leave_atom::value);
       },
+      [=](bye_atom) -> caf::result<bool> {
+        auto& s = self->state;
+        if (!s.setup.planner)
+          return false;
+        auto reply = self->make_response_promise<bool>();
+        self->request(s.setup.planner, std::chrono::seconds(1), bye_atom::value,
+                      id)
+            .then([=](bool accepted) mutable { reply.deliver(accepted); },
+                  [=](caf::error&) mutable { reply.deliver(false); });
+        return reply;
+      },
   };
 }
 

@@ -590,6 +590,14 @@ int run(const options& opts) {
 
   int exit_code = supervise(supervisor, log, node_id);
   metrics::set_health(false, "stopping");
+  // A node that stops on request reports it to the planner first, so the
+  // planner moves its work without taking the closed link for a failure.
+  if (exit_code == 0 && (opts.role == "loader" || opts.role == "constructor") &&
+      !everyone.empty())
+    supervisor
+        ->request(everyone.back(), std::chrono::seconds(2),
+                  actors::bye_atom::value)
+        .receive([](bool) {}, [](caf::error&) {});
   // The node agent first, so that it does not see the planner stop.
   for (auto actor = everyone.rbegin(); actor != everyone.rend(); ++actor)
     caf::anon_send_exit(*actor, caf::exit_reason::user_shutdown);

@@ -809,7 +809,7 @@ void maybe_assign(planner_actor* self) {
 
 // Takes a node out of the job and moves its work to other nodes.
 void retire_node(planner_actor* self, const std::string& id,
-                 const std::string& reason) {
+                 const std::string& reason, bool planned = false) {
   auto& st = self->state;
   auto found = st.nodes.find(id);
   if (found == st.nodes.end() || !found->second.alive)
@@ -817,8 +817,10 @@ void retire_node(planner_actor* self, const std::string& id,
   found->second.alive = false;
   st.failovers++;
   // A node that only paused would otherwise go on serving work that has
-  // moved elsewhere; tell it to stop.
-  self->send(found->second.agent, leave_atom::value);
+  // moved elsewhere, so it is told to stop, unless it sent bye_atom and
+  // is stopping already.
+  if (!planned)
+    self->send(found->second.agent, leave_atom::value);
 
   std::string moved;
   for (uint32_t source = 0; source < st.sources.size(); ++source) {
@@ -862,9 +864,10 @@ void retire_node(planner_actor* self, const std::string& id,
     moved += " rank=" + std::to_string(rank);
     metrics::record_failover("constructor");
   }
-  st.log->warn("node={} role={} left the job: {}; reassigning{}", id,
-               found->second.info.role, reason,
-               moved.empty() ? " nothing" : moved);
+  st.log->log(planned ? spdlog::level::info : spdlog::level::warn,
+              "node={} role={} left the job: {}; reassigning{}", id,
+              found->second.info.role, reason,
+              moved.empty() ? " nothing" : moved);
   maybe_assign(self);
 }
 
@@ -1715,6 +1718,17 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
         auto found = self->state.nodes.find(id);
         if (found != self->state.nodes.end())
           found->second.log_levels = levels;
+      },
+      [=](bye_atom, const std::string& id) {
+        // Only the node's own agent may report that the node is leaving.
+        auto& s = self->state;
+        auto found = s.nodes.find(id);
+        if (found == s.nodes.end() ||
+            caf::actor_cast<caf::actor_addr>(self->current_sender()) !=
+                found->second.agent.address())
+          return false;
+        retire_node(self, id, "it shut down", true);
+        return true;
       },
       [=](drain_atom, const std::string& id) -> caf::result<std::string> {
         auto& s = self->state;
