@@ -817,8 +817,8 @@ void retire_node(planner_actor* self, const std::string& id,
   found->second.alive = false;
   st.failovers++;
   // A node that only paused would otherwise go on serving work that has
-  // moved elsewhere, so it is told to stop, unless it sent bye_atom and
-  // is stopping already.
+  // moved elsewhere, so the planner sends it leave_atom, unless the node
+  // sent bye_atom and is stopping already.
   if (!planned)
     self->send(found->second.agent, leave_atom::value);
 

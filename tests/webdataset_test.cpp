@@ -383,15 +383,23 @@ int64_t damage_header(const std::string& path, const std::string& member) {
 TEST_CASE("webdataset bad header checksum", "[webdataset]") {
   temp_dir dir("wds-checksum");
   auto path = (dir.path() / "shard.tar").string();
+  // Writes `members` between two good samples, spoils the header of
+  // `damaged` (its offset goes to `offset`) and reads the shard with skip.
+  int64_t offset = -1;
+  auto read_damaged = [&](const member_list& members,
+                          const std::string& damaged) {
+    write_tar(path, around(members));
+    offset = damage_header(path, damaged);
+    return read_image_text_shard(path, "shard.tar",
+                                 policy(bad_input_action::skip), small_images());
+  };
 
   SECTION("inside the shard") {
-    write_tar(path, around({{"000005.jpg", small_jpeg()},
-                            {"000005.txt", "five"},
-                            {"000007.jpg", small_jpeg()},
-                            {"000007.txt", "seven"}}));
-    const auto offset = damage_header(path, "000005.txt");
-    auto whole = read_image_text_shard(
-        path, "shard.tar", policy(bad_input_action::skip), small_images());
+    auto whole = read_damaged({{"000005.jpg", small_jpeg()},
+                               {"000005.txt", "five"},
+                               {"000007.jpg", small_jpeg()},
+                               {"000007.txt", "seven"}},
+                              "000005.txt");
     // The damaged member may belong to 000005 or 000007, so neither is kept.
     REQUIRE(whole.samples.size() == 2);
     CHECK(whole.samples[0].key == "shard.tar:000001");
@@ -427,10 +435,8 @@ TEST_CASE("webdataset bad header checksum", "[webdataset]") {
   }
 
   SECTION("at the last member") {
-    write_tar(path, around({{"000005.jpg", small_jpeg()}, {"000005.txt", "five"}}));
-    const auto offset = damage_header(path, "000009.txt");
-    auto whole = read_image_text_shard(
-        path, "shard.tar", policy(bad_input_action::skip), small_images());
+    auto whole = read_damaged({{"000005.jpg", small_jpeg()}, {"000005.txt", "five"}},
+                              "000009.txt");
     REQUIRE(whole.samples.size() == 2);
     CHECK(whole.samples[1].key == "shard.tar:000005");
     REQUIRE(whole.skipped.size() == 1);
@@ -445,10 +451,9 @@ TEST_CASE("webdataset bad header checksum", "[webdataset]") {
 
   SECTION("at the first header") {
     // Format detection alone would reject the file.
-    write_tar(path, around({{"000005.jpg", small_jpeg()}, {"000005.txt", "five"}}));
-    REQUIRE(damage_header(path, "000001.jpg") == 0);
-    auto whole = read_image_text_shard(
-        path, "shard.tar", policy(bad_input_action::skip), small_images());
+    auto whole = read_damaged({{"000005.jpg", small_jpeg()}, {"000005.txt", "five"}},
+                              "000001.jpg");
+    REQUIRE(offset == 0);
     REQUIRE(whole.samples.size() == 2);
     CHECK(whole.samples[0].key == "shard.tar:000005");
     REQUIRE(whole.skipped.size() == 1);
@@ -461,14 +466,12 @@ TEST_CASE("webdataset bad header checksum", "[webdataset]") {
 
   SECTION("before a file of no sample") {
     // The next sample after the damage is 000007, not the README.
-    write_tar(path, around({{"000005.jpg", small_jpeg()},
-                            {"000005.txt", "five"},
-                            {"README", "not a sample"},
-                            {"000007.jpg", small_jpeg()},
-                            {"000007.txt", "seven"}}));
-    damage_header(path, "000005.txt");
-    auto whole = read_image_text_shard(
-        path, "shard.tar", policy(bad_input_action::skip), small_images());
+    auto whole = read_damaged({{"000005.jpg", small_jpeg()},
+                               {"000005.txt", "five"},
+                               {"README", "not a sample"},
+                               {"000007.jpg", small_jpeg()},
+                               {"000007.txt", "seven"}},
+                              "000005.txt");
     REQUIRE(whole.samples.size() == 2);
     CHECK(whole.samples[1].key == "shard.tar:000009");
     REQUIRE(whole.skipped.size() == 1);
@@ -480,14 +483,12 @@ TEST_CASE("webdataset bad header checksum", "[webdataset]") {
   SECTION("before an all-zero block") {
     // libarchive takes the zero block in the damaged member's data for the
     // end of the archive, and the record reports that the rest is not read.
-    write_tar(path, around({{"000005.jpg", small_jpeg()},
-                            {"000005.npy", std::string(2048, '\0')},
-                            {"000005.txt", "five"},
-                            {"000007.jpg", small_jpeg()},
-                            {"000007.txt", "seven"}}));
-    damage_header(path, "000005.npy");
-    auto whole = read_image_text_shard(
-        path, "shard.tar", policy(bad_input_action::skip), small_images());
+    auto whole = read_damaged({{"000005.jpg", small_jpeg()},
+                               {"000005.npy", std::string(2048, '\0')},
+                               {"000005.txt", "five"},
+                               {"000007.jpg", small_jpeg()},
+                               {"000007.txt", "seven"}},
+                              "000005.npy");
     REQUIRE(whole.samples.size() == 1);
     CHECK(whole.samples[0].key == "shard.tar:000001");
     REQUIRE(whole.skipped.size() == 1);

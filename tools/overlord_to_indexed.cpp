@@ -232,13 +232,13 @@ int run(const options& opts) {
     return 2;
   }
 
-  // The indexed layout holds token ids only, so image-text samples have no
-  // place in it.
+  // The indexed layout contains token ids only, so image-text samples have
+  // no place in it.
   if (source->format == planner::source_format::webdataset) {
     std::cerr << "overlord_to_indexed: source '" << source->name
               << "' is an image-text (webdataset) source; only jsonl, text "
                  "and indexed sources can be converted, because the "
-                 "indexed layout holds token ids only\n";
+                 "indexed layout contains token ids only\n";
     return 2;
   }
 
