@@ -963,13 +963,7 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
                      "raise patch_size or raise sequence_length");
   }
 
-  // Weights change only at schedule points (linearly in between), so
-  // checking those steps covers every step.
-  std::set<uint64_t> breakpoints = {0};
-  for (const auto& source : config.sources)
-    for (const auto& point : source.weight_schedule.points)
-      breakpoints.insert(point.step);
-  for (uint64_t step : breakpoints) {
+  for (uint64_t step : weight_points_from(config, 0)) {
     double total_weight = 0;
     for (const auto& source : config.sources)
       total_weight += source.weight_at(step);
@@ -1016,6 +1010,15 @@ job_config load_config(const std::string& path,
   text << in.rdbuf();
   auto base_dir = fs::absolute(path).parent_path().string();
   return parse_config(text.str(), path, base_dir, overrides);
+}
+
+std::set<uint64_t> weight_points_from(const job_config& config, uint64_t from) {
+  std::set<uint64_t> steps = {from};
+  for (const auto& source : config.sources)
+    for (const auto& point : source.weight_schedule.points)
+      if (point.step > from)
+        steps.insert(point.step);
+  return steps;
 }
 
 const char* to_string(source_format format) {

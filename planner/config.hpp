@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <set>
 #include <string>
 
 #include <utility>
@@ -228,6 +229,11 @@ job_config parse_config(const std::string& yaml_text, const std::string& origin,
                         const std::vector<config_override>& overrides = {});
 
 const char* to_string(source_format format);
+
+// Returns `from` and every later step at which a weight schedule has a
+// point. Weights change only there (linearly in between), so a check of
+// these steps covers every step from `from` on.
+std::set<uint64_t> weight_points_from(const job_config& config, uint64_t from);
 
 // Largest number of sequence positions an image of `source` can take.
 uint32_t max_image_positions(const source_config& source);

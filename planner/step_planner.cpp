@@ -1,7 +1,6 @@
 #include "planner/step_planner.hpp"
 
 #include <algorithm>
-#include <set>
 #include <string>
 
 #include "common/error.hpp"
@@ -118,14 +117,7 @@ step_planner::operator_weights step_planner::with_change(
 std::optional<uint64_t> step_planner::first_step_without_weight(
     const std::vector<double>& weights, const std::vector<bool>& named) const {
   const auto changed = with_change(weights, named);
-  // Weights change only at schedule points (linearly in between), so
-  // checking the next step and the later points covers every step.
-  std::set<uint64_t> steps = {next_step_};
-  for (const auto& source : config_.sources)
-    for (const auto& point : source.weight_schedule.points)
-      if (point.step > next_step_)
-        steps.insert(point.step);
-  for (uint64_t step : steps) {
+  for (uint64_t step : weight_points_from(config_, next_step_)) {
     double total = 0;
     for (double w : compose(config_, changed, step))
       total += w;
