@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 
 #include "common/error.hpp"
@@ -62,6 +63,26 @@ std::vector<std::pair<std::string, std::string>> stream_settings(
   return out;
 }
 
+namespace {
+
+// Returns `key` with the name of the source it indexes, for example
+// "sources[0] (mail).weight" for "sources[0].weight". Only messages use
+// it: snapshots store the index form, which existing checkpoints match.
+std::string with_source_name(const std::string& key,
+                             const planner::job_config& config) {
+  const std::string prefix = "sources[";
+  const auto close = key.find(']');
+  if (key.compare(0, prefix.size(), prefix) != 0 || close == std::string::npos)
+    return key;
+  const auto index = std::strtoul(key.c_str() + prefix.size(), nullptr, 10);
+  if (index >= config.sources.size())
+    return key;
+  return key.substr(0, close + 1) + " (" + config.sources[index].name + ")" +
+         key.substr(close + 1);
+}
+
+}  // namespace
+
 restore_plan prepare_restore(const checkpoint_store& store,
                              const planner::job_config& config,
                              uint64_t resume_step) {
@@ -88,9 +109,9 @@ restore_plan prepare_restore(const checkpoint_store& store,
       then = saved[i].first + "=" + then;
     if (now != then)
       throw error(errc::invalid_config,
-                  "cannot resume from " + loaded->path + ": " + key +
-                      " was " + then + " when the checkpoint was written and "
-                      "is " + now +
+                  "cannot resume from " + loaded->path + ": " +
+                      with_source_name(key, config) + " was " + then +
+                      " when the checkpoint was written and is " + now +
                       " now; resume with the same value or start a new "
                       "checkpoint directory");
   }

@@ -232,7 +232,8 @@ TEST_CASE("restore rejects changed stream settings", "[checkpoint]") {
   auto other_files = config;
   other_files.sources[0].shards = {"/data/a.jsonl"};
   CHECK_THROWS_WITH(prepare_restore(store, other_files, 12),
-                    Catch::Contains("sources[0].shards"));
+                    Catch::Contains("sources[0] (" + config.sources[0].name +
+                                    ").shards"));
 
   CHECK_THROWS_WITH(prepare_restore(store, config, 5),
                     Catch::Contains("no snapshot at or before step 5"));
