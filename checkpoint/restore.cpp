@@ -81,6 +81,29 @@ std::string with_source_name(const std::string& key,
          key.substr(close + 1);
 }
 
+// Folds `later` into `into`, two set-weights changes logged for the same
+// step: each sets only the sources it names, so both apply, and a source
+// named in both takes the later weight.
+void merge_weight_change(weight_change& into, const weight_change& later) {
+  if (later.named.empty() || later.weights.size() != into.weights.size()) {
+    into = later;
+    return;
+  }
+  const bool all_named = into.named.empty();
+  if (all_named)
+    into.named.assign(into.weights.size(), true);
+  for (size_t s = 0; s < later.weights.size(); ++s) {
+    // Entries of sources that neither change names only show the weight
+    // at that step; the later one is as current as any.
+    if (later.named[s] || !into.named[s])
+      into.weights[s] = later.weights[s];
+    if (later.named[s])
+      into.named[s] = true;
+  }
+  if (all_named)
+    into.named.clear();
+}
+
 }  // namespace
 
 restore_plan prepare_restore(const checkpoint_store& store,
@@ -117,7 +140,8 @@ restore_plan prepare_restore(const checkpoint_store& store,
   }
 
   // A log written across earlier resumes can hold several records for one
-  // step; the later one is what the stream the trainers kept used.
+  // step; the later one is what the stream the trainers kept used. Weight
+  // changes for one step come from one run and are merged.
   auto deltas = store.load_deltas();
   plan.torn_tail = deltas.torn_tail;
   std::map<uint64_t, step_delta> steps;
@@ -126,8 +150,12 @@ restore_plan prepare_restore(const checkpoint_store& store,
     auto delta = decode_delta(payload, store.directory() + "/deltas.log");
     if (delta.step)
       steps[delta.step->step] = *delta.step;
-    if (delta.weights)
-      weights[delta.weights->from_step] = *delta.weights;
+    if (delta.weights) {
+      auto [entry, first] =
+          weights.emplace(delta.weights->from_step, *delta.weights);
+      if (!first)
+        merge_weight_change(entry->second, *delta.weights);
+    }
   }
 
   for (const auto& [from_step, values] : weights) {

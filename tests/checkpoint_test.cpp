@@ -165,6 +165,39 @@ TEST_CASE("store ignores torn delta tail", "[checkpoint]") {
   CHECK_THROWS_WITH(store.load_deltas(), Catch::Contains("checksum"));
 }
 
+TEST_CASE("restore merges weight changes of one step", "[checkpoint]") {
+  // Two set-weights commands between two planned steps take effect at the
+  // same step, each for the sources it names.
+  temp_dir dir("ckpt-merge");
+  checkpoint_store store(dir.path().string());
+  planner::job_config config;
+  for (const char* name : {"a", "b"}) {
+    planner::source_config source;
+    source.name = name;
+    config.sources.push_back(source);
+  }
+  snapshot_record snapshot;
+  snapshot.step = 0;
+  snapshot.settings = stream_settings(config);
+  store.write_snapshot(0, encode_snapshot(snapshot));
+  for (const auto& change : {weight_change{5, {2, 1}, {true, false}},
+                             weight_change{5, {2, 3}, {false, true}}}) {
+    delta_record record;
+    record.weights = change;
+    store.append_delta(encode_delta(record));
+  }
+
+  auto plan = prepare_restore(store, config, 10);
+  REQUIRE(plan.weight_changes.count(5) == 1);
+  CHECK(plan.weight_changes.at(5).weights == std::vector<double>{2, 3});
+  CHECK(plan.weight_changes.at(5).named == std::vector<bool>{true, true});
+  // The rewritten log keeps the merged change.
+  REQUIRE(plan.kept_records.size() == 1);
+  auto kept = decode_delta(plan.kept_records[0], "memory");
+  REQUIRE(kept.weights);
+  CHECK(kept.weights->named == std::vector<bool>{true, true});
+}
+
 TEST_CASE("store is locked while open", "[checkpoint]") {
   temp_dir dir("ckpt-lock");
   {

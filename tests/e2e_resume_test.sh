@@ -18,6 +18,7 @@ source tests/e2e_lib.sh
 
 overlordd=actors/overlordd
 pull=tools/overlord_pull
+ctl=tools/overlordctl
 data=$(demo_data_dir)
 work=$(mktemp -d "${TEST_TMPDIR:-/tmp}/e2e-resume.XXXXXX")
 write_demo_config "$work/job.yaml" "$data"
@@ -68,6 +69,42 @@ check "resumes inside the log do not warn" \
   bash -c "! grep -q 'past the end of the checkpoint' '$work/chain.log'"
 check "a fresh run into a new directory does not warn" \
   bash -c "! grep -q 'already holds a checkpoint' '$work/straight.log'"
+
+# Two set-weights commands between two planned steps take effect at the
+# same step, each for the source it names. A resume from before that step
+# replays both.
+ports=$(free_ports 3)
+"$overlordd" --role all --config "$work/job.yaml" --set base_port="$ports" \
+  --set planner_port=$((ports + 2)) --set checkpoint_dir="$work/twice" \
+  2>"$work/twice.log" &
+daemon=$!
+wait_for_planner "$work/twice.log" || echo "planner of the twice run did not start" >&2
+"$ctl" --planner "127.0.0.1:$((ports + 2))" set-weights mail=1 >"$work/twice.set1"
+"$ctl" --planner "127.0.0.1:$((ports + 2))" set-weights moby=7 >"$work/twice.set2"
+"$pull" --endpoint "127.0.0.1:$((ports + 1))" --rank 1 --steps 30 --timeout 30 \
+  >"$work/twice.rank1" &
+other=$!
+"$pull" --endpoint "127.0.0.1:$ports" --rank 0 --steps 30 --timeout 30 >"$work/twice.rank0" || true
+wait "$other" || true
+kill -9 "$daemon" 2>/dev/null || true
+wait "$daemon" 2>/dev/null || true
+check "both changes take effect at one step" \
+  test "$(cat "$work/twice.set1")" = "$(cat "$work/twice.set2")"
+# Step 8 lies between the snapshots of steps 0 and 10, so the resume
+# replays the logged changes instead of reading them from a snapshot.
+run_segment "$work/twice" 8 5 --resume "$work/twice" --from-step 8 ||
+  echo "resume after two changes at one step failed" >&2
+# Each rank's file holds steps 0 to 29 of the first run, then steps 8 to
+# 12 of the resumed one.
+for rank in 0 1; do
+  check "rank $rank received 35 batches over both runs" \
+    test "$(wc -l <"$work/twice.rank$rank")" -eq 35
+  check "rank $rank digests equal after two changes at one step" \
+    cmp -s <(digests_of "$work/twice.rank$rank" | sed -n '9,13p') \
+    <(digests_of "$work/twice.rank$rank" | sed -n '31,35p')
+done
+check "the resume replays both changes" \
+  grep -q "weights changed from step=[0-9]*: mail=1.000000 moby=7.000000" "$work/twice.log"
 
 # A fresh run into a directory that contains a checkpoint warns, and so does
 # a resume past the end of the log; both still serve.
