@@ -395,11 +395,17 @@ int run(const options& opts) {
     if (!opts.resume_dir.empty()) {
       // The store would create a missing directory and then report that
       // it contains no snapshot, which hides a mistyped path.
-      if (!std::filesystem::is_directory(opts.resume_dir))
+      std::error_code status;
+      if (!std::filesystem::is_directory(opts.resume_dir, status)) {
+        const bool missing =
+            !status || status == std::errc::no_such_file_or_directory;
         throw error(errc::invalid_config,
                     "--resume " + opts.resume_dir +
-                        ": no such checkpoint directory; give the "
-                        "checkpoint_dir of the run to resume");
+                        (missing ? std::string(": no such checkpoint directory")
+                                 : ": cannot read the checkpoint directory (" +
+                                       status.message() + ")") +
+                        "; give the checkpoint_dir of the run to resume");
+      }
       config->checkpoint_dir = opts.resume_dir;
     }
     if (!config->checkpoint_dir.empty())
@@ -417,8 +423,10 @@ int run(const options& opts) {
       if (earlier)
         log->warn("checkpoint_dir {} already holds a checkpoint (newest "
                   "snapshot at step {}); this run starts at step 0 and "
-                  "writes into it. Use --resume {} to continue that run, "
-                  "or an empty directory to keep the runs apart",
+                  "writes into it, next to that run's snapshots and log, so "
+                  "a later --resume without --from-step may pick up that "
+                  "run. Use --resume {} to continue that run, or an empty "
+                  "directory to keep the runs apart",
                   config->checkpoint_dir, earlier->step,
                   config->checkpoint_dir);
     }

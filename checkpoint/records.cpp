@@ -80,11 +80,13 @@ snapshot_record decode_snapshot(const std::string& bytes,
     throw error(errc::invalid_input,
                 origin + ": not a valid snapshot record; the file is damaged");
   auto* root = fb::GetRoot<wire::Snapshot>(bytes.data());
-  if (root->format_version() != snapshot_format_version)
+  if (root->format_version() < oldest_snapshot_format_version ||
+      root->format_version() > snapshot_format_version)
     throw error(errc::invalid_input,
                 origin + ": snapshot format version " +
                     std::to_string(root->format_version()) +
-                    " is not supported (this build reads version " +
+                    " is not supported (this build reads versions " +
+                    std::to_string(oldest_snapshot_format_version) + " to " +
                     std::to_string(snapshot_format_version) + ")");
   snapshot_record record;
   record.step = root->step();

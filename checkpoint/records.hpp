@@ -13,7 +13,11 @@
 
 namespace overlord::checkpoint {
 
-constexpr uint32_t snapshot_format_version = 1;
+// The version snapshots are written in. Version 2 added each source's
+// weight step, which a build that reads only version 1 would take for
+// "set to 0 at step 0", so such builds reject it. Version 1 is still read.
+constexpr uint32_t snapshot_format_version = 2;
+constexpr uint32_t oldest_snapshot_format_version = 1;
 
 struct source_cursor {
   std::string name;

@@ -143,15 +143,22 @@ checkpoint_store::checkpoint_store(std::string dir) : dir_(std::move(dir)) {
     throw error(errc::io_error, "cannot create checkpoint directory " + dir_ +
                                     ": " + ec.message());
   lock();
-  // Temporary files left by a crash mid-write are never read; clear them.
-  for (const auto& entry : fs::directory_iterator(dir_))
-    if (entry.path().extension() == ".tmp")
-      fs::remove(entry.path(), ec);
-  auto log = (fs::path(dir_) / delta_log_name).string();
-  delta_fd_ = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-                     0644);
-  if (delta_fd_ < 0)
-    io_failure("cannot open", log);
+  try {
+    // Temporary files left by a crash mid-write are never read; clear them.
+    for (const auto& entry : fs::directory_iterator(dir_))
+      if (entry.path().extension() == ".tmp")
+        fs::remove(entry.path(), ec);
+    auto log = (fs::path(dir_) / delta_log_name).string();
+    delta_fd_ = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+                       0644);
+    if (delta_fd_ < 0)
+      io_failure("cannot open", log);
+  } catch (...) {
+    // The destructor does not run for a constructor that throws.
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    throw;
+  }
 }
 
 checkpoint_store::~checkpoint_store() {
@@ -176,10 +183,11 @@ void checkpoint_store::lock() {
     if (failure != EWOULDBLOCK)
       throw error(errc::io_error, "cannot lock " + path + ": " +
                                       std::strerror(failure));
-    // Two writers would interleave their records in one delta log.
-    throw error(errc::invalid_config,
+    // Two writers would interleave their records in one delta log. The
+    // pid is the one the holder wrote, maybe on another host or container.
+    throw error(errc::unavailable,
                 "checkpoint directory " + dir_ +
-                    " is in use by another process" +
+                    " is in use by another planner" +
                     (got > 0 ? " (pid " + std::string(owner, got) + ")"
                              : std::string()) +
                     "; stop it first, or give this run its own "

@@ -30,7 +30,7 @@ class checkpoint_store {
  public:
   // Opens (creating if needed) the directory `dir` and locks it for this
   // store. Throws overlord::error(io_error) when it cannot be created or
-  // written, and error(invalid_config) when another store has it open.
+  // written, and error(unavailable) when another store has it open.
   explicit checkpoint_store(std::string dir);
   ~checkpoint_store();
 

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "checkpoint/checkpoint_generated.h"
 #include "checkpoint/records.hpp"
 #include "checkpoint/restore.hpp"
 #include "checkpoint/store.hpp"
@@ -103,6 +104,31 @@ TEST_CASE("delta round trip", "[checkpoint]") {
   auto marked = decode_delta(encode_delta(weights), "memory");
   REQUIRE(marked.weights);
   CHECK(marked.weights->named == std::vector<bool>{false, true});
+}
+
+namespace {
+
+// Returns a snapshot of format `version` written the way version 1 was:
+// operator weights {3} from step 4 and no per-source steps.
+std::string snapshot_of_version(uint32_t version) {
+  flatbuffers::FlatBufferBuilder builder;
+  auto weights = builder.CreateVector(std::vector<double>{3});
+  builder.Finish(wire::CreateSnapshot(builder, version, 7, 0, 0, weights, 0,
+                                      0, 0, 4));
+  return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()),
+                     builder.GetSize());
+}
+
+}  // namespace
+
+TEST_CASE("snapshot reads older format versions", "[checkpoint]") {
+  auto decoded = decode_snapshot(snapshot_of_version(1), "memory");
+  CHECK(decoded.step == 7);
+  CHECK(decoded.weights == std::vector<double>{3});
+  CHECK(decoded.weights_from_step == 4);
+  CHECK(decoded.weights_from_steps.empty());
+  CHECK_THROWS_WITH(decode_snapshot(snapshot_of_version(3), "memory"),
+                    Catch::Contains("snapshot format version 3 is not supported"));
 }
 
 TEST_CASE("snapshot keeps per-source weight steps", "[checkpoint]") {
@@ -206,9 +232,9 @@ TEST_CASE("store is locked while open", "[checkpoint]") {
       checkpoint_store second(dir.path().string());
       FAIL("a second store opened the same directory");
     } catch (const error& e) {
-      CHECK(e.code() == errc::invalid_config);
+      CHECK(e.code() == errc::unavailable);
       CHECK_THAT(std::string(e.what()),
-                 Catch::Contains("in use by another process (pid " +
+                 Catch::Contains("in use by another planner (pid " +
                                  std::to_string(::getpid()) + ")"));
     }
   }

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <regex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -154,10 +155,17 @@ std::string render_status(const std::string& json) {
       !status["weight_changes"].GetArray().Empty()) {
     out += "\nWEIGHT CHANGES\n";
     for (const auto& change : status["weight_changes"].GetArray()) {
+      // Only the sources a change set; the others keep their schedules.
+      std::set<std::string> set_sources;
+      if (change.HasMember("set_sources"))
+        for (const auto& name : change["set_sources"].GetArray())
+          set_sources.insert(name.GetString());
       std::string weights;
       for (const auto& weight : change["weights"].GetObject())
-        weights += std::string(" ") + weight.name.GetString() + "=" +
-                   std::to_string(weight.value.GetDouble());
+        if (!change.HasMember("set_sources") ||
+            set_sources.count(weight.name.GetString()) > 0)
+          weights += std::string(" ") + weight.name.GetString() + "=" +
+                     std::to_string(weight.value.GetDouble());
       std::snprintf(line, sizeof line, "from step %.0f:%s\n",
                     number_or(change, "from_step"), weights.c_str());
       out += line;
