@@ -37,7 +37,15 @@ std::pair<bool, std::string> health() {
 }
 
 metrics_server::metrics_server()
-    : server_(std::make_unique<httplib::Server>()) {}
+    : server_(std::make_unique<httplib::Server>()) {
+  // cpp-httplib sets SO_REUSEPORT by default on Linux, which lets a second
+  // process bind the same port and take half of the scrapes. SO_REUSEADDR
+  // alone still allows a restart while old connections are in TIME_WAIT.
+  server_->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
+}
 
 metrics_server::~metrics_server() { stop(); }
 

@@ -164,6 +164,14 @@ check "constructor healthz is 200" healthy "$m_constructor"
 http_get "http://127.0.0.1:$m_planner/nothing" >"$work/unknown_path"
 check "unknown path is 404" grep -q "^404" "$work/unknown_path"
 
+# A second process cannot take a metrics port that is in use.
+status=0
+timeout 20 "$overlordd" --role loader --planner "127.0.0.1:$planner_port" \
+  --node-id loader-9 --metrics-port "$m_loader1" 2>"$work/loader-9.log" || status=$?
+check "a taken metrics port stops start-up" test "$status" -ne 0 -a "$status" -ne 124
+check "a taken metrics port is named" \
+  grep -q "cannot serve metrics on 127.0.0.1:$m_loader1" "$work/loader-9.log"
+
 # --- Prometheus on loopback, scraping only these nodes -------------------
 cat >"$work/prometheus.yml" <<YAML
 global:
