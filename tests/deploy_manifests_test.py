@@ -714,6 +714,17 @@ class DeployFilesTest(unittest.TestCase):
                      "--tls-key", "--tls-ca", "--curve-secret", "--curve-authorized"):
             self.assertIn(flag, self.helps["overlordd"])
 
+    def test_units_on_one_host_have_own_node_ids(self):
+        """The loader and constructor units can share a host and its env file."""
+        ids = {}
+        for role in ("loader", "constructor"):
+            path = os.path.join(self.deploy_dir, "systemd", f"overlord-{role}.service")
+            with open(path) as file:
+                found = re.search(r"--node-id (\S+)", file.read())
+            self.assertIsNotNone(found, f"{path} sets no --node-id")
+            ids[role] = found.group(1)
+        self.assertNotEqual(ids["loader"], ids["constructor"])
+
     def test_every_role_deployed(self):
         commands = []
         for path in glob.glob(os.path.join(self.deploy_dir, "kubernetes", "*.yaml")):
