@@ -83,7 +83,11 @@ void payload_client::run() {
         dealer->connect(name);
         order.push_back(dealer.get());
       }
-      dealer->send(frame, zmq::send_flags::none);
+      // A blocking send would wait for good once the queue to a server
+      // that never completes its handshake is full, and this thread would
+      // then miss the stop request. A request dropped here is sent again
+      // when the caller's wait for its reply times out.
+      (void)dealer->send(frame, zmq::send_flags::dontwait);
     }
 
     for (size_t i = 1; i < items.size(); ++i) {
