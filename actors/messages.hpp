@@ -101,6 +101,7 @@ struct node_info {
   std::string address;  // host:port of its middleman, or "local"
   std::string bind;     // address its trainer-facing sockets bind to
   uint32_t cores = 0;   // hardware threads, the default worker budget
+  bool curve = false;   // its ZeroMQ sockets use CURVE
 };
 
 // A constructor a node still runs when it joins a restarted planner.
@@ -165,7 +166,7 @@ struct shard_output {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, node_info& x) {
   return f(caf::meta::type_name("node_info"), x.id, x.role, x.pid, x.address,
-           x.bind, x.cores);
+           x.bind, x.cores, x.curve);
 }
 
 template <class Inspector>

@@ -556,6 +556,7 @@ int run(const options& opts) {
     setup.info.role = opts.role;
     setup.info.pid = static_cast<uint32_t>(getpid());
     setup.info.cores = std::thread::hardware_concurrency();
+    setup.info.curve = curve != nullptr;
     setup.info.address = address;
     setup.info.bind = opts.role == "all" ? config->bind : opts.bind;
     setup.info.id = node_id;

@@ -132,6 +132,9 @@ struct planner_state {
 
   std::map<std::string, node_entry> nodes;
   uint64_t joins = 0;
+  // Whether the job's loader and constructor nodes use CURVE, set by the
+  // first of them to join. Their ZeroMQ links need the same setting.
+  std::optional<bool> curve;
   std::vector<source_slot> sources;
   std::vector<rank_slot> ranks;
   bool assigned = false;
@@ -1577,6 +1580,25 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
                                  "a node with id " + info.id +
                                      " is already in the job; give each "
                                      "node its own --node-id");
+        // A node whose payload and batch sockets differ from the others'
+        // would fail every handshake, and only once it takes over work.
+        if (info.role != "all") {
+          if (s.curve && *s.curve != info.curve) {
+            s.log->warn("node={} role={} rejected: it {} CURVE and the "
+                        "job's other nodes {}",
+                        info.id, info.role, info.curve ? "uses" : "does not use",
+                        *s.curve ? "do" : "do not");
+            return caf::make_error(
+                caf::sec::invalid_argument,
+                std::string("this node ") +
+                    (info.curve ? "uses" : "does not use") +
+                    " CURVE and the job's other nodes " +
+                    (*s.curve ? "do" : "do not") +
+                    "; start every loader and constructor node with the "
+                    "same --curve-* flags");
+          }
+          s.curve = info.curve;
+        }
         node_entry entry;
         entry.info = info;
         entry.agent = sender;

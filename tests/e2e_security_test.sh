@@ -150,6 +150,15 @@ check "node without certificate exits with error" test "$status" -eq 1
 check "node without certificate names the cause" \
   grep -q "cannot reach the planner" "$work/no-cert.log"
 check "rejected nodes exit within 20 s" test $(($(date +%s) - start)) -le 20
+# A node with the CA's certificate but without the CURVE keys of the
+# other nodes would fail every payload and batch handshake once it takes
+# over work, so the planner turns it away at its join.
+status=0
+timeout 30 "$overlordd" --role constructor --planner "127.0.0.1:$planner_port" \
+  --node-id no-curve "${tls_node[@]}" 2>"$work/no-curve.log" || status=$?
+check "node without CURVE exits with error" test "$status" -ne 0 -a "$status" -ne 124
+check "node without CURVE names the cause" \
+  grep -q "does not use CURVE and the job's other nodes do" "$work/no-curve.log"
 check "planner logs rejected handshakes" wait_for_line "TLS handshake rejected peer=127.0.0.1" "$work/planner.log"
 status=0
 timeout 30 "$ctl" --planner "127.0.0.1:$planner_port" --timeout 5 status >/dev/null \
