@@ -42,6 +42,7 @@ batch_client::batch_client(client_options options)
   if (options_.prefetch == 0)
     throw error(errc::invalid_config, "prefetch must be at least 1");
   connect(options_.endpoint);
+  node_ = options_.node;
 }
 
 void batch_client::connect(const std::string& endpoint) {
@@ -105,6 +106,8 @@ bool batch_client::fail_over() {
 
   connect(next);
   failovers_++;
+  // Only the first endpoint comes with its node id.
+  node_ = next == options_.endpoint ? options_.node : std::string();
   // Ask the new endpoint again for every step requested but not received.
   // Steps are requested by number, so no batch is lost or repeated.
   in_flight_ = 0;
@@ -242,7 +245,7 @@ received_batch batch_client::next() {
       throw error(errc::timeout,
                   "rank " + std::to_string(options_.rank) + " at " +
                       endpoint_ +
-                      (options_.node.empty() ? "" : " (node " + options_.node + ")") +
+                      (node_.empty() ? "" : " (node " + node_ + ")") +
                       " sent no batch for step " +
                       std::to_string(next_step_) + " within " +
                       std::to_string(options_.timeout.count()) +

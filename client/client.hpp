@@ -91,6 +91,10 @@ class batch_client {
   // The endpoint requests go to now.
   const std::string& endpoint() const { return endpoint_; }
 
+  // The node id serving endpoint(), as options.node gave it for the first
+  // endpoint; empty after a failover to an endpoint whose node is unknown.
+  const std::string& node() const { return node_; }
+
   // Times this client moved to another endpoint.
   uint32_t failovers() const { return failovers_; }
 
@@ -110,6 +114,7 @@ class batch_client {
   // a dead server is noticed at once instead of after failover_timeout.
   zmq::socket_t monitor_;
   std::string endpoint_;
+  std::string node_;
   uint32_t failovers_ = 0;
   // Connections the server closed during the handshake since the last
   // successful one (a wrong server key, or CURVE on one side only).

@@ -129,7 +129,6 @@ class python_client {
       options.endpoint = route.endpoint;
       options.node = route.node;
       options.fallback_endpoints = route.endpoints;
-      node_ = route.node;
       {
         // Hand the heap of the lookup's threads back to the kernel: it
         // would otherwise stay in the trainer's resident memory.
@@ -186,7 +185,11 @@ class python_client {
     return client_->endpoint();
   }
 
-  std::string node() const { return node_; }
+  std::string node() {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);
+    return client_->node();
+  }
 
   uint32_t failovers() {
     py::gil_scoped_release release;
@@ -216,7 +219,6 @@ class python_client {
   }
 
   std::mutex mutex_;
-  std::string node_;
   std::unique_ptr<client::batch_client> client_;
 };
 
@@ -443,7 +445,9 @@ PYBIND11_MODULE(_overlord, module) {
       .def_property_readonly("endpoint", &python_client::endpoint,
                              "Endpoint that requests go to now.")
       .def_property_readonly("node", &python_client::node,
-                             "Node id from the planner lookup, or empty.")
+                             "Node id serving the endpoint, from the planner "
+                             "lookup; empty when not known, as after a "
+                             "failover.")
       .def_property_readonly("failovers", &python_client::failovers,
                              "Times the client moved to another endpoint.")
       .def("ready", &python_client::ready,
