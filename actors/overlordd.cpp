@@ -541,6 +541,12 @@ int run(const options& opts) {
       pause = std::min(pause * 2, std::chrono::milliseconds(2000));
       remote = actors::connect_actor(system, host, port);
     }
+    if (!remote && stop_signal != 0) {
+      log->info("node={} received signal {} while waiting for the planner; "
+                "shutting down",
+                node_id, stop_signal.load());
+      return 0;
+    }
     if (!remote) {
       log->error("cannot reach the planner at {}: {}; check --planner, that "
                  "the planner runs, and that both use TLS certificates from "

@@ -1762,7 +1762,8 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
         found->second.draining = true;
         s.log->info("node={} draining on request", id);
         self->send(found->second.agent, leave_atom::value);
-        retire_node(self, id, "drained");
+        // Planned: logged at info, and the node has its leave_atom already.
+        retire_node(self, id, "drained", true);
         return "node " + id + " drained; its work moves to other nodes";
       },
   };
