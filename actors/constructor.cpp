@@ -398,6 +398,7 @@ caf::behavior constructor_behavior(
   st.payload_endpoints.resize(st.pools.size());
   st.log = get_logger("actors");
   st.server = std::move(server);
+  metrics::start_rank_counters(setup->rank);
   st.standby = setup->shadow;
   st.served_by_cp.assign(setup->config.topology.cp, -1);
   st.quota = std::make_unique<transport::request_quota>(

@@ -1513,6 +1513,7 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
   if (st.config.autoscale.enabled)
     st.scaler = std::make_unique<planner::autoscaler>(st.config);
   st.sources.resize(st.config.sources.size());
+  metrics::start_failover_counters();
   st.ranks.resize(st.config.ranks);
   st.positions.resize(st.config.sources.size());
   st.log = get_logger("planner");

@@ -130,13 +130,29 @@ void record_rank_wait(uint32_t rank, double seconds) {
       .observe(seconds);
 }
 
-void record_fetch_retry(uint32_t rank) {
-  reg().get_counter("overlord_rank_fetch_retries_total",
-                    "Payload fetches that failed or timed out and were "
-                    "sent again.",
-                    {{"rank", rank_label(rank)}})
-      .add();
+namespace {
+
+counter& fetch_retries(uint32_t rank) {
+  return reg().get_counter("overlord_rank_fetch_retries_total",
+                           "Payload fetches that failed or timed out and "
+                           "were sent again.",
+                           {{"rank", rank_label(rank)}});
 }
+
+counter& failovers(const std::string& kind) {
+  return reg().get_counter(
+      "overlord_failovers_total",
+      "Work moved after a node was lost or drained: loader (a pool "
+      "restarted elsewhere), constructor (a rank restarted elsewhere), "
+      "shadow_promote (a shadow became the primary).",
+      {{"kind", kind}});
+}
+
+}  // namespace
+
+void record_fetch_retry(uint32_t rank) { fetch_retries(rank).add(); }
+
+void start_rank_counters(uint32_t rank) { fetch_retries(rank); }
 
 void record_planned_step(uint64_t step, double imbalance) {
   reg().get_counter("overlord_planner_steps_total", "Steps planned and sent.")
@@ -169,14 +185,11 @@ void record_autoscale(const std::string& source, int old_workers,
       .set(new_workers);
 }
 
-void record_failover(const std::string& kind) {
-  reg().get_counter("overlord_failovers_total",
-                    "Work moved after a node was lost or drained: loader "
-                    "(a pool restarted elsewhere), constructor (a rank "
-                    "restarted elsewhere), shadow_promote (a shadow became "
-                    "the primary).",
-                    {{"kind", kind}})
-      .add();
+void record_failover(const std::string& kind) { failovers(kind).add(); }
+
+void start_failover_counters() {
+  for (const char* kind : {"loader", "constructor", "shadow_promote"})
+    failovers(kind);
 }
 
 void record_checkpoint(const std::string& kind, uint64_t bytes,

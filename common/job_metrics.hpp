@@ -55,6 +55,9 @@ void record_prefetch_depth(uint32_t rank, uint64_t outstanding);
 // Time a trainer request waited for a batch that was not built yet.
 void record_rank_wait(uint32_t rank, double seconds);
 void record_fetch_retry(uint32_t rank);
+// Creates the rank's counters at 0, so that rate() and increase() see
+// their first event.
+void start_rank_counters(uint32_t rank);
 
 // ---- Planner --------------------------------------------------------------
 
@@ -72,6 +75,8 @@ void record_autoscale(const std::string& source, int old_workers,
 // pool restarted elsewhere), "constructor" (a rank restarted elsewhere)
 // or "shadow_promote" (a shadow became a rank's primary).
 void record_failover(const std::string& kind);
+// Creates the failover counters of every kind at 0.
+void start_failover_counters();
 
 // A checkpoint record written: `kind` is "snapshot" or "delta".
 void record_checkpoint(const std::string& kind, uint64_t bytes,

@@ -163,6 +163,9 @@ check "loader healthz is 200" healthy "$m_loader1"
 check "constructor healthz is 200" healthy "$m_constructor"
 http_get "http://127.0.0.1:$m_planner/nothing" >"$work/unknown_path"
 check "unknown path is 404" grep -q "^404" "$work/unknown_path"
+http_get "http://127.0.0.1:$m_planner/metrics" >"$work/planner_start.metrics"
+check "failover counters exist at 0 from the start" \
+  grep -q 'overlord_failovers_total{kind="shadow_promote"} 0' "$work/planner_start.metrics"
 
 # A second process cannot take a metrics port that is in use.
 status=0
