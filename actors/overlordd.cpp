@@ -236,8 +236,6 @@ options parse_arguments(int argc, char** argv) {
     usage_error("--role " + out.role +
                 " takes its configuration from the planner; drop --config "
                 "and --set");
-  if (out.tls.enabled())
-    overlord::actors::check_tls_files(out.tls);
   const bool curve = !out.curve_secret.empty() ||
                      !out.curve_authorized.empty() ||
                      !out.curve_server_public.empty();
@@ -636,6 +634,15 @@ int main(int argc, char** argv) {
     opts = parse_arguments(argc, argv);
   } catch (const overlord::error& e) {
     std::cerr << "overlordd: " << e.what() << "\n\n" << usage;
+    return 2;
+  }
+  // A file that cannot be read is no mistake of syntax, so the usage text
+  // would only push the message out of sight.
+  try {
+    if (opts.tls.enabled())
+      overlord::actors::check_tls_files(opts.tls);
+  } catch (const overlord::error& e) {
+    std::cerr << "overlordd: " << e.what() << "\n";
     return 2;
   }
   try {
