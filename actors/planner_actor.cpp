@@ -1748,8 +1748,12 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
         auto found = s.nodes.find(id);
         if (found == s.nodes.end() ||
             caf::actor_cast<caf::actor_addr>(self->current_sender()) !=
-                found->second.agent.address())
+                found->second.agent.address()) {
+          s.log->warn("node={} ignored a bye that did not come from the "
+                      "node's own agent",
+                      id);
           return false;
+        }
         retire_node(self, id, "it shut down", true);
         return true;
       },
