@@ -219,9 +219,9 @@ TEST_CASE("restore merges weight changes of one step", "[checkpoint]") {
   CHECK(plan.weight_changes.at(5).named == std::vector<bool>{true, true});
   // The rewritten log keeps the merged change.
   REQUIRE(plan.kept_records.size() == 1);
-  auto kept = decode_delta(plan.kept_records[0], "memory");
-  REQUIRE(kept.weights);
-  CHECK(kept.weights->named == std::vector<bool>{true, true});
+  auto rewritten = decode_delta(plan.kept_records[0], "memory");
+  REQUIRE(rewritten.weights);
+  CHECK(rewritten.weights->named == std::vector<bool>{true, true});
 }
 
 TEST_CASE("store is locked while open", "[checkpoint]") {

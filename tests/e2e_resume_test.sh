@@ -94,7 +94,7 @@ check "both changes take effect at one step" \
 # replays the logged changes instead of reading them from a snapshot.
 run_segment "$work/twice" 8 5 --resume "$work/twice" --from-step 8 ||
   echo "resume after two changes at one step failed" >&2
-# Each rank's file holds steps 0 to 29 of the first run, then steps 8 to
+# Each rank's file contains steps 0 to 29 of the first run, then steps 8 to
 # 12 of the resumed one.
 for rank in 0 1; do
   check "rank $rank received 35 batches over both runs" \
