@@ -251,7 +251,7 @@ step_schedule parse_weight(const YAML::Node& node, const std::string& key,
                "expected a number or a map with one key, piecewise_linear or "
                "stepwise, listing [step, weight] pairs" +
                    extra_keys(node));
-  auto kind = node.begin()->first.as<std::string>();
+  auto kind = check.scalar<std::string>(node.begin()->first, key, "string");
   step_schedule schedule;
   if (kind == "piecewise_linear")
     schedule.kind = step_schedule::shape::piecewise_linear;
@@ -291,7 +291,7 @@ length_schedule parse_lengths(const YAML::Node& node, const checker& check) {
                "expected a number or a map with one key, stepwise ([step, "
                "length] pairs) or draw ([length, frequency] pairs)" +
                    extra_keys(node));
-  auto kind = node.begin()->first.as<std::string>();
+  auto kind = check.scalar<std::string>(node.begin()->first, key, "string");
   length_schedule schedule;
   auto list = node.begin()->second;
   if (kind == "stepwise") {

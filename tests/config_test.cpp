@@ -134,6 +134,15 @@ TEST_CASE("config names extra schedule keys", "[config]") {
   CHECK_THAT(message, Catch::Contains("got keys stepwise, until"));
 }
 
+TEST_CASE("config rejects non-scalar schedule name", "[config]") {
+  config_fixture f;
+  auto message = f.error_of(replace(config_fixture::valid_body(),
+                                    "sequence_length: 128",
+                                    "sequence_length: {? [a]: 1}"));
+  CHECK_THAT(message, Catch::Contains("sequence_length"));
+  CHECK_THAT(message, Catch::Contains("expected string"));
+}
+
 TEST_CASE("config names global_rows in length check", "[config]") {
   config_fixture f;
   auto body = replace(config_fixture::valid_body(), "rows_per_rank: 2\n",
