@@ -195,6 +195,35 @@ bool has_invalid_utf8(const std::string& text) {
 
 using worker_actor = caf::stateful_actor<worker_state>;
 
+// Returns the bad-input kinds a source's reads can report, so that their
+// counters exist at 0 from the pool's start. Keep in step with the readers.
+std::vector<std::string> bad_input_kinds(const planner::job_config& config,
+                                         const planner::source_config& source) {
+  std::vector<std::string> kinds;
+  switch (source.format) {
+    case planner::source_format::jsonl:
+      kinds = {"malformed_json", "missing_field", "unreadable_file",
+               "oversize",       "empty",         "invalid_utf8"};
+      break;
+    case planner::source_format::text:
+      kinds = {"unreadable_file", "oversize", "empty", "invalid_utf8"};
+      break;
+    case planner::source_format::indexed:
+      kinds = {"bad_document", "missing_eos", "oversize", "empty",
+               "unreadable_file"};
+      break;
+    case planner::source_format::webdataset:
+      kinds = {"missing_member", "split_sample", "duplicate_member",
+               "truncated_tar",  "corrupt_tar",  "bad_caption",
+               "bad_image",      "oversize",     "unreadable_file"};
+      break;
+  }
+  if (config.on_bad_input == planner::bad_input_policy::quarantine &&
+      source.format != planner::source_format::indexed)
+    kinds.push_back("quarantined");
+  return kinds;
+}
+
 // Reads one text shard (jsonl or text) into `out`. Under quarantine, a
 // shard with any bad record contributes no document at all.
 void load_text_shard(const pool_setup& setup, const sources::reader_options& options,
@@ -1029,6 +1058,8 @@ caf::behavior source_pool(pool_actor* self, pool_setup setup) {
       planner::to_string(source.format), start.first_sequence, start.epoch,
       start.shard_position, start.record);
   metrics::record_source_workers(source.name, source.workers);
+  metrics::start_bad_input_counters(source.name,
+                                    bad_input_kinds(st.setup->config, source));
   dispatch(self);
 
   return {

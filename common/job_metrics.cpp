@@ -67,11 +67,25 @@ source_series& series_of_source(const std::string& source) {
   return *slot;
 }
 
+namespace {
+
+counter& bad_input(const std::string& source, const std::string& kind) {
+  return reg().get_counter("overlord_source_bad_input_total",
+                           "Records skipped or repaired as bad input, by "
+                           "kind.",
+                           {{"source", source}, {"kind", kind}});
+}
+
+}  // namespace
+
 void record_bad_input(const std::string& source, const std::string& kind) {
-  reg().get_counter("overlord_source_bad_input_total",
-                    "Records skipped or repaired as bad input, by kind.",
-                    {{"source", source}, {"kind", kind}})
-      .add();
+  bad_input(source, kind).add();
+}
+
+void start_bad_input_counters(const std::string& source,
+                              const std::vector<std::string>& kinds) {
+  for (const auto& kind : kinds)
+    bad_input(source, kind);
 }
 
 void record_source_workers(const std::string& source, int workers) {

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/metrics.hpp"
 
@@ -37,6 +38,10 @@ source_series& series_of_source(const std::string& source);
 // One skipped or repaired record of kind `kind` (the reader's kinds, such
 // as malformed_json or empty, and invalid_utf8 for repaired text).
 void record_bad_input(const std::string& source, const std::string& kind);
+// Creates the source's bad-input counters of `kinds` at 0, so that
+// increase() counts the first bad record of each kind.
+void start_bad_input_counters(const std::string& source,
+                              const std::vector<std::string>& kinds);
 
 void record_source_workers(const std::string& source, int workers);
 

@@ -250,7 +250,9 @@ for series in \
   "overlord_source_buffered_bytes{$loaders,source=\"sotu\"}" \
   "overlord_source_held_bytes{$loaders,source=\"mail\"} > 0" \
   "overlord_source_bad_input_total{$loaders,source=\"broken\",kind=\"malformed_json\"} >= 2" \
-  "overlord_source_bad_input_total{$loaders,source=\"broken\",kind=\"missing_field\"} >= 1"; do
+  "overlord_source_bad_input_total{$loaders,source=\"broken\",kind=\"missing_field\"} >= 1" \
+  "overlord_source_bad_input_total{$loaders,source=\"mail\",kind=\"malformed_json\"} == 0" \
+  "overlord_source_bad_input_total{$loaders,source=\"moby\",kind=\"invalid_utf8\"}"; do
   check "series present: $series" wait_prom "$series" 10
 done
 
