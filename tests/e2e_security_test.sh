@@ -164,6 +164,26 @@ status=0
 timeout 30 "$ctl" --planner "127.0.0.1:$planner_port" --timeout 5 status >/dev/null \
   2>"$work/ctl-plain.err" || status=$?
 check "overlordctl without certificate fails" test "$status" -eq 1
+check "overlordctl log-level works with certificate" \
+  timeout 30 "$ctl" --planner "127.0.0.1:$planner_port" "${tls_client[@]}" --timeout 10 \
+  log-level actors info
+# A certificate file that does not exist is a usage mistake (exit 2),
+# reported by its name without the usage text.
+for tool in ctl pull; do
+  status=0
+  if [[ $tool == ctl ]]; then
+    timeout 30 "$ctl" --planner "127.0.0.1:$planner_port" --tls-cert "$work/absent.pem" \
+      --tls-key "$certs/client-key.pem" --tls-ca "$certs/ca.pem" status \
+      >/dev/null 2>"$work/absent-$tool.err" || status=$?
+  else
+    timeout 30 "$pull" --planner "127.0.0.1:$planner_port" --rank 0 --steps 1 \
+      --tls-cert "$work/absent.pem" --tls-key "$certs/client-key.pem" \
+      --tls-ca "$certs/ca.pem" >/dev/null 2>"$work/absent-$tool.err" || status=$?
+  fi
+  check "$tool with a missing certificate exits 2" test "$status" -eq 2
+  check "$tool names the missing certificate" grep -q "absent.pem: cannot open" "$work/absent-$tool.err"
+  check "$tool prints no usage for a missing certificate" bash -c "! grep -q usage '$work/absent-$tool.err'"
+done
 # Connections that send bytes that are not TLS at all, like a port scan.
 for _ in 1 2 3 4 5; do
   timeout 5 bash -c "printf 'GET / HTTP/1.0\r\n\r\n' >/dev/tcp/127.0.0.1/$planner_port" 2>/dev/null || true

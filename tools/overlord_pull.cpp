@@ -253,6 +253,16 @@ int main(int argc, char** argv) {
     std::cerr << "overlord_pull: " << e.what() << "\n\n" << usage;
     return 2;
   }
+  // A missing or unreadable certificate is a usage error too (exit 2),
+  // reported without the usage text, which would hide the file's name.
+  if (opts.tls.enabled()) {
+    try {
+      overlord::actors::check_tls_files(opts.tls);
+    } catch (const overlord::error& e) {
+      std::cerr << "overlord_pull: " << e.what() << "\n";
+      return 2;
+    }
+  }
 
   try {
     if (!opts.planner.empty()) {

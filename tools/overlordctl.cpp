@@ -235,6 +235,16 @@ int run(int argc, char** argv) {
   }
   if (planner.empty() || rest.empty())
     throw error(errc::invalid_config, "--planner HOST:PORT and a command are required");
+  // A missing or unreadable certificate is reported without the usage
+  // text, which would hide the file's name.
+  if (tls.enabled()) {
+    try {
+      overlord::actors::check_tls_files(tls);
+    } catch (const error& e) {
+      std::cerr << "overlordctl: " << e.what() << "\n";
+      return 2;
+    }
+  }
 
   const std::string command = rest[0];
   std::vector<std::string> args(rest.begin() + 1, rest.end());
@@ -299,7 +309,7 @@ int run(int argc, char** argv) {
     if (args.size() != 2)
       throw error(errc::invalid_config,
                   "log-level takes [--node ID] LOGGER LEVEL");
-    overlord::tools::admin_client client(planner, timeout);
+    overlord::tools::admin_client client(planner, timeout, tls);
     std::cout << client.set_log_level(node, args[0], args[1]) << "\n";
     return 0;
   }
