@@ -10,6 +10,7 @@
 #include "common/log.hpp"
 #include "transport/batch_builder.hpp"
 #include "transport/payload_client.hpp"
+#include "transport/recycling_allocator.hpp"
 #include "transport/request_quota.hpp"
 #include "transport/wire.hpp"
 #include "transport/router_server.hpp"
@@ -193,7 +194,8 @@ void finish_build(constructor_actor* self, uint64_t step) {
   std::vector<batch_buffer> batches;
   for (uint32_t cp_rank = 0; cp_rank < layout.cp_size; ++cp_rank)
     batches.push_back(std::make_shared<flatbuffers::DetachedBuffer>(
-        transport::serialize_batch(pending.plan, layout, rows, cp_rank)));
+        transport::serialize_batch(pending.plan, layout, rows, cp_rank,
+                                   &transport::batch_allocator())));
   st.built[step] = std::move(batches);
   const auto pieces = pending.have.size();
   const auto now = std::chrono::steady_clock::now();

@@ -101,7 +101,8 @@ std::vector<T> slice_rows(const std::vector<T>& values, size_t rows,
 flatbuffers::DetachedBuffer serialize_batch(const planner::rank_plan& plan,
                                             const batch_layout& layout,
                                             const packed_rows& rows,
-                                            uint32_t cp_rank) {
+                                            uint32_t cp_rank,
+                                            flatbuffers::Allocator* allocator) {
   const size_t row_count = plan.rows.size();
   const size_t length = layout.sequence_length;
   const uint32_t cp_size = layout.cp_size == 0 ? 1 : layout.cp_size;
@@ -116,8 +117,8 @@ flatbuffers::DetachedBuffer serialize_batch(const planner::rank_plan& plan,
   size_t image_bytes = 0;
   for (const auto& placed : rows.images)
     image_bytes += placed.image->pixels.size() + placed.piece->key.size() + 128;
-  flatbuffers::FlatBufferBuilder builder(row_count * length * 16 / cp_size +
-                                         image_bytes + 4096);
+  flatbuffers::FlatBufferBuilder builder(
+      row_count * length * 16 / cp_size + image_bytes + 4096, allocator);
   std::vector<flatbuffers::Offset<wire::DocumentSlice>> slices;
   uint32_t documents_started = 0;
   uint32_t documents_split = 0;

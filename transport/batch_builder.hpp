@@ -65,11 +65,12 @@ packed_rows lay_out_rows(const planner::rank_plan& plan,
 
 // Serialises `rows` as a finished Reply buffer whose body is the Batch
 // that context-parallel rank `cp_rank` receives (all of each row when
-// layout.cp_size is 1).
-flatbuffers::DetachedBuffer serialize_batch(const planner::rank_plan& plan,
-                                            const batch_layout& layout,
-                                            const packed_rows& rows,
-                                            uint32_t cp_rank);
+// layout.cp_size is 1). The buffer comes from `allocator` (flatbuffers'
+// default when null), which must outlive it; the bytes do not depend on it.
+flatbuffers::DetachedBuffer serialize_batch(
+    const planner::rank_plan& plan, const batch_layout& layout,
+    const packed_rows& rows, uint32_t cp_rank,
+    flatbuffers::Allocator* allocator = nullptr);
 
 // lay_out_rows then serialize_batch for cp rank 0.
 flatbuffers::DetachedBuffer build_batch(const planner::rank_plan& plan,
