@@ -2,8 +2,18 @@
 // pulls batches from its constructor. Each step, every rank "computes" for
 // a fixed time, then waits for its next batch. The step ends when the
 // slowest rank has its batch, as in synchronous data-parallel training.
-// Prints one line per step (step, wait_ms, and the images the ranks'
-// batches carry) and a JSON summary.
+// A rank's wait for data is the time its next() call took, less the time
+// its thread was ready to run but had no core (the scheduler's run-queue
+// delay from /proc/thread-self/schedstat). Here the trainers share two
+// cores with the loader, and a trainer thread often sat ready for 4 to 11
+// ms at a step boundary while its batch had already arrived. On a GPU host
+// trainers have cores of their own, so that time is not a data stall. The
+// summary reports the wall-clock figures too.
+//
+// Prints one line per step and a JSON summary. A step's line has the wait
+// for data, the images of the ranks' batches, and per rank the request time
+// (wall-clock ms since the epoch, to match with the daemon's log), the
+// wall-clock wait and the run-queue delay.
 //
 //   stall_trainer --port BASE_PORT --ranks R --steps N --step-ms MS
 //                 [--prefetch K] [--wait-threshold-ms T]
@@ -14,6 +24,7 @@
 #include <numeric>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -25,6 +36,17 @@
 namespace {
 
 using clock_type = std::chrono::steady_clock;
+
+// Returns the calling thread's total run-queue delay in nanoseconds, or -1
+// when the kernel does not report it.
+long long run_queue_ns() {
+  std::ifstream in("/proc/thread-self/schedstat");
+  long long running = 0;
+  long long queued = -1;
+  if (!(in >> running >> queued))
+    return -1;
+  return queued;
+}
 
 // Releases the ranks of a step together. A rank that fails leaves the
 // gate, so the others do not wait for it forever.
@@ -125,8 +147,16 @@ int main(int argc, char** argv) {
   // after it was ready for it.
   std::vector<std::vector<double>> wait_ms(opts.steps,
                                            std::vector<double>(opts.ranks, 0));
+  // queued_ms[step][rank]: of that wait, the time the rank's thread was
+  // ready to run but not running; -1 when the kernel does not report it.
+  std::vector<std::vector<double>> queued_ms(
+      opts.steps, std::vector<double>(opts.ranks, 0));
   // images[step][rank]: images in the rank's batch, which set its cost.
   std::vector<std::vector<int>> images(opts.steps, std::vector<int>(opts.ranks, 0));
+  // requested_at[step][rank]: wall-clock time of the request, in ms since
+  // the epoch, to match a wait with the daemon's log lines.
+  std::vector<std::vector<double>> requested_at(
+      opts.steps, std::vector<double>(opts.ranks, 0));
   std::vector<std::string> failures(opts.ranks);
   // When rank 0 started the step after the warm-up, and when it finished.
   clock_type::time_point measured_from, measured_to;
@@ -145,11 +175,21 @@ int main(int argc, char** argv) {
         client.timeout = std::chrono::milliseconds(60000);
         overlord::client::batch_client puller(client);
         for (int step = 0; step < opts.steps; ++step) {
+          const long long queued_before = run_queue_ns();
           auto requested = clock_type::now();
+          requested_at[step][rank] =
+              std::chrono::duration<double, std::milli>(
+                  std::chrono::system_clock::now().time_since_epoch())
+                  .count();
           auto batch = puller.next();
           wait_ms[step][rank] =
               std::chrono::duration<double, std::milli>(clock_type::now() - requested)
                   .count();
+          const long long queued_after = run_queue_ns();
+          queued_ms[step][rank] =
+              queued_before < 0 || queued_after < 0
+                  ? -1
+                  : static_cast<double>(queued_after - queued_before) / 1e6;
           if (const auto* list = batch.batch().images())
             images[step][rank] = static_cast<int>(list->size());
           if (batch.batch().step() != static_cast<uint64_t>(step))
@@ -180,17 +220,42 @@ int main(int argc, char** argv) {
 
   // A synchronous step waits for its slowest rank. The first step waits
   // for the job to start, which is not a stall.
+  bool queue_known = true;
   double waited = 0;
+  double wall_waited = 0;
+  double queued_total = 0;
   int last_waiting = -1;
+  int last_wall_waiting = -1;
   for (int step = 0; step < opts.steps; ++step) {
-    double wait = *std::max_element(wait_ms[step].begin(), wait_ms[step].end());
-    std::printf("step %d wait_ms %.1f images %d\n", step, wait,
+    double wait = 0;
+    double wall = 0;
+    for (int rank = 0; rank < opts.ranks; ++rank) {
+      const double queued = std::max(0.0, queued_ms[step][rank]);
+      queue_known = queue_known && queued_ms[step][rank] >= 0;
+      wait = std::max(wait, std::max(0.0, wait_ms[step][rank] - queued));
+      wall = std::max(wall, wait_ms[step][rank]);
+      if (step > 0)
+        queued_total += queued;
+    }
+    std::printf("step %d wait_ms %.1f images %d requested_at_ms", step, wait,
                 std::accumulate(images[step].begin(), images[step].end(), 0));
+    for (double at : requested_at[step])
+      std::printf(" %.1f", at);
+    std::printf(" wall_wait_ms");
+    for (double rank_wait : wait_ms[step])
+      std::printf(" %.1f", rank_wait);
+    std::printf(" run_queue_ms");
+    for (double queued : queued_ms[step])
+      std::printf(" %.1f", queued);
+    std::printf("\n");
     if (step == 0)
       continue;
     waited += wait;
+    wall_waited += wall;
     if (wait > opts.wait_threshold_ms)
       last_waiting = step;
+    if (wall > opts.wait_threshold_ms)
+      last_wall_waiting = step;
   }
   double computed = static_cast<double>(opts.steps - 1) * opts.step_ms;
   const double measured_s =
@@ -198,9 +263,14 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"steps\": %d, \"step_ms\": %d, \"wait_fraction\": %.4f, "
       "\"steps_to_no_wait\": %d, \"waited_ms\": %.1f, "
-      "\"steps_per_s\": %.3f}\n",
+      "\"wall_wait_fraction\": %.4f, \"wall_steps_to_no_wait\": %d, "
+      "\"wall_waited_ms\": %.1f, \"run_queue_ms\": %.1f, "
+      "\"run_queue_measured\": %s, \"steps_per_s\": %.3f}\n",
       opts.steps, opts.step_ms, waited / (waited + computed),
       last_waiting < 0 ? 0 : last_waiting + 1, waited,
+      wall_waited / (wall_waited + computed),
+      last_wall_waiting < 0 ? 0 : last_wall_waiting + 1, wall_waited,
+      queued_total, queue_known ? "true" : "false",
       measured_s > 0 ? (opts.steps - opts.warmup) / measured_s : 0.0);
   return 0;
 }
