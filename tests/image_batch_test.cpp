@@ -281,7 +281,7 @@ TEST_CASE("batches built in recycled blocks are byte-identical",
                                             expected.data() + expected.size());
 
   transport::recycling_allocator allocator(size_t{64} << 20, 4);
-  // Leave garbage in the block the next batch will reuse.
+  // Leave garbage in the block the next batch reuses.
   const size_t size = transport::recycling_allocator::block_size(1);
   uint8_t* dirty = allocator.allocate(size);
   std::memset(dirty, 0xA5, size);
@@ -294,4 +294,18 @@ TEST_CASE("batches built in recycled blocks are byte-identical",
           expected_bytes);
   }
   CHECK(allocator.stats().reused >= 3);
+}
+
+TEST_CASE("recycling allocator leaves small blocks to malloc",
+          "[image_batch][allocator]") {
+  transport::recycling_allocator allocator(size_t{64} << 20, 4,
+                                           size_t{1} << 20);
+  uint8_t* small = allocator.allocate(1000);
+  allocator.deallocate(small, 1000);
+  CHECK(allocator.stats().kept_blocks == 0);
+
+  uint8_t* large = allocator.allocate(2 << 20);
+  allocator.deallocate(large, 2 << 20);
+  CHECK(allocator.stats().kept_blocks == 1);
+  CHECK(allocator.stats().allocations == 2);
 }

@@ -23,7 +23,10 @@ class recycling_allocator : public flatbuffers::Allocator {
  public:
   // Keeps at most `max_kept_blocks` free blocks and `max_kept_bytes` in
   // them; a block freed beyond either limit goes back to the system.
-  recycling_allocator(size_t max_kept_bytes, size_t max_kept_blocks);
+  // Requests under `min_kept_size` bytes go to malloc and free as they
+  // are: their page faults cost little, and keeping them would hold memory.
+  recycling_allocator(size_t max_kept_bytes, size_t max_kept_blocks,
+                      size_t min_kept_size = 0);
   ~recycling_allocator() override;
 
   recycling_allocator(const recycling_allocator&) = delete;
@@ -33,7 +36,8 @@ class recycling_allocator : public flatbuffers::Allocator {
   // that, or a new one with a quarter more room than asked for. Throws
   // std::bad_alloc.
   uint8_t* allocate(size_t size) override;
-  // `p` must come from allocate(); `size` is what was asked for.
+  // `p` must come from allocate(), and `size` must be the size it was
+  // asked for.
   void deallocate(uint8_t* p, size_t size) override;
 
   struct counts {
@@ -52,6 +56,7 @@ class recycling_allocator : public flatbuffers::Allocator {
  private:
   const size_t max_kept_bytes_;
   const size_t max_kept_blocks_;
+  const size_t min_kept_size_;
   mutable std::mutex mutex_;
   std::multimap<size_t, uint8_t*> free_;          // capacity -> block
   std::unordered_map<uint8_t*, size_t> capacity_;  // every live block
