@@ -47,6 +47,7 @@ uint8_t* recycling_allocator::allocate(size_t size) {
     ++allocations_;
     return block;
   }
+
   const size_t capacity = block_size(size == 0 ? 1 : size);
   {
     std::lock_guard<std::mutex> guard(mutex_);
@@ -62,6 +63,7 @@ uint8_t* recycling_allocator::allocate(size_t size) {
       return block;
     }
   }
+
   // A new block gets a quarter more room, so that the next, slightly
   // larger batch can reuse it. Pages that are never written cost no
   // memory.
