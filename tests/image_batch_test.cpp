@@ -248,52 +248,38 @@ TEST_CASE("recycling allocator reuses freed blocks",
   CHECK(allocator.stats().reused == 1);
   CHECK(allocator.stats().kept_blocks == 0);
 
-  uint8_t* small = allocator.allocate(1000);
-  uint8_t* big = allocator.allocate(4 << 20);
-  CHECK(allocator.stats().reused == 1);
+  // A request of a quarter of the block does not take it.
   allocator.deallocate(again, 3 << 20);
-  // 4 MiB kept: the 5 MiB block would pass the 8 MiB limit, so it goes
-  // back to the system.
-  allocator.deallocate(big, 4 << 20);
-  CHECK(allocator.stats().kept_bytes == size_t{4} << 20);
-  allocator.deallocate(small, 1000);
+  uint8_t* small = allocator.allocate(1 << 20);
+  CHECK(small != first);
+  CHECK(allocator.stats().reused == 1);
+  allocator.deallocate(small, 1 << 20);
   CHECK(allocator.stats().kept_blocks == 2);
-
-  // A small request takes the small block, not the 4 MiB one.
-  uint8_t* reused_small = allocator.allocate(500);
-  CHECK(reused_small == small);
-  uint8_t* fresh = allocator.allocate(500);
-  CHECK(fresh != first);
-  CHECK(allocator.stats().reused == 2);
-  allocator.deallocate(reused_small, 500);
-  // Two blocks kept already: the block limit sends this one back.
-  allocator.deallocate(fresh, 500);
-  CHECK(allocator.stats().kept_blocks == 2);
-  CHECK(allocator.stats().allocations == 6);
+  CHECK(allocator.stats().allocations == 3);
 }
 
-TEST_CASE("batches built in recycled blocks are byte-identical",
+TEST_CASE("recycling allocator drops its oldest blocks",
           "[image_batch][allocator]") {
-  image_row row;
-  const auto rows = row.lay_out();
-  const auto expected = transport::serialize_batch(row.plan, row.layout, rows, 0);
-  const std::vector<uint8_t> expected_bytes(expected.data(),
-                                            expected.data() + expected.size());
+  transport::recycling_allocator allocator(size_t{8} << 20, 2);
+  uint8_t* oldest = allocator.allocate(3 << 20);
+  uint8_t* newer = allocator.allocate(3 << 20);
+  uint8_t* last = allocator.allocate(1 << 20);
+  allocator.deallocate(oldest, 3 << 20);
+  allocator.deallocate(newer, 3 << 20);
+  CHECK(allocator.stats().kept_bytes == size_t{8} << 20);
 
-  transport::recycling_allocator allocator(size_t{64} << 20, 4);
-  // Leave garbage in the block the next batch reuses.
-  const size_t size = transport::recycling_allocator::block_size(1);
-  uint8_t* dirty = allocator.allocate(size);
-  std::memset(dirty, 0xA5, size);
-  allocator.deallocate(dirty, size);
+  // Two blocks are kept already, so the oldest one goes.
+  allocator.deallocate(last, 1 << 20);
+  CHECK(allocator.stats().kept_blocks == 2);
+  CHECK(allocator.stats().kept_bytes == size_t{6} << 20);
+  uint8_t* reused = allocator.allocate(3 << 20);
+  CHECK(reused == newer);
 
-  for (int round = 0; round < 3; ++round) {
-    auto built =
-        transport::serialize_batch(row.plan, row.layout, rows, 0, &allocator);
-    CHECK(std::vector<uint8_t>(built.data(), built.data() + built.size()) ==
-          expected_bytes);
-  }
-  CHECK(allocator.stats().reused >= 3);
+  // A block larger than the byte limit is never kept.
+  uint8_t* huge = allocator.allocate(8 << 20);
+  allocator.deallocate(huge, 8 << 20);
+  CHECK(allocator.stats().kept_blocks == 1);
+  allocator.deallocate(reused, 3 << 20);
 }
 
 TEST_CASE("recycling allocator leaves small blocks to malloc",
@@ -308,4 +294,40 @@ TEST_CASE("recycling allocator leaves small blocks to malloc",
   allocator.deallocate(large, 2 << 20);
   CHECK(allocator.stats().kept_blocks == 1);
   CHECK(allocator.stats().allocations == 2);
+
+  // A builder that grows from 1 KiB past the floor, and is destroyed
+  // without releasing its buffer, frees every block it took.
+  {
+    flatbuffers::FlatBufferBuilder builder(1024, &allocator);
+    const std::vector<uint8_t> bytes(3 << 20, 7);
+    builder.CreateVector(bytes);
+  }
+  CHECK(allocator.stats().kept_blocks >= 1);
+  CHECK(allocator.stats().kept_bytes <= size_t{64} << 20);
+}
+
+TEST_CASE("batches built in recycled blocks are byte-identical",
+          "[image_batch][allocator]") {
+  image_row row;
+  const auto rows = row.lay_out();
+  const auto expected = transport::serialize_batch(row.plan, row.layout, rows, 0);
+  const std::vector<uint8_t> expected_bytes(expected.data(),
+                                            expected.data() + expected.size());
+
+  transport::recycling_allocator allocator(size_t{64} << 20, 4);
+  for (int round = 0; round < 3; ++round) {
+    // Fill the whole block that the batch reuses with a marker byte.
+    uint8_t* dirty = allocator.allocate(expected.size());
+    const auto kept_before = allocator.stats().kept_bytes;
+    allocator.deallocate(dirty, expected.size());
+    const size_t capacity = allocator.stats().kept_bytes - kept_before;
+    REQUIRE(capacity >= expected.size());
+    std::memset(dirty, 0xA5, capacity);
+
+    auto built =
+        transport::serialize_batch(row.plan, row.layout, rows, 0, &allocator);
+    CHECK(std::vector<uint8_t>(built.data(), built.data() + built.size()) ==
+          expected_bytes);
+  }
+  CHECK(allocator.stats().reused >= 3);
 }

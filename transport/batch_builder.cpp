@@ -111,8 +111,7 @@ flatbuffers::DetachedBuffer serialize_batch(const planner::rank_plan& plan,
                 "sequence_length " + std::to_string(length) +
                     " does not split into 2 * cp chunks");
 
-  // Sized for the whole batch, so the buffer does not grow by doubling and
-  // the batch kept until it is served carries little unused capacity.
+  // Sized for the whole batch, so the buffer does not grow by doubling.
   // With cp_size > 1 the images a cp rank leaves out are counted too.
   size_t image_bytes = 0;
   for (const auto& placed : rows.images)

@@ -1,7 +1,9 @@
 #include "transport/recycling_allocator.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <new>
+#include <vector>
 
 namespace overlord::transport {
 
@@ -29,8 +31,8 @@ recycling_allocator::recycling_allocator(size_t max_kept_bytes,
       min_kept_size_(min_kept_size) {}
 
 recycling_allocator::~recycling_allocator() {
-  for (auto& [size, block] : free_)
-    std::free(block);
+  for (auto& [size, kept] : free_)
+    std::free(kept.block);
 }
 
 size_t recycling_allocator::block_size(size_t size) {
@@ -53,10 +55,13 @@ uint8_t* recycling_allocator::allocate(size_t size) {
     std::lock_guard<std::mutex> guard(mutex_);
     ++allocations_;
     auto found = free_.lower_bound(capacity);
-    // A block more than twice as large would be wasted on this request and
-    // missed by a larger one.
-    if (found != free_.end() && found->first <= 2 * capacity) {
-      uint8_t* block = found->second;
+    // A block more than half again as large (or than a new block for this
+    // request) would hold pages that this batch does not need, and a
+    // larger request would miss it.
+    const size_t largest = std::max(capacity + capacity / 2,
+                                    block_size(capacity + capacity / 4));
+    if (found != free_.end() && found->first <= largest) {
+      uint8_t* block = found->second.block;
       kept_bytes_ -= found->first;
       free_.erase(found);
       ++reused_;
@@ -65,36 +70,54 @@ uint8_t* recycling_allocator::allocate(size_t size) {
   }
 
   // A new block gets a quarter more room, so that the next, slightly
-  // larger batch can reuse it. Pages that are never written cost no
-  // memory.
+  // larger batch can reuse it. Its pages cost memory only once written.
   const size_t fresh = block_size(capacity + capacity / 4);
   auto* block = static_cast<uint8_t*>(std::malloc(fresh));
   if (!block)
     throw std::bad_alloc();
-  std::lock_guard<std::mutex> guard(mutex_);
-  capacity_[block] = fresh;
+  try {
+    std::lock_guard<std::mutex> guard(mutex_);
+    capacity_[block] = fresh;
+  } catch (...) {
+    std::free(block);
+    throw;
+  }
   return block;
 }
 
-void recycling_allocator::deallocate(uint8_t* p, size_t size) {
+void recycling_allocator::deallocate(uint8_t* p, size_t) {
   if (!p)
     return;
-  if (size < min_kept_size_) {
-    std::free(p);
-    return;
-  }
+  std::vector<uint8_t*> released;
   {
     std::lock_guard<std::mutex> guard(mutex_);
-    const size_t capacity = capacity_.at(p);
-    if (free_.size() < max_kept_blocks_ &&
-        kept_bytes_ + capacity <= max_kept_bytes_) {
-      free_.emplace(capacity, p);
+    auto known = capacity_.find(p);
+    if (known == capacity_.end()) {
+      released.push_back(p);  // a small block from malloc
+    } else if (known->second > max_kept_bytes_ || max_kept_blocks_ == 0) {
+      capacity_.erase(known);
+      released.push_back(p);
+    } else {
+      // A full pool drops the blocks it kept longest, so that blocks of a
+      // costly stretch do not sit unused in place of current ones.
+      const size_t capacity = known->second;
+      while (free_.size() >= max_kept_blocks_ ||
+             kept_bytes_ + capacity > max_kept_bytes_) {
+        auto oldest = free_.begin();
+        for (auto it = free_.begin(); it != free_.end(); ++it)
+          if (it->second.order < oldest->second.order)
+            oldest = it;
+        kept_bytes_ -= oldest->first;
+        capacity_.erase(oldest->second.block);
+        released.push_back(oldest->second.block);
+        free_.erase(oldest);
+      }
+      free_.emplace(capacity, kept_block{p, next_order_++});
       kept_bytes_ += capacity;
-      return;
     }
-    capacity_.erase(p);
   }
-  std::free(p);
+  for (uint8_t* block : released)
+    std::free(block);
 }
 
 recycling_allocator::counts recycling_allocator::stats() const {

@@ -22,7 +22,7 @@ namespace overlord::transport {
 class recycling_allocator : public flatbuffers::Allocator {
  public:
   // Keeps at most `max_kept_blocks` free blocks and `max_kept_bytes` in
-  // them; a block freed beyond either limit goes back to the system.
+  // them. Past either limit the blocks kept longest go back to the system.
   // Requests under `min_kept_size` bytes go to malloc and free as they
   // are: their page faults cost little, and keeping them would hold memory.
   recycling_allocator(size_t max_kept_bytes, size_t max_kept_blocks,
@@ -32,12 +32,11 @@ class recycling_allocator : public flatbuffers::Allocator {
   recycling_allocator(const recycling_allocator&) = delete;
   recycling_allocator& operator=(const recycling_allocator&) = delete;
 
-  // Returns a kept block of at least `size` bytes and at most about twice
-  // that, or a new one with a quarter more room than asked for. Throws
-  // std::bad_alloc.
+  // Returns a kept block of at least `size` bytes and at most about half
+  // again as much, or a new one with a quarter more room than asked for.
+  // Throws std::bad_alloc.
   uint8_t* allocate(size_t size) override;
-  // `p` must come from allocate(), and `size` must be the size it was
-  // asked for.
+  // Keeps or frees `p`, which must come from allocate().
   void deallocate(uint8_t* p, size_t size) override;
 
   struct counts {
@@ -57,10 +56,16 @@ class recycling_allocator : public flatbuffers::Allocator {
   const size_t max_kept_bytes_;
   const size_t max_kept_blocks_;
   const size_t min_kept_size_;
+  struct kept_block {
+    uint8_t* block = nullptr;
+    uint64_t order = 0;  // when it was kept, to drop the oldest first
+  };
+
   mutable std::mutex mutex_;
-  std::multimap<size_t, uint8_t*> free_;          // capacity -> block
+  std::multimap<size_t, kept_block> free_;  // capacity -> block
   std::unordered_map<uint8_t*, size_t> capacity_;  // every live block
   size_t kept_bytes_ = 0;
+  uint64_t next_order_ = 0;
   uint64_t allocations_ = 0;
   uint64_t reused_ = 0;
 };
