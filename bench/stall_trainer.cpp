@@ -7,8 +7,10 @@
 // delay from /proc/thread-self/schedstat). Here the trainers share two
 // cores with the loader, and a trainer thread often sat ready for 4 to 11
 // ms at a step boundary while its batch had already arrived. On a GPU host
-// trainers have cores of their own, so that time is not a data stall. The
-// summary reports the wall-clock figures too.
+// trainers have cores of their own, so that time is not a data stall.
+// Delay before the batch arrived is subtracted too, so the figure is a
+// lower bound on the data wait. The summary reports the wall-clock figures
+// as well.
 //
 // Prints one line per step and a JSON summary. A step's line has the wait
 // for data, the images of the ranks' batches, and per rank the request time
@@ -38,12 +40,13 @@ namespace {
 using clock_type = std::chrono::steady_clock;
 
 // Returns the calling thread's total run-queue delay in nanoseconds, or -1
-// when the kernel does not report it.
+// when the kernel does not report it. A kernel that collects no scheduler
+// statistics reports "0 0 0", and a thread that has run is never at 0.
 long long run_queue_ns() {
   std::ifstream in("/proc/thread-self/schedstat");
   long long running = 0;
   long long queued = -1;
-  if (!(in >> running >> queued))
+  if (!(in >> running >> queued) || running == 0)
     return -1;
   return queued;
 }
@@ -175,17 +178,19 @@ int main(int argc, char** argv) {
         client.timeout = std::chrono::milliseconds(60000);
         overlord::client::batch_client puller(client);
         for (int step = 0; step < opts.steps; ++step) {
-          const long long queued_before = run_queue_ns();
+          // The run-queue readings lie inside the timed span, so the delay
+          // subtracted never exceeds the wall-clock wait.
           auto requested = clock_type::now();
           requested_at[step][rank] =
               std::chrono::duration<double, std::milli>(
                   std::chrono::system_clock::now().time_since_epoch())
                   .count();
+          const long long queued_before = run_queue_ns();
           auto batch = puller.next();
+          const long long queued_after = run_queue_ns();
           wait_ms[step][rank] =
               std::chrono::duration<double, std::milli>(clock_type::now() - requested)
                   .count();
-          const long long queued_after = run_queue_ns();
           queued_ms[step][rank] =
               queued_before < 0 || queued_after < 0
                   ? -1
