@@ -21,6 +21,7 @@
 //                 [--prefetch K] [--wait-threshold-ms T]
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <numeric>
@@ -39,15 +40,21 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
+// Set once a reading shows run time. A kernel that collects no scheduler
+// statistics reports "0 0 0" for every thread. A new thread can read 0 too,
+// before its first tick, so one reading cannot tell.
+std::atomic<bool> run_time_seen{false};
+
 // Returns the calling thread's total run-queue delay in nanoseconds, or -1
-// when the kernel does not report it. A kernel that collects no scheduler
-// statistics reports "0 0 0", and a thread that has run is never at 0.
+// when the kernel does not report it.
 long long run_queue_ns() {
   std::ifstream in("/proc/thread-self/schedstat");
   long long running = 0;
   long long queued = -1;
-  if (!(in >> running >> queued) || running == 0)
+  if (!(in >> running >> queued))
     return -1;
+  if (running > 0)
+    run_time_seen = true;
   return queued;
 }
 
@@ -275,7 +282,7 @@ int main(int argc, char** argv) {
       last_waiting < 0 ? 0 : last_waiting + 1, waited,
       wall_waited / (wall_waited + computed),
       last_wall_waiting < 0 ? 0 : last_wall_waiting + 1, wall_waited,
-      queued_total, queue_known ? "true" : "false",
+      queued_total, queue_known && run_time_seen ? "true" : "false",
       measured_s > 0 ? (opts.steps - opts.warmup) / measured_s : 0.0);
   return 0;
 }

@@ -55,10 +55,9 @@ uint8_t* recycling_allocator::allocate(size_t size) {
     std::lock_guard<std::mutex> guard(mutex_);
     ++allocations_;
     auto found = free_.lower_bound(capacity);
-    // A block more than half again as large (or than a new block for this
-    // request) would hold pages that this batch does not need, and a
-    // larger request would miss it.
-    const size_t largest = std::max(capacity + capacity / 2,
+    // A block more than twice as large would hold many pages that this
+    // batch does not need, and a larger request would miss it.
+    const size_t largest = std::max(capacity * 2,
                                     block_size(capacity + capacity / 4));
     if (found != free_.end() && found->first <= largest) {
       uint8_t* block = found->second.block;

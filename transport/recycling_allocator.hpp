@@ -32,9 +32,9 @@ class recycling_allocator : public flatbuffers::Allocator {
   recycling_allocator(const recycling_allocator&) = delete;
   recycling_allocator& operator=(const recycling_allocator&) = delete;
 
-  // Returns a kept block of at least `size` bytes and at most about half
-  // again as much, or a new one with a quarter more room than asked for.
-  // Throws std::bad_alloc.
+  // Returns a kept block of at least `size` bytes and at most about twice
+  // that, or a new one with a quarter more room than asked for. Throws
+  // std::bad_alloc.
   uint8_t* allocate(size_t size) override;
   // Keeps or frees `p`, which must come from allocate().
   void deallocate(uint8_t* p, size_t size) override;
