@@ -1720,14 +1720,17 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
         return {slot.endpoint, slot.node};
       },
       [=](endpoints_atom, uint32_t rank)
-          -> caf::result<std::vector<std::string>> {
+          -> caf::result<std::vector<std::string>, std::vector<std::string>> {
         if (auto problem = lookup_problem(self, rank))
           return *problem;
         const auto& slot = self->state.ranks[rank];
-        std::vector<std::string> out{slot.endpoint};
-        if (!slot.shadow_endpoint.empty())
-          out.push_back(slot.shadow_endpoint);
-        return out;
+        std::vector<std::string> endpoints{slot.endpoint};
+        std::vector<std::string> nodes{slot.node};
+        if (!slot.shadow_endpoint.empty()) {
+          endpoints.push_back(slot.shadow_endpoint);
+          nodes.push_back(slot.shadow_node);
+        }
+        return {endpoints, nodes};
       },
       [=](set_weights_atom,
           const std::vector<std::pair<std::string, double>>& changes) {

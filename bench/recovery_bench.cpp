@@ -62,8 +62,10 @@ int main(int argc, char** argv) {
     overlord::tools::admin_client admin(planner, std::chrono::seconds(10));
     auto endpoints = admin.endpoints(rank);
     overlord::client::client_options options;
-    options.endpoint = endpoints.at(0);
-    options.fallback_endpoints = endpoints;
+    options.endpoint = endpoints.at(0).first;
+    options.node = endpoints.at(0).second;
+    for (const auto& [endpoint, node] : endpoints)
+      options.fallback_endpoints.push_back(endpoint);
     options.rank = rank;
     options.timeout = std::chrono::seconds(30);
     options.resolve = [&admin, rank] { return admin.endpoints(rank); };

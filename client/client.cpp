@@ -82,7 +82,8 @@ void batch_client::connect(const std::string& endpoint) {
 }
 
 bool batch_client::fail_over() {
-  std::vector<std::string> candidates;
+  // Endpoints with the id of their node, "" when unknown.
+  std::vector<std::pair<std::string, std::string>> candidates;
   if (options_.resolve) {
     try {
       candidates = options_.resolve();
@@ -90,15 +91,17 @@ bool batch_client::fail_over() {
       // The lookup failed too: fall back to the endpoints known already.
     }
   }
-  candidates.push_back(options_.endpoint);
+  candidates.emplace_back(options_.endpoint, options_.node);
   for (const auto& other : options_.fallback_endpoints)
-    candidates.push_back(other);
+    candidates.emplace_back(other, std::string());
 
   // The first candidate other than the silent endpoint.
   std::string next;
-  for (const auto& candidate : candidates)
+  std::string next_node;
+  for (const auto& [candidate, node] : candidates)
     if (candidate != endpoint_) {
       next = candidate;
+      next_node = node;
       break;
     }
   if (next.empty())
@@ -106,8 +109,7 @@ bool batch_client::fail_over() {
 
   connect(next);
   failovers_++;
-  // Only the first endpoint comes with its node id.
-  node_ = next == options_.endpoint ? options_.node : std::string();
+  node_ = next_node;
   // Ask the new endpoint again for every step requested but not received.
   // Steps are requested by number, so no batch is lost or repeated.
   in_flight_ = 0;

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "transport/curve.hpp"
 #include "transport/wire.hpp"
@@ -25,9 +26,10 @@ struct client_options {
   // `endpoint` sends nothing for `failover_timeout`.
   std::vector<std::string> fallback_endpoints;
   std::chrono::milliseconds failover_timeout{3000};
-  // Asked for the rank's current endpoints, primary first, before each
-  // failover; may be empty. A planner lookup, for example.
-  std::function<std::vector<std::string>()> resolve;
+  // Called before each failover for the rank's current endpoints, primary
+  // first, each with the id of the node serving it ("" when unknown). A
+  // planner lookup, for example; may be empty.
+  std::function<std::vector<std::pair<std::string, std::string>>()> resolve;
   uint32_t rank = 0;
   uint32_t cp_rank = 0;   // context-parallel slice wanted
   std::string node;       // node id serving the endpoint, for messages
@@ -91,8 +93,9 @@ class batch_client {
   // The endpoint requests go to now.
   const std::string& endpoint() const { return endpoint_; }
 
-  // The node id serving endpoint(), as options.node gave it for the first
-  // endpoint; empty after a failover to an endpoint whose node is unknown.
+  // The node id serving endpoint(). It is options.node for the first
+  // endpoint, and after a failover the node that `resolve` named for the
+  // new one. It is empty when neither names it.
   const std::string& node() const { return node_; }
 
   // Times this client moved to another endpoint.

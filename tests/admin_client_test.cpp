@@ -64,13 +64,15 @@ caf::behavior scripted_planner(caf::event_based_actor* self,
                                      " has no constructor yet");
         return {std::string("tcp://127.0.0.1:7001"), std::string("constructor-2")};
       },
-      [=](endpoints_atom, uint32_t) -> caf::result<std::vector<std::string>> {
+      [=](endpoints_atom, uint32_t)
+          -> caf::result<std::vector<std::string>, std::vector<std::string>> {
         if (plan->endpoint_requests++ < plan->silent_endpoints) {
           pending->push_back(self->make_response_promise());
           return pending->back();
         }
-        return std::vector<std::string>{"tcp://127.0.0.1:7001",
-                                        "tcp://127.0.0.1:7002"};
+        return {std::vector<std::string>{"tcp://127.0.0.1:7001",
+                                         "tcp://127.0.0.1:7002"},
+                std::vector<std::string>{"constructor-2", "constructor-1"}};
       },
   };
 }
@@ -177,4 +179,17 @@ TEST_CASE("find_rank reports unreachable planner") {
     CHECK(e.code() == overlord::errc::unavailable);
     CHECK(std::string(e.what()).find("cannot reach the planner") != std::string::npos);
   }
+}
+
+TEST_CASE("endpoints name each node") {
+  auto plan = std::make_shared<script>();
+  published_planner server(plan);
+
+  overlord::tools::admin_client admin(server.address, std::chrono::seconds(10));
+  auto endpoints = admin.endpoints(0);
+  REQUIRE(endpoints.size() == 2);
+  CHECK(endpoints[0].first == "tcp://127.0.0.1:7001");
+  CHECK(endpoints[0].second == "constructor-2");
+  CHECK(endpoints[1].first == "tcp://127.0.0.1:7002");
+  CHECK(endpoints[1].second == "constructor-1");
 }

@@ -181,6 +181,7 @@ for _ in range(int(sys.argv[2])):
     print(json.dumps({"step": batch["step"], "digest": batch["digest"]}), flush=True)
     time.sleep(0.02)
 print(f"python client failovers: {client.failovers}", file=sys.stderr)
+print(f"python client node: {client.node}", file=sys.stderr)
 PY
 p0=$!
 for _ in $(seq 300); do
@@ -189,8 +190,8 @@ for _ in $(seq 300); do
 done
 primary=$(node_serving_rank "$ctl" "$planner_port" 0)
 case $primary in
-  constructor-1) kill -9 "$kill_primary_constructor_1" ;;
-  constructor-2) kill -9 "$kill_primary_constructor_2" ;;
+  constructor-1) kill -9 "$kill_primary_constructor_1"; survivor=constructor-2 ;;
+  constructor-2) kill -9 "$kill_primary_constructor_2"; survivor=constructor-1 ;;
   *) fail "rank 0 is served by '$primary', not by a constructor node" ;;
 esac
 status0=0
@@ -201,6 +202,8 @@ check "trainers finish after a constructor dies" test "$status0" -eq 0 -a "$stat
 check "rank 0 failed over to its shadow" \
   grep -q "python client failovers: [1-9]" "$work/kill_primary.rank0.err"
 check "planner promoted the shadow" grep -q "promoted its shadow" "$work/kill_primary.planner.log"
+check "python client names the shadow's node" \
+  grep -q "python client node: $survivor\$" "$work/kill_primary.rank0.err"
 check "rank 0 stream unchanged by the constructor death" \
   same_digests "$work/all.rank0" "$work/kill_primary.rank0"
 check "rank 1 stream unchanged by the constructor death" \

@@ -180,13 +180,21 @@ std::pair<std::string, std::string> admin_client::lookup(uint32_t rank) {
   return out;
 }
 
-std::vector<std::string> admin_client::endpoints(uint32_t rank) {
+std::vector<std::pair<std::string, std::string>> admin_client::endpoints(
+    uint32_t rank) {
   caf::scoped_actor self{holder_->system};
-  std::vector<std::string> out;
+  std::vector<std::pair<std::string, std::string>> out;
   self->request(holder_->planner, timeout_, actors::endpoints_atom::value,
                 rank)
-      .receive([&](std::vector<std::string>& list) { out = std::move(list); },
-               [&](caf::error& err) { fail(holder_->system, address_, err); });
+      .receive(
+          [&](std::vector<std::string>& endpoints,
+              std::vector<std::string>& nodes) {
+            for (size_t i = 0; i < endpoints.size(); ++i)
+              out.emplace_back(std::move(endpoints[i]),
+                               i < nodes.size() ? std::move(nodes[i])
+                                                : std::string());
+          },
+          [&](caf::error& err) { fail(holder_->system, address_, err); });
   return out;
 }
 
@@ -248,7 +256,8 @@ rank_route find_rank(const std::string& planner_address, uint32_t rank,
       }
       rank_route route;
       std::tie(route.endpoint, route.node) = admin->lookup(rank);
-      route.endpoints = admin->endpoints(rank);
+      for (auto& [endpoint, node] : admin->endpoints(rank))
+        route.endpoints.push_back(std::move(endpoint));
       return route;
     } catch (const error& e) {
       bool retry = e.code() == errc::unavailable || e.code() == errc::timeout;

@@ -34,9 +34,10 @@ class admin_client {
   // Throws overlord::error(unavailable) while the rank has no constructor.
   std::pair<std::string, std::string> lookup(uint32_t rank);
 
-  // Every endpoint serving `rank`, primary first, then its shadow if any.
-  // Throws overlord::error(unavailable) while the rank has no constructor.
-  std::vector<std::string> endpoints(uint32_t rank);
+  // Every endpoint serving `rank`, primary first, then its shadow if any,
+  // each with the id of the node that runs it. Throws
+  // overlord::error(unavailable) while the rank has no constructor.
+  std::vector<std::pair<std::string, std::string>> endpoints(uint32_t rank);
 
   // Changes mixture weights; returns the first step that uses them.
   uint64_t set_weights(const std::vector<std::pair<std::string, double>>& weights);

@@ -312,9 +312,13 @@ int main(int argc, char** argv) {
     if (opts.progress)
       std::fprintf(stderr, "\n");
     if (client.failovers() > 0)
-      std::fprintf(stderr, "overlord_pull: rank %u failed over %u time(s); now at %s\n",
+      std::fprintf(stderr,
+                   "overlord_pull: rank %u failed over %u time(s); now at %s%s\n",
                    opts.client.rank, client.failovers(),
-                   client.endpoint().c_str());
+                   client.endpoint().c_str(),
+                   client.node().empty()
+                       ? ""
+                       : (" (node " + client.node() + ")").c_str());
     std::cout.flush();
     return 0;
   } catch (const overlord::error& e) {

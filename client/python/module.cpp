@@ -446,8 +446,8 @@ PYBIND11_MODULE(_overlord, module) {
                              "Endpoint that requests go to now.")
       .def_property_readonly("node", &python_client::node,
                              "Node id serving the endpoint, from the planner "
-                             "lookup; empty when not known, as after a "
-                             "failover.")
+                             "lookups before the start and each failover; "
+                             "empty when not known.")
       .def_property_readonly("failovers", &python_client::failovers,
                              "Times the client moved to another endpoint.")
       .def("ready", &python_client::ready,

@@ -155,7 +155,9 @@ class Client:
 
     @property
     def node(self):
-        """Node id from the planner lookup (empty with ``endpoint``)."""
+        """Node id serving :attr:`endpoint`, from the planner lookups at the
+        start and at each failover (empty with ``endpoint``, or when a lookup
+        failed)."""
         return self._core.node if self._core is not None else ""
 
     @property
