@@ -14,7 +14,7 @@
 # had no core (see bench/stall_trainer.cpp); the *_wall_* figures keep it.
 # Run through scripts/bench stall. STEPS (default 100) sets the run length
 # and IMAGE_PIXELS (default 262144, 512x512) the images' pixel budget. At
-# that size an image-text document costs 7x to 12x a text one per worker.
+# that size an image-text document costs 7x to 10x a text one per worker.
 # The trainers run at niceness TRAINER_NICE (default -10; without root they
 # keep the script's). On GPU hosts they would not share cores with the loader.
 # BUFFER_DOCUMENTS (default 32) sets each pool's buffer_documents, and
