@@ -11,7 +11,7 @@
 # (default 1.25) times what one equal share of the budget delivers. Reports the share of
 # trainer time spent waiting for data and the steps until waiting stops.
 # A trainer's wait for data leaves out the time its thread was ready but
-# had no core (see bench/stall_trainer.cpp); the *_wall_* figures keep it.
+# had no core (see bench/stall_trainer.cpp). The *_wall_* figures keep it.
 # Run through scripts/bench stall. STEPS (default 100) sets the run length
 # and IMAGE_PIXELS (default 262144, 512x512) the images' pixel budget. At
 # that size an image-text document costs 7x to 10x a text one per worker.

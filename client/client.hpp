@@ -28,7 +28,7 @@ struct client_options {
   std::chrono::milliseconds failover_timeout{3000};
   // Called before each failover for the rank's current endpoints, primary
   // first, each with the id of the node serving it ("" when unknown). A
-  // planner lookup, for example; may be empty.
+  // planner lookup, for example. May be empty.
   std::function<std::vector<std::pair<std::string, std::string>>()> resolve;
   uint32_t rank = 0;
   uint32_t cp_rank = 0;   // context-parallel slice wanted

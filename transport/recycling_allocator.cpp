@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <new>
-#include <vector>
 
 namespace overlord::transport {
 
@@ -87,36 +86,34 @@ uint8_t* recycling_allocator::allocate(size_t size) {
 void recycling_allocator::deallocate(uint8_t* p, size_t) {
   if (!p)
     return;
-  std::vector<uint8_t*> released;
-  {
-    std::lock_guard<std::mutex> guard(mutex_);
-    auto known = capacity_.find(p);
-    if (known == capacity_.end()) {
-      released.push_back(p);  // a small block from malloc
-    } else if (known->second > max_kept_bytes_ || max_kept_blocks_ == 0) {
-      capacity_.erase(known);
-      released.push_back(p);
-    } else {
-      // A full pool drops the blocks it kept longest, so that blocks of a
-      // costly stretch do not sit unused in place of current ones.
-      const size_t capacity = known->second;
-      while (free_.size() >= max_kept_blocks_ ||
-             kept_bytes_ + capacity > max_kept_bytes_) {
-        auto oldest = free_.begin();
-        for (auto it = free_.begin(); it != free_.end(); ++it)
-          if (it->second.order < oldest->second.order)
-            oldest = it;
-        kept_bytes_ -= oldest->first;
-        capacity_.erase(oldest->second.block);
-        released.push_back(oldest->second.block);
-        free_.erase(oldest);
-      }
-      free_.emplace(capacity, kept_block{p, next_order_++});
-      kept_bytes_ += capacity;
-    }
+  std::lock_guard<std::mutex> guard(mutex_);
+  auto known = capacity_.find(p);
+  if (known == capacity_.end()) {
+    std::free(p);  // a small block from malloc
+    return;
   }
-  for (uint8_t* block : released)
-    std::free(block);
+  const size_t capacity = known->second;
+  if (capacity > max_kept_bytes_ || max_kept_blocks_ == 0) {
+    capacity_.erase(known);
+    std::free(p);
+    return;
+  }
+
+  // A full pool drops the blocks it kept longest, so that blocks of a
+  // costly stretch do not sit unused in place of current ones.
+  while (free_.size() >= max_kept_blocks_ ||
+         kept_bytes_ + capacity > max_kept_bytes_) {
+    auto oldest = free_.begin();
+    for (auto it = free_.begin(); it != free_.end(); ++it)
+      if (it->second.order < oldest->second.order)
+        oldest = it;
+    kept_bytes_ -= oldest->first;
+    capacity_.erase(oldest->second.block);
+    std::free(oldest->second.block);
+    free_.erase(oldest);
+  }
+  free_.emplace(capacity, kept_block{p, next_order_++});
+  kept_bytes_ += capacity;
 }
 
 recycling_allocator::counts recycling_allocator::stats() const {
