@@ -156,7 +156,10 @@ void note_progress(constructor_actor* self, uint32_t cp_rank, uint64_t step) {
 void deliver(constructor_actor* self, uint64_t step, uint32_t cp_rank,
              const std::string& client) {
   auto& st = self->state;
-  st.server->send(client, to_message(st.built.at(step).at(cp_rank)));
+  const auto& buffer = st.built.at(step).at(cp_rank);
+  st.log->debug("rank={} step={} sent: {} bytes", st.setup->rank, step,
+                buffer->size());
+  st.server->send(client, to_message(buffer));
   st.batches_served++;
   metrics::record_batch_served(st.setup->rank);
 }
