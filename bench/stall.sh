@@ -19,7 +19,8 @@
 # keep the script's). On GPU hosts they would not share cores with the loader.
 # BUFFER_DOCUMENTS (default 32) sets each pool's buffer_documents, and
 # OVERLORDD_FLAGS adds flags to every overlordd, e.g. "--log-level debug" to
-# log when each step is planned and built. Each run's logs and the trainers'
+# log when each step is planned, built and sent; bench/stall_waits.py then
+# names the late stage of each autoscaled wait. Each run's logs and the trainers'
 # per-step lines stay in the /tmp/overlord-bench-stall.* directory it prints.
 set -euo pipefail
 source tests/e2e_lib.sh
@@ -146,6 +147,12 @@ for name in static autoscale; do
   echo "$name: steps that waited for data (ms): $(awk -v t="$threshold_ms" \
     '$1 == "step" && $4 > t { printf "%d:%.0f ", $2, $4 }' "$work/$name.out" | cut -c1-400)"
 done
+# With debug logging, name the late stage of each autoscaled wait.
+if grep -q '\] rank=[0-9]* step=[0-9]* sent:' "$work/autoscale.log"; then
+  echo "autoscale waits explained (ms from each request):"
+  /usr/bin/python3 bench/stall_waits.py "$work/autoscale.out" \
+    "$work/autoscale.log" "$threshold_ms" | sed 's/^/  /'
+fi
 echo "autoscale decisions:"
 grep -o 'source=[a-z]* autoscale workers.*' "$work/autoscale.log" | cut -c1-160 | head -10 || true
 
