@@ -4,10 +4,12 @@ Usage: stall_waits.py TRAINER_OUTPUT DAEMON_LOG THRESHOLD_MS
 
 TRAINER_OUTPUT contains stall_trainer's per-step lines, DAEMON_LOG the log of
 an overlordd run with --log-level debug. For each step after the first
-whose data wait exceeds THRESHOLD_MS, prints per waiting rank when the
-planner planned the step, when the rank's constructor finished building
-it and when the constructor handed it to ZeroMQ, each in ms from the
-moment the trainer requested it, and names the stage that was late:
+whose data wait exceeds THRESHOLD_MS, prints three times per waiting
+rank: when the planner planned the step, when the rank's constructor
+finished building it, and when the constructor handed it to ZeroMQ.
+Each is in ms from the moment the trainer requested the step by calling
+next(); the client's prefetch sent its request to the constructor
+earlier. Each wait is then named by the stage that was late:
 
   supply    the step was planned after the request, because the pools had
             not yet delivered its documents;
