@@ -157,8 +157,12 @@ void deliver(constructor_actor* self, uint64_t step, uint32_t cp_rank,
              const std::string& client) {
   auto& st = self->state;
   const auto& buffer = st.built.at(step).at(cp_rank);
-  st.log->debug("rank={} step={} sent: {} bytes", st.setup->rank, step,
-                buffer->size());
+  if (st.setup->config.topology.cp > 1)
+    st.log->debug("rank={} step={} sent: {} bytes of slice {}",
+                  st.setup->rank, step, buffer->size(), cp_rank);
+  else
+    st.log->debug("rank={} step={} sent: {} bytes", st.setup->rank, step,
+                  buffer->size());
   st.server->send(client, to_message(buffer));
   st.batches_served++;
   metrics::record_batch_served(st.setup->rank);
