@@ -11,11 +11,12 @@ Each is in ms from the moment the trainer requested the step by calling
 next(); the client's prefetch sent its request to the constructor
 earlier. Each wait is then named by the stage that was late:
 
-  supply    the step was planned after the request, because the pools had
-            not yet delivered its documents;
-  build     planned before the request, but handed over after it;
-  delivery  handed over before the request, so the time went to the
-            transfer or to the trainer process.
+  supply    The step was planned after the request, because the pools
+            had not yet delivered its documents.
+  build     The step was planned before the request and handed over
+            after it.
+  delivery  The batch was handed over before the request. The time went
+            to the transfer or to the trainer process.
 
 Text log timestamps are local time, as the daemon wrote them, so run this
 in the daemon's time zone.
