@@ -174,6 +174,7 @@ print(json.dumps({
     "static_wall_steps_to_no_wait": static["wall_steps_to_no_wait"],
     "autoscale_wall_steps_to_no_wait": autoscale["wall_steps_to_no_wait"],
     "autoscale_run_queue_ms": autoscale["run_queue_ms"],
+    "autoscale_trainer_minor_faults": autoscale["minor_faults"],
     "run_queue_measured": static["run_queue_measured"] and autoscale["run_queue_measured"],
     "steps": static["steps"],
     "step_ms": int(sys.argv[3]),
