@@ -27,10 +27,11 @@
 #include <numeric>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <mutex>
 #include <string>
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <thread>
 #include <vector>
 
@@ -46,18 +47,38 @@ using clock_type = std::chrono::steady_clock;
 // before its first tick, so one reading cannot tell.
 std::atomic<bool> run_time_seen{false};
 
-// Returns the calling thread's total run-queue delay in nanoseconds, or -1
-// when the kernel does not report it.
-long long run_queue_ns() {
-  std::ifstream in("/proc/thread-self/schedstat");
-  long long running = 0;
-  long long queued = -1;
-  if (!(in >> running >> queued))
-    return -1;
-  if (running > 0)
-    run_time_seen = true;
-  return queued;
-}
+// Reads one thread's total run-queue delay from its schedstat file, which
+// it keeps open so that each reading is a single pread() call.
+class run_queue_reader {
+ public:
+  run_queue_reader() : fd_(open("/proc/thread-self/schedstat", O_RDONLY)) {}
+  ~run_queue_reader() {
+    if (fd_ >= 0)
+      close(fd_);
+  }
+  run_queue_reader(const run_queue_reader&) = delete;
+  run_queue_reader& operator=(const run_queue_reader&) = delete;
+
+  // Returns the delay in nanoseconds, or -1 when the kernel does not
+  // report it.
+  long long read_ns() {
+    char text[128];
+    const ssize_t size = fd_ < 0 ? -1 : pread(fd_, text, sizeof text - 1, 0);
+    if (size <= 0)
+      return -1;
+    text[size] = '\0';
+    long long running = 0;
+    long long queued = -1;
+    if (std::sscanf(text, "%lld %lld", &running, &queued) != 2)
+      return -1;
+    if (running > 0)
+      run_time_seen = true;
+    return queued;
+  }
+
+ private:
+  int fd_;
+};
 
 // Releases the ranks of a step together. A rank that fails leaves the
 // gate, so the others do not wait for it forever.
@@ -185,19 +206,24 @@ int main(int argc, char** argv) {
         client.prefetch = static_cast<uint32_t>(opts.prefetch);
         client.timeout = std::chrono::milliseconds(60000);
         overlord::client::batch_client puller(client);
+        run_queue_reader run_queue;
         for (int step = 0; step < opts.steps; ++step) {
-          // The run-queue readings lie inside the timed span, so the delay
-          // subtracted never exceeds the wall-clock wait.
+          // A thread is most often preempted on its way out of a system call,
+          // after the call took its reading. So the first reading follows the
+          // start of the timed span and the second follows its end: a
+          // preemption as either returns then counts in both the wait and
+          // the delay, or in neither.
           auto requested = clock_type::now();
           requested_at[step][rank] =
               std::chrono::duration<double, std::milli>(
                   std::chrono::system_clock::now().time_since_epoch())
                   .count();
-          const long long queued_before = run_queue_ns();
+          const long long queued_before = run_queue.read_ns();
           auto batch = puller.next();
-          const long long queued_after = run_queue_ns();
+          const auto received = clock_type::now();
+          const long long queued_after = run_queue.read_ns();
           wait_ms[step][rank] =
-              std::chrono::duration<double, std::milli>(clock_type::now() - requested)
+              std::chrono::duration<double, std::milli>(received - requested)
                   .count();
           queued_ms[step][rank] =
               queued_before < 0 || queued_after < 0
