@@ -1,8 +1,17 @@
 #include "transport/recycling_allocator.hpp"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <new>
+
+// Linux 5.14 added it. Older headers lack the constant, and older kernels
+// reject the call, which then costs nothing.
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 
 namespace overlord::transport {
 
@@ -19,6 +28,19 @@ constexpr size_t large_step = size_t{1} << 20;
 constexpr size_t batch_kept_bytes = size_t{256} << 20;
 constexpr size_t batch_kept_blocks = 16;
 constexpr size_t batch_min_kept_size = size_t{4} << 20;
+
+// Maps the whole pages of the first `size` bytes of `block` in one call
+// instead of one page fault each. Zeroing the pages still costs the same.
+// On failure (an old kernel) the pages fault in as they are written.
+void populate(uint8_t* block, size_t size) {
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(block);
+  const uintptr_t first = (begin + page - 1) / page * page;
+  const uintptr_t last = (begin + size) / page * page;
+  if (last > first)
+    (void)madvise(reinterpret_cast<void*>(first), last - first,
+                  MADV_POPULATE_WRITE);
+}
 
 }  // namespace
 
@@ -68,11 +90,13 @@ uint8_t* recycling_allocator::allocate(size_t size) {
   }
 
   // A new block gets a quarter more room, so that the next, slightly
-  // larger batch can reuse it. Its pages cost memory only once written.
+  // larger batch can reuse it. Only the requested bytes are populated, and
+  // the rest costs memory only once written.
   const size_t fresh = block_size(capacity + capacity / 4);
   auto* block = static_cast<uint8_t*>(std::malloc(fresh));
   if (!block)
     throw std::bad_alloc();
+  populate(block, size);
   try {
     std::lock_guard<std::mutex> guard(mutex_);
     capacity_[block] = fresh;
