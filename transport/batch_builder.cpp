@@ -111,11 +111,30 @@ flatbuffers::DetachedBuffer serialize_batch(const planner::rank_plan& plan,
                 "sequence_length " + std::to_string(length) +
                     " does not split into 2 * cp chunks");
 
+  // Images ride with the batch of every cp rank whose chunks they overlap.
+  std::pair<uint32_t, uint32_t> kept_chunks = {0, 0};
+  if (cp_size > 1)
+    kept_chunks = planner::cp_chunks(cp_size, cp_rank);
+  const size_t chunk_length = length / (2 * cp_size);
+  auto rides_here = [&](const placed_image& placed) {
+    if (cp_size == 1)
+      return true;
+    const size_t begin = placed.row_offset;
+    const size_t end = begin + placed.image->patches;
+    auto overlaps = [&](uint32_t chunk) {
+      return begin < (chunk + 1) * chunk_length && chunk * chunk_length < end;
+    };
+    return overlaps(kept_chunks.first) || overlaps(kept_chunks.second);
+  };
+
   // Sized for the whole batch, so the buffer does not grow by doubling.
-  // With cp_size > 1 the images a cp rank leaves out are counted too.
+  // The allocator maps these bytes up front, so only images that ride with
+  // this cp rank count.
   size_t image_bytes = 0;
   for (const auto& placed : rows.images)
-    image_bytes += placed.image->pixels.size() + placed.piece->key.size() + 128;
+    if (rides_here(placed))
+      image_bytes +=
+          placed.image->pixels.size() + placed.piece->key.size() + 128;
   flatbuffers::FlatBufferBuilder builder(
       row_count * length * 16 / cp_size + image_bytes + 4096, allocator);
   std::vector<flatbuffers::Offset<wire::DocumentSlice>> slices;
@@ -134,22 +153,10 @@ flatbuffers::DetachedBuffer serialize_batch(const planner::rank_plan& plan,
     }
   }
 
-  // Images ride with the batch of every cp rank whose chunks they overlap.
   std::vector<flatbuffers::Offset<wire::Image>> images;
-  std::pair<uint32_t, uint32_t> kept_chunks = {0, 0};
-  if (cp_size > 1)
-    kept_chunks = planner::cp_chunks(cp_size, cp_rank);
-  const size_t chunk_length = length / (2 * cp_size);
   for (const auto& placed : rows.images) {
-    if (cp_size > 1) {
-      const size_t begin = placed.row_offset;
-      const size_t end = begin + placed.image->patches;
-      auto overlaps = [&](uint32_t chunk) {
-        return begin < (chunk + 1) * chunk_length && chunk * chunk_length < end;
-      };
-      if (!overlaps(kept_chunks.first) && !overlaps(kept_chunks.second))
-        continue;
-    }
+    if (!rides_here(placed))
+      continue;
     const auto& image = *placed.image;
     images.push_back(wire::CreateImage(
         builder, placed.row, placed.row_offset, image.patches, image.height,

@@ -30,8 +30,9 @@ constexpr size_t batch_kept_blocks = 16;
 constexpr size_t batch_min_kept_size = size_t{4} << 20;
 
 // Maps the whole pages of the first `size` bytes of `block` in one call
-// instead of one page fault each. Zeroing the pages still costs the same.
-// On failure (an old kernel) the pages fault in as they are written.
+// instead of one page fault each. A caller that requests more than it
+// writes gets those pages mapped too. On failure (an old kernel) the pages
+// fault in as they are written.
 void populate(uint8_t* block, size_t size) {
   const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   const auto begin = reinterpret_cast<uintptr_t>(block);
