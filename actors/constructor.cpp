@@ -158,8 +158,8 @@ void deliver(constructor_actor* self, uint64_t step, uint32_t cp_rank,
   auto& st = self->state;
   const auto& buffer = st.built.at(step).at(cp_rank);
   if (st.setup->config.topology.cp > 1)
-    st.log->debug("rank={} step={} sent: {} bytes of slice {}",
-                  st.setup->rank, step, buffer->size(), cp_rank);
+    st.log->debug("rank={} step={} cp_rank={} sent: {} bytes", st.setup->rank,
+                  step, cp_rank, buffer->size());
   else
     st.log->debug("rank={} step={} sent: {} bytes", st.setup->rank, step,
                   buffer->size());
