@@ -151,7 +151,8 @@ done
 if grep -q '\] rank=[0-9]* step=[0-9]* sent:' "$work/autoscale.log"; then
   echo "autoscale waits explained (ms from each request):"
   /usr/bin/python3 bench/stall_waits.py "$work/autoscale.out" \
-    "$work/autoscale.log" "$threshold_ms" | sed 's/^/  /'
+    "$work/autoscale.log" "$threshold_ms" | sed 's/^/  /' ||
+    echo "  bench/stall_waits.py failed, so the waits are not explained"
 fi
 echo "autoscale decisions:"
 grep -o 'source=[a-z]* autoscale workers.*' "$work/autoscale.log" | cut -c1-160 | head -10 || true

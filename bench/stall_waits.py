@@ -13,16 +13,22 @@ earlier. Each wait is then named by the stage that was late:
 
   supply    The step was planned after the request, because the pools
             had not yet delivered its documents.
-  build     The step was planned before the request and handed over
-            after it.
+  build     The step was planned before the request but built after it.
+  request   The batch was built before the request but handed over after
+            it, so the client's prefetch request reached the constructor
+            late.
   delivery  The batch was handed over before the request. The time went
             to the transfer or to the trainer process.
+
+With several context-parallel slices per rank, the latest slice's sent
+line counts. The bench runs one slice per rank.
 
 Text log timestamps are local time, as the daemon wrote them, so run this
 in the daemon's time zone.
 """
 
 import datetime
+import math
 import re
 import sys
 
@@ -31,7 +37,8 @@ STEP = re.compile(
     r"wall_wait_ms (.*) run_queue_ms (.*)")
 PLANNED = re.compile(r"(\S+) \w+ \[planner\] step=(\d+) planned")
 BUILT = re.compile(r"(\S+) debug \[actors\] rank=(\d+) step=(\d+) built")
-SENT = re.compile(r"(\S+) debug \[actors\] rank=(\d+) step=(\d+) sent")
+SENT = re.compile(
+    r"(\S+) debug \[actors\] rank=(\d+) step=(\d+)(?: cp_rank=\d+)? sent")
 
 
 def epoch_ms(stamp):
@@ -50,12 +57,13 @@ def main(argv):
             elif m := BUILT.match(line):
                 built[(int(m[2]), int(m[3]))] = epoch_ms(m[1])
             elif m := SENT.match(line):
-                sent[(int(m[2]), int(m[3]))] = epoch_ms(m[1])
+                key = (int(m[2]), int(m[3]))
+                sent[key] = max(sent.get(key, 0.0), epoch_ms(m[1]))
     if not sent:
         print("no 'sent' lines in the daemon log: run with "
               "OVERLORDD_FLAGS='--log-level debug' to explain waits")
         return
-    causes = {"supply": 0, "build": 0, "delivery": 0}
+    causes = {"supply": 0, "build": 0, "request": 0, "delivery": 0}
     with open(trainer) as lines:
         for line in lines:
             m = STEP.match(line)
@@ -65,9 +73,13 @@ def main(argv):
             requested = [float(x) for x in m[3].split()]
             wall = [float(x) for x in m[4].split()]
             queued = [max(0.0, float(x)) for x in m[5].split()]
+            if not len(requested) == len(wall) == len(queued):
+                print(f"step {step}: the trainer line has unequal rank counts")
+                continue
             step_cause, longest = None, 0.0
             for rank, need in enumerate(requested):
-                if wall[rank] - queued[rank] <= threshold:
+                data_wait = wall[rank] - queued[rank]
+                if data_wait <= threshold:
                     continue
                 key = (rank, step)
                 if key not in sent or step not in planned:
@@ -81,11 +93,13 @@ def main(argv):
                     cause = "delivery"
                 elif at_plan > 0:
                     cause = "supply"
-                else:
+                elif math.isnan(at_build) or at_build > 0:
                     cause = "build"
-                # A step counts once, by the cause of its longest wait.
-                if wall[rank] > longest:
-                    step_cause, longest = cause, wall[rank]
+                else:
+                    cause = "request"
+                # A step counts once, by the cause of its longest data wait.
+                if data_wait > longest:
+                    step_cause, longest = cause, data_wait
                 print(f"step {step} rank {rank}: waited {wall[rank]:.1f} ms "
                       f"({queued[rank]:.1f} ms of it without a core); planned "
                       f"{at_plan:+.0f} ms, built {at_build:+.0f} ms, handed over "
