@@ -298,8 +298,8 @@ int main(int argc, char** argv) {
     if (wall > opts.wait_threshold_ms)
       last_wall_waiting = step;
   }
-  // Page faults of the whole process: receiving batches into fresh memory
-  // costs the trainer time that its waits do not show.
+  // The whole process's page faults are reported, because receiving batches
+  // into fresh memory costs the trainer time that its waits do not show.
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   double computed = static_cast<double>(opts.steps - 1) * opts.step_ms;

@@ -83,8 +83,8 @@ def main(argv):
                     continue
                 key = (rank, step)
                 if key not in sent or step not in planned:
-                    print(f"step {step} rank {rank}: waited {wall[rank]:.1f} ms; "
-                          "the log lacks its planned or sent line")
+                    print(f"step {step} rank {rank}: waited {wall[rank]:.1f} ms, "
+                          "but its planned or sent line is missing from the log")
                     continue
                 at_plan = planned[step] - need
                 at_build = built.get(key, float("nan")) - need
