@@ -90,6 +90,10 @@ struct constructor_state {
   bool received_plan = false;
   // Standby: plans kept, nothing built, until promoted or asked.
   bool standby = false;
+  // True until the first batch goes out when startup_prefetch_steps
+  // requests a lead. A shadow that takes over never holds back a batch.
+  bool holding_first_batch = false;
+  std::chrono::steady_clock::time_point first_request;
   std::map<uint64_t, planner::rank_plan> standby_plans;
   int64_t served = -1;
   uint64_t batches_served = 0;
@@ -168,6 +172,57 @@ void deliver(constructor_actor* self, uint64_t step, uint32_t cp_rank,
   metrics::record_batch_served(st.setup->rank);
 }
 
+// Delivers the built `step` to every client waiting for one of its
+// context-parallel slices.
+void deliver_waiting(constructor_actor* self, uint64_t step) {
+  auto& st = self->state;
+  for (uint32_t cp_rank = 0; cp_rank < st.built.at(step).size(); ++cp_rank) {
+    auto clients = st.waiting.find({step, cp_rank});
+    if (clients == st.waiting.end())
+      continue;
+    auto list = std::move(clients->second);
+    st.waiting.erase(clients);
+    st.waiting_count -= list.size();
+    auto now = std::chrono::steady_clock::now();
+    for (const auto& request : list) {
+      metrics::record_rank_wait(
+          st.setup->rank,
+          std::chrono::duration<double>(now - request.since).count());
+      st.quota->close(request.client);
+      deliver(self, step, cp_rank, request.client);
+    }
+  }
+}
+
+// Ends the hold on the first batch once startup_prefetch_steps steps from
+// the oldest requested step on are built, and delivers every waiting
+// request whose step is built.
+void release_first_batch(constructor_actor* self) {
+  auto& st = self->state;
+  if (!st.holding_first_batch || st.waiting.empty())
+    return;
+  const uint64_t first = st.waiting.begin()->first.first;
+  const auto lead = static_cast<uint64_t>(st.setup->config.startup_prefetch_steps);
+  for (uint64_t step = first; step < first + lead; ++step)
+    if (!st.built.count(step))
+      return;
+  st.holding_first_batch = false;
+  st.log->info("rank={} step={} first batch released: steps {} to {} are "
+               "built, {:.1f} ms after the first request",
+               st.setup->rank, first, first, first + lead - 1,
+               std::chrono::duration<double, std::milli>(
+                   std::chrono::steady_clock::now() - st.first_request)
+                   .count());
+  std::vector<uint64_t> ready;
+  for (const auto& [key, clients] : st.waiting)
+    if (st.built.count(key.first) &&
+        (ready.empty() || ready.back() != key.first))
+      ready.push_back(key.first);
+  for (uint64_t step : ready)
+    deliver_waiting(self, step);
+  metrics::record_prefetch_depth(st.setup->rank, st.waiting_count);
+}
+
 void finish_build(constructor_actor* self, uint64_t step) {
   auto& st = self->state;
   auto found = st.building.find(step);
@@ -215,22 +270,11 @@ void finish_build(constructor_actor* self, uint64_t step) {
                 "out in {:.1f} ms",
                 st.setup->rank, step, pieces, fetch_ms, layout_ms);
 
-  for (uint32_t cp_rank = 0; cp_rank < layout.cp_size; ++cp_rank) {
-    auto clients = st.waiting.find({step, cp_rank});
-    if (clients == st.waiting.end())
-      continue;
-    auto list = std::move(clients->second);
-    st.waiting.erase(clients);
-    st.waiting_count -= list.size();
-    auto now = std::chrono::steady_clock::now();
-    for (const auto& request : list) {
-      metrics::record_rank_wait(
-          st.setup->rank,
-          std::chrono::duration<double>(now - request.since).count());
-      st.quota->close(request.client);
-      deliver(self, step, cp_rank, request.client);
-    }
+  if (st.holding_first_batch) {
+    release_first_batch(self);
+    return;
   }
+  deliver_waiting(self, step);
   metrics::record_prefetch_depth(st.setup->rank, st.waiting_count);
 }
 
@@ -385,6 +429,8 @@ void activate(constructor_actor* self, const char* reason) {
   if (!st.standby)
     return;
   st.standby = false;
+  // The trainers are mid-run: a lead would cost them a stall now.
+  st.holding_first_batch = false;
   st.log->info("rank={} shadow takes over ({}) from step {}", st.setup->rank,
                reason,
                st.standby_plans.empty() ? st.served + 1
@@ -409,6 +455,8 @@ caf::behavior constructor_behavior(
   st.server = std::move(server);
   metrics::start_rank_counters(setup->rank);
   st.standby = setup->shadow;
+  st.holding_first_batch =
+      !setup->shadow && setup->config.startup_prefetch_steps > 1;
   st.served_by_cp.assign(setup->config.topology.cp, -1);
   st.quota = std::make_unique<transport::request_quota>(
       static_cast<uint32_t>(setup->config.max_client_requests));
@@ -585,7 +633,7 @@ caf::behavior constructor_behavior(
                          "; connect to base_port + rank");
           return;
         }
-        if (s.built.count(step)) {
+        if (s.built.count(step) && !s.holding_first_batch) {
           deliver(self, step, cp_rank, client);
           return;
         }
@@ -619,10 +667,15 @@ caf::behavior constructor_behavior(
                          "; lower the client's prefetch");
           return;
         }
-        s.waiting[{step, cp_rank}].push_back(
-            {client, std::chrono::steady_clock::now()});
+        const auto now = std::chrono::steady_clock::now();
+        if (s.holding_first_batch && s.waiting.empty() &&
+            s.first_request == std::chrono::steady_clock::time_point{})
+          s.first_request = now;
+        s.waiting[{step, cp_rank}].push_back({client, now});
         s.waiting_count++;
         metrics::record_prefetch_depth(rank, s.waiting_count);
+        // The lead may have been built before this request arrived.
+        release_first_batch(self);
       },
       [=](stats_atom) {
         auto& s = self->state;

@@ -26,7 +26,7 @@ const std::set<std::string> top_level_keys = {
     "planner_port", "loader_nodes",     "constructor_nodes",  "node_timeout_ms",
     "checkpoint_dir", "checkpoint_every", "checkpoint_keep",
     "bind",         "base_port",        "on_bad_input",       "mix_by",
-    "tokenizer",    "plan_ahead",       "buffer_documents", "buffer_bytes",   "max_document_bytes",
+    "tokenizer",    "plan_ahead",       "startup_prefetch_steps", "buffer_documents", "buffer_bytes",   "max_document_bytes",
     "log_level",    "autoscale",        "sources",
     "metrics_port", "image_token_id",   "max_request_bytes",  "max_client_requests",
     "read_range_bytes",
@@ -856,6 +856,18 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
             : mix_unit::documents;
   if (root["plan_ahead"])
     config.plan_ahead = check.integer(root["plan_ahead"], "plan_ahead", 1, 1024);
+  if (root["startup_prefetch_steps"]) {
+    config.startup_prefetch_steps = check.integer(
+        root["startup_prefetch_steps"], "startup_prefetch_steps", 0, 1024);
+    // Before a trainer receives a batch, the planner plans plan_ahead
+    // steps and no more, so a longer lead would never be built.
+    if (config.startup_prefetch_steps > config.plan_ahead)
+      check.fail(root["startup_prefetch_steps"], "startup_prefetch_steps",
+                 "must be at most plan_ahead (" +
+                     std::to_string(config.plan_ahead) +
+                     "), because the planner plans no further before the "
+                     "trainers receive a batch; raise plan_ahead or lower it");
+  }
   if (root["buffer_documents"])
     config.buffer_documents = check.integer(
         root["buffer_documents"], "buffer_documents", 1, 1 << 24);

@@ -142,6 +142,11 @@ struct job_config {
   std::string tokenizer;
   // Steps the planner may plan beyond the oldest step a rank still needs.
   int plan_ahead = 4;
+  // Steps a constructor builds, from its first requested step on, before
+  // it serves that step, so that trainers start with this lead over the
+  // loaders. 0 and 1 serve the first batch as soon as it is built. At
+  // most plan_ahead.
+  int startup_prefetch_steps = 0;
   // Documents each source pool keeps tokenized ahead of the planner.
   int buffer_documents = 1024;
   // Bytes of tokens and pixels each source pool keeps ready ahead of the

@@ -422,6 +422,32 @@ TEST_CASE("config worker niceness", "[config]") {
   CHECK_THAT(message, Catch::Contains("worker_nice"));
 }
 
+TEST_CASE("config startup prefetch steps", "[config]") {
+  config_fixture f;
+  CHECK(load_config(f.write_config(config_fixture::valid_body()), {})
+            .startup_prefetch_steps == 0);
+  auto path = f.write_config(config_fixture::valid_body() +
+                             "startup_prefetch_steps: 4\n");
+  CHECK(load_config(path, {}).startup_prefetch_steps == 4);
+
+  // plan_ahead bounds it wherever either value comes from.
+  auto message = f.error_of(config_fixture::valid_body() +
+                            "startup_prefetch_steps: 5\n");
+  CHECK_THAT(message, Catch::Contains("startup_prefetch_steps"));
+  CHECK_THAT(message, Catch::Contains("at most plan_ahead (4)"));
+  message = f.error_of(config_fixture::valid_body() +
+                           "startup_prefetch_steps: 3\n",
+                       {parse_override("plan_ahead=2")});
+  CHECK_THAT(message, Catch::Contains("at most plan_ahead (2)"));
+  path = f.write_config(config_fixture::valid_body() +
+                        "startup_prefetch_steps: 6\nplan_ahead: 8\n");
+  CHECK(load_config(path, {}).startup_prefetch_steps == 6);
+
+  message = f.error_of(config_fixture::valid_body() +
+                       "startup_prefetch_steps: -1\n");
+  CHECK_THAT(message, Catch::Contains("out of range"));
+}
+
 namespace {
 
 // valid_body plus a WebDataset source with `keys` (indented lines).

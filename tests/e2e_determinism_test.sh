@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Starts overlordd with 1 and with 4 workers per source, pulls 50 steps on
 # both ranks each time, and checks that the digests are identical across
-# runs and worker counts, and that the daemon shuts down cleanly.
+# runs and worker counts, and that the daemon shuts down cleanly. In the
+# run with 4 workers, each constructor also keeps its first batch back
+# until 3 steps are built (startup_prefetch_steps), which must not change
+# the stream.
 set -euo pipefail
 source tests/e2e_lib.sh
 
@@ -17,16 +20,20 @@ run_job() {
   shift
   local port
   port=$(free_ports 2)
-  "$overlordd" --role all --config "$work/job.yaml" --set base_port="$port" "$@" \
-    2>"$work/$name.log" &
-  local daemon=$!
+  # The trainers start before the daemon, as a job's trainers may, and
+  # connect once the constructors bind their ports.
   local status=0
   "$pull" --endpoint "127.0.0.1:$port" --rank 0 --steps $steps --timeout 60 \
     >"$work/$name.rank0.jsonl" &
   local pull0=$!
   "$pull" --endpoint "127.0.0.1:$((port + 1))" --rank 1 --steps $steps --timeout 60 \
-    >"$work/$name.rank1.jsonl" || status=1
+    >"$work/$name.rank1.jsonl" &
+  local pull1=$!
+  "$overlordd" --role all --config "$work/job.yaml" --set base_port="$port" "$@" \
+    2>"$work/$name.log" &
+  local daemon=$!
   wait "$pull0" || status=1
+  wait "$pull1" || status=1
   kill -TERM "$daemon"
   local daemon_status=0
   wait "$daemon" || daemon_status=$?
@@ -45,11 +52,24 @@ run_job() {
 
 run_job one_worker
 run_job four_workers --set sources.mail.workers=4 --set sources.sotu.workers=4 \
-  --set sources.moby.workers=4
+  --set sources.moby.workers=4 --set startup_prefetch_steps=3 --log-level debug
 run_job one_worker_again
 
 passed=0
 failed=0
+
+# With startup_prefetch_steps, a constructor releases its first batch only
+# once it has built steps 0 to 2, and sends step 0 only after that. Without
+# the setting, no constructor keeps its first batch back.
+for rank in 0 1; do
+  check "rank $rank first batch held" first_batch_held "$work/four_workers.log" $rank 3
+done
+if grep -q "first batch released" "$work/one_worker.log"; then
+  echo "one_worker: a constructor held its first batch without startup_prefetch_steps" >&2
+  failed=$((failed + 1))
+else
+  passed=$((passed + 1))
+fi
 for rank in 0 1; do
   for other in four_workers one_worker_again; do
     if cmp -s "$work/one_worker.rank$rank.digests" "$work/$other.rank$rank.digests"; then

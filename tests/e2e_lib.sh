@@ -153,3 +153,23 @@ run_two_ranks() {
       fail "$name: rank $rank received $(wc -l <"$work/$name.rank$rank.digests") of $steps batches"
   done
 }
+
+# Succeeds when the debug log $1 shows that rank $2's constructor, run with
+# startup_prefetch_steps $3, built steps 0 to $3 - 1, then released its
+# first batch, and only then sent step 0. Prints the line numbers otherwise.
+first_batch_held() {
+  local log=$1 rank=$2 lead=$3
+  local last=$((lead - 1)) built released sent
+  # A missing line leaves its number empty instead of stopping the script.
+  built=$(grep -n "rank=$rank step=$last built:" "$log" | head -1 | cut -d: -f1 || true)
+  released=$(grep -n "rank=$rank step=0 first batch released: steps 0 to $last are built" \
+    "$log" | head -1 | cut -d: -f1 || true)
+  sent=$(grep -n "rank=$rank step=0 sent:" "$log" | head -1 | cut -d: -f1 || true)
+  if [[ -n "$built" && -n "$released" && -n "$sent" ]] &&
+    ((built < released && released < sent)); then
+    return 0
+  fi
+  echo "rank $rank: expected step $last built, then the first batch released," \
+    "then step 0 sent; log lines ${built:-none}, ${released:-none}, ${sent:-none}" >&2
+  return 1
+}

@@ -75,13 +75,19 @@ run_job() {
 
 run_job one_worker 1
 run_job three_workers 3
-run_job whole_shards 1 --set image_read_range_bytes=1073741824
+# This run also keeps each rank's first batch back until 2 steps are
+# built (startup_prefetch_steps), which must not change the stream.
+run_job whole_shards 1 --set image_read_range_bytes=1073741824 \
+  --set startup_prefetch_steps=2 --log-level debug
 # 4 KiB ranges would cut a demo shard into about 900; the cap of 64
 # ranges per shard applies, and 3 workers read them.
 run_job capped_ranges 3 --set image_read_range_bytes=4096
 
 passed=0
 failed=0
+for rank in 0 1; do
+  check "rank $rank first batch held" first_batch_held "$work/whole_shards.log" $rank 2
+done
 for other in three_workers whole_shards capped_ranges; do
   for rank in 0 1; do
     if cmp -s "$work/one_worker.rank$rank.digests" "$work/$other.rank$rank.digests"; then
@@ -96,6 +102,9 @@ done
 
 # Separate planner, loader and constructor processes: images travel from
 # the loader to the constructor over ZeroMQ, and the stream is unchanged.
+# The loader starts last, after the trainers, so their first requests
+# usually reach the constructors before the lead of startup_prefetch_steps
+# is built.
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
@@ -104,21 +113,25 @@ trap cleanup EXIT
 base_port=$(free_ports 4)  # two ranks and their shadows
 planner_port=$(free_ports 1)
 "$overlordd" --role planner --config "$work/job.yaml" --set base_port="$base_port" \
-  --set planner_port="$planner_port" 2>"$work/split.planner.log" &
+  --set planner_port="$planner_port" --set startup_prefetch_steps=3 \
+  2>"$work/split.planner.log" &
 pids+=($!)
 wait_for_planner "$work/split.planner.log" || fail "planner did not start; see $work/split.planner.log"
-"$overlordd" --role loader --planner "127.0.0.1:$planner_port" --node-id loader-1 \
-  2>"$work/split.loader.log" &
-pids+=($!)
 "$overlordd" --role constructor --planner "127.0.0.1:$planner_port" --node-id constructor-1 \
-  2>"$work/split.constructor.log" &
+  --log-level debug 2>"$work/split.constructor.log" &
 pids+=($!)
 "$pull" --planner "127.0.0.1:$planner_port" --rank 1 --steps $steps --timeout 60 \
   >"$work/split.rank1.jsonl" 2>"$work/split.rank1.err" &
-split_pull=$!
+split_pull1=$!
 "$pull" --planner "127.0.0.1:$planner_port" --rank 0 --steps $steps --timeout 60 \
-  >"$work/split.rank0.jsonl" 2>"$work/split.rank0.err" || true
-wait "$split_pull" || true
+  >"$work/split.rank0.jsonl" 2>"$work/split.rank0.err" &
+split_pull0=$!
+sleep 0.5
+"$overlordd" --role loader --planner "127.0.0.1:$planner_port" --node-id loader-1 \
+  2>"$work/split.loader.log" &
+pids+=($!)
+wait "$split_pull0" || true
+wait "$split_pull1" || true
 for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 pids=()
@@ -130,6 +143,8 @@ for rank in 0 1; do
     cat "$work/split.rank$rank.err" "$work/split.constructor.log" | tail -20 >&2
     failed=$((failed + 1))
   fi
+  check "rank $rank first batch held on separate nodes" \
+    first_batch_held "$work/split.constructor.log" "$rank" 3
 done
 
 # A constructor node killed mid-run: its ranks move to their shadows on
