@@ -17,6 +17,11 @@
 # that size an image-text document costs 7x to 10x a text one per worker.
 # The trainers run at niceness TRAINER_NICE (default -10; without root they
 # keep the script's). On GPU hosts they would not share cores with the loader.
+# STARTUP_PREFETCH_STEPS (default 3) sets startup_prefetch_steps: each
+# constructor builds that many steps before it serves the first, so the
+# trainers start with a lead (0 serves at once). The JSON reports the
+# first batch's wait (*_first_batch_ms), which the lead lengthens and the
+# wait fractions leave out.
 # BUFFER_DOCUMENTS (default 32) sets each pool's buffer_documents, and
 # OVERLORDD_FLAGS adds flags to every overlordd, e.g. "--log-level debug" to
 # log when each step is planned, built and sent; bench/stall_waits.py then
@@ -37,6 +42,8 @@ budget="${BUDGET:-$cores}"
 # root, nice cannot lower it and the trainers keep the current niceness.
 wanted_nice="${TRAINER_NICE:--10}"
 [[ "$wanted_nice" =~ ^-?[0-9]+$ ]] || fail "TRAINER_NICE must be an integer, got '$wanted_nice'"
+[[ "${STARTUP_PREFETCH_STEPS:-3}" =~ ^[0-4]$ ]] ||
+  fail "STARTUP_PREFETCH_STEPS must be 0 to 4 (the bench's plan_ahead), got '$STARTUP_PREFETCH_STEPS'"
 nice_step=$(( wanted_nice - $(nice) ))
 trainer_nice=$(nice -n "$nice_step" nice 2>/dev/null)
 [[ -d "$data/images" ]] || fail "no image-text shards in $data/images; run scripts/fetch-demo-data"
@@ -64,6 +71,7 @@ ranks: 2
 base_port: $port
 mix_by: documents
 plan_ahead: 4
+startup_prefetch_steps: ${STARTUP_PREFETCH_STEPS:-3}
 buffer_documents: ${BUFFER_DOCUMENTS:-32}
 tokenizer: $data/gpt2
 autoscale:
@@ -158,7 +166,8 @@ echo "autoscale decisions:"
 grep -o 'source=[a-z]* autoscale workers.*' "$work/autoscale.log" | cut -c1-160 | head -10 || true
 
 /usr/bin/python3 - "$static" "$autoscale" "$step_ms" "$budget" "$capacity" \
-  "$work/calibrate-status.json" "$trainer_nice" "$budget_capacity" <<'PY'
+  "$work/calibrate-status.json" "$trainer_nice" "$budget_capacity" \
+  "${STARTUP_PREFETCH_STEPS:-3}" <<'PY'
 import json, sys
 static, autoscale = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 pools = json.load(open(sys.argv[6]))["sources"]
@@ -174,6 +183,8 @@ print(json.dumps({
     "autoscale_wall_wait_fraction": autoscale["wall_wait_fraction"],
     "static_wall_steps_to_no_wait": static["wall_steps_to_no_wait"],
     "autoscale_wall_steps_to_no_wait": autoscale["wall_steps_to_no_wait"],
+    "static_first_batch_ms": static["first_batch_ms"],
+    "autoscale_first_batch_ms": autoscale["first_batch_ms"],
     "autoscale_run_queue_ms": autoscale["run_queue_ms"],
     "autoscale_trainer_minor_faults": autoscale["minor_faults"],
     "run_queue_measured": static["run_queue_measured"] and autoscale["run_queue_measured"],
@@ -187,5 +198,6 @@ print(json.dumps({
     "autoscale_steps_per_s": autoscale["steps_per_s"],
     "image_to_text_cost": round(image_ms / text_ms, 1),
     "trainer_nice": int(sys.argv[7]),
+    "startup_prefetch_steps": int(sys.argv[9]),
 }))
 PY
