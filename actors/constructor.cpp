@@ -91,7 +91,7 @@ struct constructor_state {
   // Standby: plans kept, nothing built, until promoted or asked.
   bool standby = false;
   // True until the first batch goes out when startup_prefetch_steps
-  // requests a lead. A shadow that takes over never holds back a batch.
+  // requests a lead and this is the rank's first primary of the job.
   bool holding_first_batch = false;
   std::chrono::steady_clock::time_point first_request;
   std::map<uint64_t, planner::rank_plan> standby_plans;
@@ -455,8 +455,8 @@ caf::behavior constructor_behavior(
   st.server = std::move(server);
   metrics::start_rank_counters(setup->rank);
   st.standby = setup->shadow;
-  st.holding_first_batch =
-      !setup->shadow && setup->config.startup_prefetch_steps > 1;
+  st.holding_first_batch = setup->hold_first_batch && !setup->shadow &&
+                           setup->config.startup_prefetch_steps > 1;
   st.served_by_cp.assign(setup->config.topology.cp, -1);
   st.quota = std::make_unique<transport::request_quota>(
       static_cast<uint32_t>(setup->config.max_client_requests));
@@ -638,7 +638,7 @@ caf::behavior constructor_behavior(
           return;
         }
         if (static_cast<int64_t>(step) <= s.served &&
-            !s.building.count(step)) {
+            !s.building.count(step) && !s.built.count(step)) {
           send_error(self, client, errc::not_found,
                      "rank " + std::to_string(rank) + " no longer holds step " +
                          std::to_string(step) + "; its trainers are at step " +
@@ -683,6 +683,7 @@ caf::behavior constructor_behavior(
         stats["step"] = static_cast<uint64_t>(s.served + 1);
         stats["batches_served"] = s.batches_served;
         stats["built_waiting"] = s.built.size();
+        stats["waiting_requests"] = s.waiting_count;
         stats["building"] = s.building.size();
         stats["fetch_retries"] = s.fetch_retries;
         stats["rejected_requests"] = s.quota->rejected();

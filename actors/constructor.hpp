@@ -33,6 +33,10 @@ struct constructor_setup {
   // starts building when promoted or when a trainer fails over to it. It
   // listens on any free port; trainers learn it from the planner.
   bool shadow = false;
+  // Serve the first batch only once startup_prefetch_steps steps are
+  // built. The planner sets it for a rank's first primary of a job, not
+  // for a replacement whose trainers are mid-run.
+  bool hold_first_batch = false;
   std::shared_ptr<zmq::context_t> zmq_context;
   // CURVE keys for the trainer socket and payload fetches; null: none.
   std::shared_ptr<const transport::curve_keys> curve;

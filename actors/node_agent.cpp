@@ -325,7 +325,8 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
       [=](spawn_rank_atom, uint32_t rank, std::vector<caf::actor> pools,
           std::vector<std::string> loader_addresses,
           std::vector<std::string> payload_endpoints, int32_t pad_id,
-          bool shadow) -> caf::result<caf::actor, std::string> {
+          bool shadow,
+          bool hold_first_batch) -> caf::result<caf::actor, std::string> {
         auto& s = self->state;
         if (!s.config)
           return caf::make_error(caf::sec::invalid_argument,
@@ -342,6 +343,7 @@ caf::behavior agent_behavior(agent_actor* self, agent_setup setup) {
         setup.node_id = id;
         setup.bind = s.setup.info.bind;
         setup.shadow = shadow;
+        setup.hold_first_batch = hold_first_batch;
         setup.zmq_context = s.setup.zmq_context;
         setup.curve = s.setup.curve;
         std::string endpoint;

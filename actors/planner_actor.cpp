@@ -83,6 +83,9 @@ struct rank_slot {
   bool spawning = false;
   int failed_starts = 0;
   int64_t served = -1;
+  // A primary for this rank was started before, so its trainers may be
+  // mid-run: a replacement serves at once (startup_prefetch_steps).
+  bool started_before = false;
   // The shadow on another constructor node, promoted when the primary's
   // node is lost. Empty when no other constructor node exists.
   caf::actor shadow;
@@ -120,6 +123,8 @@ struct planner_state {
   // report the constructors they still run and resumes where the slowest
   // rank's trainers are.
   bool recovering = false;
+  // Started with --recover: the trainers were running before this planner.
+  bool recovered_job = false;
   clock_type::time_point recover_started;
   std::map<uint32_t, std::pair<std::string, rank_asset>> adopted_primaries;
   std::map<uint32_t, std::pair<std::string, rank_asset>> adopted_shadows;
@@ -680,10 +685,11 @@ void assign_rank(planner_actor* self, uint32_t rank) {
   auto& slot = st.ranks[rank];
   slot.spawning = true;
   slot.node = node_id;
+  const bool hold_first_batch = !st.recovered_job && !slot.started_before;
   st.log->info("rank={} assigned to node={}", rank, node_id);
   self->request(st.nodes[node_id].agent, spawn_timeout, spawn_rank_atom::value,
                 rank, sources.pools, sources.loader_addresses,
-                sources.payload_endpoints, st.pad_id, false)
+                sources.payload_endpoints, st.pad_id, false, hold_first_batch)
       .then(
           [=](caf::actor& constructor, std::string& endpoint) {
             auto& s = self->state;
@@ -694,6 +700,7 @@ void assign_rank(planner_actor* self, uint32_t rank) {
             slot.constructor = constructor;
             slot.endpoint = endpoint;
             slot.failed_starts = 0;
+            slot.started_before = true;
             // Steps planned before this constructor existed.
             for (const auto& [step, plans] : s.retained)
               if (static_cast<int64_t>(step) > slot.served)
@@ -732,7 +739,7 @@ void assign_shadow(planner_actor* self, uint32_t rank) {
   st.log->info("rank={} shadow assigned to node={}", rank, node_id);
   self->request(st.nodes[node_id].agent, spawn_timeout, spawn_rank_atom::value,
                 rank, sources.pools, sources.loader_addresses,
-                sources.payload_endpoints, st.pad_id, true)
+                sources.payload_endpoints, st.pad_id, true, false)
       .then(
           [=](caf::actor& shadow, std::string& endpoint) {
             auto& s = self->state;
@@ -862,8 +869,10 @@ void retire_node(planner_actor* self, const std::string& id,
       continue;
     }
     auto served = slot.served;
+    const bool started_before = slot.started_before;
     slot = rank_slot{};
     slot.served = served;
+    slot.started_before = started_before;
     moved += " rank=" + std::to_string(rank);
     metrics::record_failover("constructor");
   }
@@ -1523,6 +1532,7 @@ caf::behavior planner_behavior(planner_actor* self, planner_setup setup) {
     restore_from(self, *setup.restore);
   if (setup.recover) {
     st.recovering = true;
+    st.recovered_job = true;
     st.recover_started = clock_type::now();
     st.log->info("recovering: waiting up to {} ms for nodes to report their "
                  "constructors",

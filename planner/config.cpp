@@ -866,7 +866,8 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
                  "must be at most plan_ahead (" +
                      std::to_string(config.plan_ahead) +
                      "), because the planner plans no further before the "
-                     "trainers receive a batch; raise plan_ahead or lower it");
+                     "trainers receive a batch; raise plan_ahead or lower "
+                     "startup_prefetch_steps");
   }
   if (root["buffer_documents"])
     config.buffer_documents = check.integer(

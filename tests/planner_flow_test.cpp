@@ -25,6 +25,7 @@ namespace {
 struct recorder {
   std::vector<std::pair<uint32_t, stream_position>> pool_starts;
   std::vector<uint32_t> rank_starts;
+  std::vector<bool> rank_holds;  // hold_first_batch of each rank start
   std::map<uint32_t, std::vector<uint64_t>> plans;  // rank -> steps
   std::map<uint32_t, std::vector<uint64_t>> releases;  // source -> steps
   std::map<uint32_t, caf::actor> constructors;         // rank -> actor
@@ -113,10 +114,12 @@ caf::behavior fake_node(caf::event_based_actor* self, caf::actor planner,
       },
       [=](spawn_rank_atom, uint32_t rank, std::vector<caf::actor>,
           std::vector<std::string>, std::vector<std::string>, int32_t,
-          bool shadow) -> caf::result<caf::actor, std::string> {
+          bool shadow,
+          bool hold_first_batch) -> caf::result<caf::actor, std::string> {
         if (shadow)
           return caf::make_error(caf::sec::runtime_error, "no shadows here");
         rec->rank_starts.push_back(rank);
+        rec->rank_holds.push_back(hold_first_batch);
         auto constructor =
             self->spawn<caf::linked>(fake_constructor, rank, planner, rec);
         rec->constructors[rank] = constructor;
@@ -271,6 +274,26 @@ TEST_CASE("planner moves pools of a lost loader", "[planner_flow]") {
   f.served(0, 1);
   f.served(1, 1);
   CHECK(f.rec->plans[0].back() == 4);
+}
+
+TEST_CASE("replacement constructors serve at once", "[planner_flow]") {
+  // Each rank's first primary may hold its first batch back
+  // (startup_prefetch_steps). Its trainers are mid-run when a lost node's
+  // ranks start again elsewhere, so those constructors must not.
+  flow_fixture f;
+  f.join("loader-1", "loader");
+  auto first = f.join("constructor-1", "constructor");
+  f.join("constructor-2", "constructor");
+  REQUIRE(f.rec->rank_starts.size() == 2);
+  CHECK(f.rec->rank_holds == std::vector<bool>{true, true});
+  f.served(0, 0);
+  f.served(1, 0);
+
+  caf::anon_send_exit(first, caf::exit_reason::kill);
+  f.scheduler->run();
+  REQUIRE(f.rec->rank_starts.size() == 4);
+  CHECK(f.rec->rank_holds[2] == false);
+  CHECK(f.rec->rank_holds[3] == false);
 }
 
 TEST_CASE("planner rejects duplicate node ids", "[planner_flow]") {

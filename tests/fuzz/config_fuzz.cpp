@@ -69,6 +69,9 @@ void check_config(const job_config& config) {
                    config.max_document_bytes >= 1 &&
                    config.checkpoint_every >= 1 && config.checkpoint_keep >= 1,
                "a count setting is below its minimum");
+  FUZZ_REQUIRE(config.startup_prefetch_steps >= 0 &&
+                   config.startup_prefetch_steps <= config.plan_ahead,
+               "startup_prefetch_steps is outside 0..plan_ahead");
   FUZZ_REQUIRE(std::isfinite(config.cost.linear) && config.cost.linear >= 0 &&
                    std::isfinite(config.cost.quadratic) &&
                    config.cost.quadratic >= 0 &&
