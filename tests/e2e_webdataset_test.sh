@@ -102,9 +102,8 @@ done
 
 # Separate planner, loader and constructor processes: images travel from
 # the loader to the constructor over ZeroMQ, and the stream is unchanged.
-# The loader starts last, after the trainers, so their first requests
-# usually reach the constructors before the lead of startup_prefetch_steps
-# is built.
+# The constructor node takes startup_prefetch_steps from the planner's
+# config.
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
@@ -117,21 +116,18 @@ planner_port=$(free_ports 1)
   2>"$work/split.planner.log" &
 pids+=($!)
 wait_for_planner "$work/split.planner.log" || fail "planner did not start; see $work/split.planner.log"
+"$overlordd" --role loader --planner "127.0.0.1:$planner_port" --node-id loader-1 \
+  2>"$work/split.loader.log" &
+pids+=($!)
 "$overlordd" --role constructor --planner "127.0.0.1:$planner_port" --node-id constructor-1 \
   --log-level debug 2>"$work/split.constructor.log" &
 pids+=($!)
 "$pull" --planner "127.0.0.1:$planner_port" --rank 1 --steps $steps --timeout 60 \
   >"$work/split.rank1.jsonl" 2>"$work/split.rank1.err" &
-split_pull1=$!
+split_pull=$!
 "$pull" --planner "127.0.0.1:$planner_port" --rank 0 --steps $steps --timeout 60 \
-  >"$work/split.rank0.jsonl" 2>"$work/split.rank0.err" &
-split_pull0=$!
-sleep 0.5
-"$overlordd" --role loader --planner "127.0.0.1:$planner_port" --node-id loader-1 \
-  2>"$work/split.loader.log" &
-pids+=($!)
-wait "$split_pull0" || true
-wait "$split_pull1" || true
+  >"$work/split.rank0.jsonl" 2>"$work/split.rank0.err" || true
+wait "$split_pull" || true
 for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 pids=()
