@@ -429,7 +429,7 @@ void activate(constructor_actor* self, const char* reason) {
   if (!st.standby)
     return;
   st.standby = false;
-  // The trainers are mid-run: a lead would cost them a stall now.
+  // The trainers are mid-run, so waiting for a lead would stall them.
   st.holding_first_batch = false;
   st.log->info("rank={} shadow takes over ({}) from step {}", st.setup->rank,
                reason,

@@ -83,8 +83,8 @@ struct rank_slot {
   bool spawning = false;
   int failed_starts = 0;
   int64_t served = -1;
-  // A primary for this rank was started before, so its trainers may be
-  // mid-run: a replacement serves at once (startup_prefetch_steps).
+  // True once a primary for this rank has started. Its trainers may then
+  // be mid-run, so a replacement serves at once (startup_prefetch_steps).
   bool started_before = false;
   // The shadow on another constructor node, promoted when the primary's
   // node is lost. Empty when no other constructor node exists.
@@ -123,7 +123,7 @@ struct planner_state {
   // report the constructors they still run and resumes where the slowest
   // rank's trainers are.
   bool recovering = false;
-  // Started with --recover: the trainers were running before this planner.
+  // True when started with --recover, whose trainers were already running.
   bool recovered_job = false;
   clock_type::time_point recover_started;
   std::map<uint32_t, std::pair<std::string, rank_asset>> adopted_primaries;
