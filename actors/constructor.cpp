@@ -196,8 +196,9 @@ void deliver_waiting(constructor_actor* self, uint64_t step) {
 
 // Ends the hold on the first batch once startup_prefetch_steps steps from
 // the oldest requested step on are built, and delivers every waiting
-// request whose step is built.
-void release_first_batch(constructor_actor* self) {
+// request whose step is built. `on_request` is true when a request calls
+// it, not a build, so a release then means the lead was built earlier.
+void release_first_batch(constructor_actor* self, bool on_request) {
   auto& st = self->state;
   if (!st.holding_first_batch || st.waiting.empty())
     return;
@@ -207,12 +208,17 @@ void release_first_batch(constructor_actor* self) {
     if (!st.built.count(step))
       return;
   st.holding_first_batch = false;
-  st.log->info("rank={} step={} first batch released: steps {} to {} are "
-               "built, {:.1f} ms after the first request",
-               st.setup->rank, first, first, first + lead - 1,
-               std::chrono::duration<double, std::milli>(
-                   std::chrono::steady_clock::now() - st.first_request)
-                   .count());
+  if (on_request)
+    st.log->info("rank={} step={} first request served at once: steps {} to "
+                 "{} were built before it arrived",
+                 st.setup->rank, first, first, first + lead - 1);
+  else
+    st.log->info("rank={} step={} first batch released: steps {} to {} are "
+                 "built, {:.1f} ms after the first request",
+                 st.setup->rank, first, first, first + lead - 1,
+                 std::chrono::duration<double, std::milli>(
+                     std::chrono::steady_clock::now() - st.first_request)
+                     .count());
   std::vector<uint64_t> ready;
   for (const auto& [key, clients] : st.waiting)
     if (st.built.count(key.first) &&
@@ -271,7 +277,7 @@ void finish_build(constructor_actor* self, uint64_t step) {
                 st.setup->rank, step, pieces, fetch_ms, layout_ms);
 
   if (st.holding_first_batch) {
-    release_first_batch(self);
+    release_first_batch(self, false);
     return;
   }
   deliver_waiting(self, step);
@@ -675,7 +681,7 @@ caf::behavior constructor_behavior(
         s.waiting_count++;
         metrics::record_prefetch_depth(rank, s.waiting_count);
         // The lead may have been built before this request arrived.
-        release_first_batch(self);
+        release_first_batch(self, true);
       },
       [=](stats_atom) {
         auto& s = self->state;

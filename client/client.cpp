@@ -251,7 +251,13 @@ received_batch batch_client::next() {
                       " sent no batch for step " +
                       std::to_string(next_step_) + " within " +
                       std::to_string(options_.timeout.count()) +
-                      " ms; check that the server is running" +
+                      (handshake_done_
+                           ? " ms, although connected; the planner plans at "
+                             "most plan_ahead steps past the slowest rank, so "
+                             "check that every rank has a trainer pulling, "
+                             "and that the loaders keep up (overlordctl "
+                             "status)"
+                           : " ms; check that the server is running") +
                       (failed_handshakes_ > 0
                            ? " (the connection closed " +
                                  std::to_string(failed_handshakes_) +

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
@@ -67,6 +68,12 @@ class checker {
 
   void mark_overridden(const std::string& key, const std::string& flag) {
     overridden_[key] = flag;
+  }
+
+  // Returns ", from --set FLAG" when a --set flag wrote `key`, else "".
+  std::string origin_of(const std::string& key) const {
+    auto flag = overridden_.find(key);
+    return flag == overridden_.end() ? "" : ", from --set " + flag->second;
   }
 
   [[noreturn]] void fail(const YAML::Node& node, const std::string& key,
@@ -857,17 +864,21 @@ job_config parse_tree(YAML::Node root, const std::string& origin,
   if (root["plan_ahead"])
     config.plan_ahead = check.integer(root["plan_ahead"], "plan_ahead", 1, 1024);
   if (root["startup_prefetch_steps"]) {
-    config.startup_prefetch_steps = check.integer(
-        root["startup_prefetch_steps"], "startup_prefetch_steps", 0, 1024);
     // Before a trainer receives a batch, the planner plans plan_ahead
     // steps and no more, so a longer lead would never be built.
-    if (config.startup_prefetch_steps > config.plan_ahead)
-      check.fail(root["startup_prefetch_steps"], "startup_prefetch_steps",
-                 "must be at most plan_ahead (" +
-                     std::to_string(config.plan_ahead) +
+    const auto& node = root["startup_prefetch_steps"];
+    config.startup_prefetch_steps = check.integer(
+        node, "startup_prefetch_steps", std::numeric_limits<int>::min(),
+        std::numeric_limits<int>::max());
+    if (config.startup_prefetch_steps < 0 ||
+        config.startup_prefetch_steps > config.plan_ahead)
+      check.fail(node, "startup_prefetch_steps",
+                 "value " + std::to_string(config.startup_prefetch_steps) +
+                     " is out of range; use 0 to " +
+                     std::to_string(config.plan_ahead) + " (plan_ahead" +
+                     check.origin_of("plan_ahead") +
                      "), because the planner plans no further before the "
-                     "trainers receive a batch; raise plan_ahead or lower "
-                     "startup_prefetch_steps");
+                     "trainers receive a batch");
   }
   if (root["buffer_documents"])
     config.buffer_documents = check.integer(

@@ -430,22 +430,24 @@ TEST_CASE("config startup prefetch steps", "[config]") {
                              "startup_prefetch_steps: 4\n");
   CHECK(load_config(path, {}).startup_prefetch_steps == 4);
 
-  // plan_ahead bounds it wherever either value comes from.
+  // plan_ahead bounds it wherever either value comes from, and the
+  // message names a --set flag that wrote plan_ahead.
   auto message = f.error_of(config_fixture::valid_body() +
                             "startup_prefetch_steps: 5\n");
   CHECK_THAT(message, Catch::Contains("startup_prefetch_steps"));
-  CHECK_THAT(message, Catch::Contains("at most plan_ahead (4)"));
+  CHECK_THAT(message, Catch::Contains("use 0 to 4 (plan_ahead)"));
   message = f.error_of(config_fixture::valid_body() +
                            "startup_prefetch_steps: 3\n",
                        {parse_override("plan_ahead=2")});
-  CHECK_THAT(message, Catch::Contains("at most plan_ahead (2)"));
+  CHECK_THAT(message,
+             Catch::Contains("use 0 to 2 (plan_ahead, from --set plan_ahead=2)"));
   path = f.write_config(config_fixture::valid_body() +
                         "startup_prefetch_steps: 6\nplan_ahead: 8\n");
   CHECK(load_config(path, {}).startup_prefetch_steps == 6);
 
   message = f.error_of(config_fixture::valid_body() +
                        "startup_prefetch_steps: -1\n");
-  CHECK_THAT(message, Catch::Contains("out of range"));
+  CHECK_THAT(message, Catch::Contains("value -1 is out of range; use 0 to 4"));
 }
 
 namespace {

@@ -156,13 +156,15 @@ run_two_ranks() {
 
 # Succeeds when the debug log $1 shows that rank $2's constructor, run with
 # startup_prefetch_steps $3, built steps 0 to $3 - 1, then released its
-# first batch, and only then sent step 0. Prints the line numbers otherwise.
+# first batch, and only then sent step 0. The release is either the end of
+# a hold or a request that came after the lead was built. Prints the line
+# numbers otherwise.
 first_batch_held() {
   local log=$1 rank=$2 lead=$3
   local last=$((lead - 1)) built released sent
   # A missing line leaves its number empty instead of stopping the script.
   built=$(grep -n "rank=$rank step=$last built:" "$log" | head -1 | cut -d: -f1 || true)
-  released=$(grep -n "rank=$rank step=0 first batch released: steps 0 to $last are built" \
+  released=$(grep -n -E "rank=$rank step=0 first (batch released: steps 0 to $last are built|request served at once: steps 0 to $last were built)" \
     "$log" | head -1 | cut -d: -f1 || true)
   sent=$(grep -n "rank=$rank step=0 sent:" "$log" | head -1 | cut -d: -f1 || true)
   if [[ -n "$built" && -n "$released" && -n "$sent" ]] &&
