@@ -21,6 +21,14 @@ namespace overlord::planner {
 
 namespace {
 
+// Returns `names` in order, separated by commas.
+std::string join_names(const std::set<std::string>& names) {
+  std::string list;
+  for (const auto& name : names)
+    list += (list.empty() ? "" : ", ") + name;
+  return list;
+}
+
 const std::set<std::string> top_level_keys = {
     "seed",         "sequence_length",  "rows_per_rank",      "ranks",
     "global_rows",  "topology",         "cost_model",         "balancer",
@@ -141,13 +149,9 @@ class checker {
       if (!seen.insert(key).second)
         fail(entry.first, prefix + key,
              "duplicate key; the value given first would win, so remove one");
-      if (allowed.count(key) == 0) {
-        std::string list;
-        for (const auto& name : allowed)
-          list += (list.empty() ? "" : ", ") + name;
+      if (allowed.count(key) == 0)
         fail(entry.first, prefix + key,
-             "unknown key; valid keys here are " + list);
-      }
+             "unknown key; valid keys here are " + join_names(allowed));
     }
   }
 
@@ -396,7 +400,9 @@ void apply_override(YAML::Node root, const config_override& item,
   if (parts.size() == 1 && parts[0] != "sources") {
     if (top_level_keys.count(parts[0]) == 0)
       throw error(errc::invalid_config,
-                  "--set " + flag + ": unknown key '" + parts[0] + "'");
+                  "--set " + flag + ": unknown key '" + parts[0] +
+                      "'; valid top-level keys are " +
+                      join_names(top_level_keys));
     root[parts[0]] = value;
     check.mark_overridden(parts[0], flag);
     return;
@@ -412,7 +418,8 @@ void apply_override(YAML::Node root, const config_override& item,
     if (maps.at(parts[0])->count(parts[1]) == 0)
       throw error(errc::invalid_config,
                   "--set " + flag + ": unknown key '" + parts[1] + "' in " +
-                      parts[0]);
+                      parts[0] + "; valid keys there are " +
+                      join_names(*maps.at(parts[0])));
     if (root[parts[0]] && !root[parts[0]].IsMap())
       throw error(errc::invalid_config,
                   "--set " + flag + ": " + parts[0] + " is not a map here");
@@ -427,10 +434,14 @@ void apply_override(YAML::Node root, const config_override& item,
       for (auto entry : sources) {
         if (entry.IsMap() && entry["name"] &&
             entry["name"].Scalar() == parts[1]) {
-          if (source_keys.count(parts[2]) == 0 || parts[2] == "name")
+          if (source_keys.count(parts[2]) == 0 || parts[2] == "name") {
+            // A source is addressed by its name, which --set cannot change.
+            auto settable = source_keys;
+            settable.erase("name");
             throw error(errc::invalid_config,
                         "--set " + flag + ": unknown source key '" + parts[2] +
-                            "'");
+                            "'; valid source keys are " + join_names(settable));
+          }
           entry[parts[2]] = value;
           check.mark_overridden("sources." + parts[1] + "." + parts[2], flag);
           return;

@@ -232,6 +232,25 @@ TEST_CASE("config names the set flag in errors", "[config]") {
   CHECK_THAT(message, Catch::Contains("--set sequence_length=0"));
 }
 
+TEST_CASE("config set lists valid keys", "[config]") {
+  config_fixture f;
+  auto message = f.error_of(config_fixture::valid_body(),
+                            {parse_override("startup_prefetch=3")});
+  CHECK_THAT(message, Catch::Contains("unknown key 'startup_prefetch'"));
+  CHECK_THAT(message, Catch::Contains("startup_prefetch_steps"));
+
+  message = f.error_of(config_fixture::valid_body(),
+                       {parse_override("autoscale.speed=3")});
+  CHECK_THAT(message, Catch::Contains(
+                          "valid keys there are cpu_budget, enabled, headroom"));
+
+  // A source's name addresses it, so it is not offered as a key to set.
+  message = f.error_of(config_fixture::valid_body(),
+                       {parse_override("sources.mail.wrkers=3")});
+  CHECK_THAT(message, Catch::Contains("valid source keys are append_eos"));
+  CHECK_THAT(message, !Catch::Contains(", name,"));
+}
+
 TEST_CASE("config override needs equals sign", "[config]") {
   CHECK_THROWS_WITH(parse_override("seed"), Catch::Contains("KEY=VALUE"));
 }
