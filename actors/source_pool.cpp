@@ -505,6 +505,10 @@ struct pool_state {
   // the first read is back).
   double read_ms = 0;
   std::vector<std::string> shard_names;
+  // When an epoch end was last logged at info, and the epochs ended since
+  // then. A small source can cycle many epochs a second.
+  std::chrono::steady_clock::time_point epoch_logged_at;
+  uint64_t epochs_since_log = 0;
   // Reads in flight per worker; a worker taken out of service stops once
   // its last read is back.
   std::map<caf::actor_addr, size_t> worker_load;
@@ -569,6 +573,30 @@ struct pool_state {
 };
 
 using pool_actor = caf::stateful_actor<pool_state>;
+
+// Logs the end of epoch st.release_epoch at info at most every 10 s per
+// source, with the epochs ended since the last such line, and at debug
+// otherwise.
+void log_epoch_end(pool_state& st, const std::string& source) {
+  constexpr auto interval = std::chrono::seconds(10);
+  const auto now = std::chrono::steady_clock::now();
+  ++st.epochs_since_log;
+  if (st.epoch_logged_at != std::chrono::steady_clock::time_point{} &&
+      now - st.epoch_logged_at < interval) {
+    st.log->debug("source={} finished epoch {} ({} documents so far)", source,
+                  st.release_epoch, st.documents);
+    return;
+  }
+  if (st.epochs_since_log > 1)
+    st.log->info("source={} finished epoch {} ({} documents so far, {} "
+                 "epochs since the last report)",
+                 source, st.release_epoch, st.documents, st.epochs_since_log);
+  else
+    st.log->info("source={} finished epoch {} ({} documents so far)", source,
+                 st.release_epoch, st.documents);
+  st.epoch_logged_at = now;
+  st.epochs_since_log = 0;
+}
 
 // Stops the job with `message`. It is logged here unless a worker logged
 // it already (`logged`).
@@ -734,8 +762,7 @@ void release_finished(pool_actor* self) {
                              "records named in the warnings above"));
         return;
       }
-      st.log->info("source={} finished epoch {} ({} documents so far)",
-                   source.name, st.release_epoch, st.documents);
+      log_epoch_end(st, source.name);
       st.release_epoch++;
       st.release_position = 0;
       st.release_order.clear();
